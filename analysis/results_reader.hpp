@@ -1,0 +1,28 @@
+#pragma once
+#include <map>
+#include <string>
+#include <vector>
+
+#include "harness/metrics/metrics.hpp"
+
+namespace moe {
+
+// A results file read back with nothing but the file (no config, no cluster). Scalars only for
+// every (step, layer) record; the vectors (loads, matrices) stay in the file.
+struct ResultsFile {
+  std::string path;
+  std::string status;  // complete | partial
+  std::string config_json, command_line, git_sha, moebench_version, topology_json, hosts;
+  int64_t format_version = 0;
+  int64_t steps_done = 0, steps_planned = 0, layers = 0, experts = 0, ep_size = 0, world_size = 0;
+  std::vector<std::string> routers;
+  std::map<std::string, std::vector<StepLayerMetrics>> records;  // router -> [step * layers + layer]
+};
+
+// Throws InputError naming the file for a missing file, a non-moebench file or an unknown version.
+ResultsFile read_results(const std::string& path);
+
+// `moebench report FILE`: header, partial-file warning and the per-router table, from the file alone.
+std::string format_report(const ResultsFile& file);
+
+}  // namespace moe

@@ -1,0 +1,19 @@
+#pragma once
+#include <string>
+#include <vector>
+
+namespace moe {
+
+struct RunConfig;
+
+// What the registries hold, for validation and `moebench list`. Implemented by the driver, which
+// is the one place that sees every stage.
+std::vector<std::string> known_routers();
+std::vector<std::string> known_workloads();
+std::vector<std::string> known_placements();
+std::vector<std::string> known_backends();
+// Builds the component to check its knobs; returns the problem, or "" when fine.
+std::string check_router_args(const RunConfig& cfg, const std::string& router);
+std::string check_workload_args(const RunConfig& cfg);
+
+}  // namespace moe

@@ -1,0 +1,320 @@
+#include "harness/config/run_config.hpp"
+
+#include <boost/program_options.hpp>
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <set>
+#include <sstream>
+
+#include "harness/core/error.hpp"
+#include "harness/core/registry.hpp"
+#include "harness/config/known_names.hpp"
+
+namespace po = boost::program_options;
+
+namespace moe {
+
+int64_t RunConfig::dtype_bytes() const {
+  if (dtype == "fp32") return 4;
+  if (dtype == "bf16" || dtype == "fp16") return 2;
+  if (dtype == "fp8") return 1;
+  return 0;
+}
+
+bool RunConfig::save_dispatch_matrix() const {
+  if (dispatch_matrix == "on") return true;
+  if (dispatch_matrix == "off") return false;
+  return ep_size <= 256;
+}
+
+Topology RunConfig::topology() const {
+  Topology t;
+  t.name = topology_file.empty() ? "flags" : std::filesystem::path(topology_file).stem().string();
+  t.nodes = nodes;
+  t.ranks_per_node = ranks_per_node;
+  t.intra = Link{intra_bw_GBps * 1e9, intra_lat_us * 1e-6};
+  t.inter = Link{inter_bw_Gbps * 1e9 / 8.0, inter_lat_us * 1e-6};
+  return t;
+}
+
+namespace {
+
+std::string json_escape(const std::string& s) {
+  std::string out;
+  for (char c : s) {
+    if (c == '"' || c == '\\') {
+      out += '\\';
+      out += c;
+    } else if (static_cast<unsigned char>(c) < 0x20) {
+      char buf[8];
+      std::snprintf(buf, sizeof buf, "\\u%04x", c);
+      out += buf;
+    } else {
+      out += c;
+    }
+  }
+  return out;
+}
+std::string q(const std::string& s) { return "\"" + json_escape(s) + "\""; }
+std::string num(double v) {
+  std::ostringstream os;
+  os.precision(17);
+  os << v;
+  return os.str();
+}
+std::string named_args_json(const NamedArgs& args) {
+  std::string out = "{";
+  bool first = true;
+  for (const auto& [name, kv] : args) {
+    out += (first ? "" : ",") + q(name) + ":{";
+    first = false;
+    bool f2 = true;
+    for (const auto& [k, v] : kv) {
+      out += (f2 ? "" : ",") + q(k) + ":" + q(v);
+      f2 = false;
+    }
+    out += "}";
+  }
+  return out + "}";
+}
+
+std::vector<std::string> split_list(const std::string& s) {
+  std::vector<std::string> out;
+  std::string item;
+  std::istringstream is(s);
+  while (std::getline(is, item, ',')) {
+    auto b = item.find_first_not_of(" \t");
+    auto e = item.find_last_not_of(" \t");
+    if (b != std::string::npos) out.push_back(item.substr(b, e - b + 1));
+  }
+  return out;
+}
+
+// "NAME.key=value" -> args[NAME][key] = value
+void add_named_arg(NamedArgs& args, const std::string& option, const std::string& spec) {
+  const auto dot = spec.find('.');
+  const auto eq = spec.find('=');
+  if (dot == std::string::npos || eq == std::string::npos || dot > eq || dot == 0 || eq == dot + 1)
+    throw InputError("--" + option + " '" + spec + "': expected NAME.key=value");
+  args[spec.substr(0, dot)][spec.substr(dot + 1, eq - dot - 1)] = spec.substr(eq + 1);
+}
+
+}  // namespace
+
+std::string RunConfig::to_json() const {
+  std::ostringstream os;
+  os << "{" << q("workload") << ":" << q(workload) << "," << q("workload_args") << ":" << named_args_json(workload_args)
+     << "," << q("experts") << ":" << experts << "," << q("top_k") << ":" << top_k << "," << q("layers") << ":"
+     << layers << "," << q("steps") << ":" << steps << "," << q("tokens_per_rank") << ":" << tokens_per_rank << ","
+     << q("seq_len") << ":" << seq_len << "," << q("seed") << ":" << seed << "," << q("hidden") << ":" << hidden << ","
+     << q("dtype") << ":" << q(dtype) << "," << q("nodes") << ":" << nodes << "," << q("ranks_per_node") << ":"
+     << ranks_per_node << "," << q("ep_size") << ":" << ep_size << "," << q("topology") << ":" << q(topology_file)
+     << "," << q("intra_bw_GBps") << ":" << num(intra_bw_GBps) << "," << q("inter_bw_Gbps") << ":"
+     << num(inter_bw_Gbps) << "," << q("intra_lat_us") << ":" << num(intra_lat_us) << "," << q("inter_lat_us")
+     << ":" << num(inter_lat_us) << "," << q("routers") << ":[";
+  for (size_t i = 0; i < routers.size(); ++i) os << (i ? "," : "") << q(routers[i]);
+  os << "]," << q("router_args") << ":" << named_args_json(router_args) << "," << q("capacity_factor") << ":"
+     << num(capacity_factor) << "," << q("drop_policy") << ":" << q(drop_policy) << "," << q("capacity_scope") << ":"
+     << q(capacity_scope) << "," << q("placement") << ":" << q(placement) << "," << q("dedup") << ":" << q(dedup)
+     << "," << q("backend") << ":" << q(backend) << "}";
+  return os.str();
+}
+
+RunConfig parse_run_config(int argc, const char* const* argv, std::string* help_text) {
+  RunConfig c;
+  std::string routers;
+  std::vector<std::string> router_args;
+  std::vector<std::string> workload_args;
+  po::options_description opts("moebench run options (also valid as key = value lines of an INI file given by --config)");
+  // clang-format off
+  opts.add_options()
+    ("help,h", "show this help")
+    ("config", po::value(&c.config_file), "INI file with any of these options; command-line values win")
+    ("workload", po::value(&c.workload)->default_value(c.workload), "synthetic workload (see `moebench list workloads`)")
+    ("workload-arg", po::value(&workload_args)->composing(), "workload knob NAME.key=value (repeatable)")
+    ("experts", po::value(&c.experts)->default_value(c.experts), "routed experts per MoE layer (E)")
+    ("top-k", po::value(&c.top_k)->default_value(c.top_k), "experts per token (k)")
+    ("layers", po::value(&c.layers)->default_value(c.layers), "MoE layers")
+    ("steps", po::value(&c.steps)->default_value(c.steps), "steps (routing groups) to replay")
+    ("tokens-per-rank", po::value(&c.tokens_per_rank)->default_value(c.tokens_per_rank), "tokens each EP rank routes per step and layer")
+    ("seq-len", po::value(&c.seq_len)->default_value(c.seq_len), "tokens per sequence in synthetic workloads")
+    ("seed", po::value(&c.seed)->default_value(c.seed), "seed of the counter-based RNG")
+    ("hidden", po::value(&c.hidden)->default_value(c.hidden), "hidden size: elements per token payload")
+    ("dtype", po::value(&c.dtype)->default_value(c.dtype), "payload element type: fp32, bf16, fp16, fp8")
+    ("nodes", po::value(&c.nodes)->default_value(c.nodes), "nodes of the modelled cluster (0: derive)")
+    ("ranks-per-node", po::value(&c.ranks_per_node)->default_value(c.ranks_per_node), "EP ranks (GPUs) per node (0: derive)")
+    ("ep-size", po::value(&c.ep_size)->default_value(c.ep_size), "expert-parallel ranks (0: MPI world size); > world size models virtual ranks (sim backend)")
+    ("topology", po::value(&c.topology_file), "INI file with [intra]/[inter] link bandwidth and latency (replaces the link flags)")
+    ("intra-bw-GBps", po::value(&c.intra_bw_GBps)->default_value(c.intra_bw_GBps), "intra-node bandwidth per rank per direction, GB/s")
+    ("inter-bw-Gbps", po::value(&c.inter_bw_Gbps)->default_value(c.inter_bw_Gbps), "inter-node (NIC) bandwidth per rank per direction, Gb/s")
+    ("intra-lat-us", po::value(&c.intra_lat_us)->default_value(c.intra_lat_us), "intra-node latency, microseconds")
+    ("inter-lat-us", po::value(&c.inter_lat_us)->default_value(c.inter_lat_us), "inter-node latency, microseconds")
+    ("routers", po::value(&routers)->default_value("softmax_topk,sigmoid_topk"), "comma-separated routers to compare")
+    ("router-arg", po::value(&router_args)->composing(), "router knob NAME.key=value (repeatable)")
+    ("capacity-factor", po::value(&c.capacity_factor)->default_value(c.capacity_factor), "C = ceil(CF*k*T/E); 0 = unlimited")
+    ("drop-policy", po::value(&c.drop_policy)->default_value(c.drop_policy), "position | probability")
+    ("capacity-scope", po::value(&c.capacity_scope)->default_value(c.capacity_scope), "global (EP group) | local (per process)")
+    ("placement", po::value(&c.placement)->default_value(c.placement), "expert placement (see `moebench list placements`)")
+    ("dedup", po::value(&c.dedup)->default_value(c.dedup), "token_expert | token_rank | token_node")
+    ("backend", po::value(&c.backend)->default_value(c.backend), "exchange backend (see `moebench list backends`)")
+    ("out", po::value(&c.out), "HDF5 results file (none if not given)")
+    ("force", po::bool_switch(&c.force), "overwrite an existing results file")
+    ("dispatch-matrix", po::value(&c.dispatch_matrix)->default_value(c.dispatch_matrix), "save [steps,layers,R,R] dispatch_tokens: auto | on | off")
+    ("progress", po::value(&c.progress)->default_value(c.progress), "auto | bar | lines | off");
+  // clang-format on
+  po::variables_map vm;
+  try {
+    po::store(po::command_line_parser(argc, argv).options(opts).run(), vm);
+    if (vm.count("help")) {
+      if (help_text) {
+        std::ostringstream os;
+        os << opts;
+        *help_text = os.str();
+      }
+      return c;
+    }
+    if (vm.count("config")) {
+      const auto path = vm["config"].as<std::string>();
+      std::ifstream in(path);
+      if (!in) throw InputError("--config " + path + ": cannot open file");
+      try {
+        po::store(po::parse_config_file(in, opts), vm);
+      } catch (const po::error& e) {
+        throw InputError("--config " + path + ": " + e.what());
+      }
+    }
+    po::notify(vm);
+  } catch (const po::error& e) {
+    throw InputError(std::string("command line: ") + e.what());
+  }
+  c.routers = split_list(routers);
+  for (const auto& spec : router_args) add_named_arg(c.router_args, "router-arg", spec);
+  for (const auto& spec : workload_args) add_named_arg(c.workload_args, "workload-arg", spec);
+  std::ostringstream cmd;
+  for (int i = 0; i < argc; ++i) cmd << (i ? " " : "") << argv[i];
+  c.command_line = cmd.str();
+  return c;
+}
+
+namespace {
+
+void load_topology_file(RunConfig& c, std::vector<std::string>& problems) {
+  std::ifstream in(c.topology_file);
+  if (!in) {
+    problems.push_back("--topology " + c.topology_file + ": cannot open file");
+    return;
+  }
+  po::options_description o;
+  double intra_bw = c.intra_bw_GBps, inter_bw = c.inter_bw_Gbps, intra_lat = c.intra_lat_us,
+         inter_lat = c.inter_lat_us;
+  int32_t rpn = 0;
+  std::string name;
+  o.add_options()("name", po::value(&name))("ranks_per_node", po::value(&rpn))(
+      "intra.bandwidth_GBps", po::value(&intra_bw))("intra.latency_us", po::value(&intra_lat))(
+      "inter.bandwidth_Gbps", po::value(&inter_bw))("inter.latency_us", po::value(&inter_lat));
+  try {
+    po::variables_map vm;
+    po::store(po::parse_config_file(in, o), vm);
+    po::notify(vm);
+  } catch (const po::error& e) {
+    problems.push_back("--topology " + c.topology_file + ": " + e.what());
+    return;
+  }
+  c.intra_bw_GBps = intra_bw;
+  c.inter_bw_Gbps = inter_bw;
+  c.intra_lat_us = intra_lat;
+  c.inter_lat_us = inter_lat;
+  if (rpn > 0 && c.ranks_per_node == 0) c.ranks_per_node = rpn;
+}
+
+void check_name(std::vector<std::string>& problems, const std::string& field, const std::string& value,
+                const std::vector<std::string>& known) {
+  for (const auto& k : known)
+    if (k == value) return;
+  problems.push_back(field + ": unknown value '" + value + "' (known: " + join(known) + ")");
+}
+
+}  // namespace
+
+std::vector<std::string> resolve_and_validate(RunConfig& c, int world_size) {
+  std::vector<std::string> p;
+  if (!c.topology_file.empty()) load_topology_file(c, p);
+  if (c.experts < 1) p.push_back("--experts: must be >= 1 (got " + std::to_string(c.experts) + ")");
+  if (c.top_k < 1 || c.top_k > c.experts)
+    p.push_back("--top-k: must be in [1, experts=" + std::to_string(c.experts) + "] (got " + std::to_string(c.top_k) + ")");
+  if (c.layers < 1) p.push_back("--layers: must be >= 1 (got " + std::to_string(c.layers) + ")");
+  if (c.steps < 1) p.push_back("--steps: must be >= 1 (got " + std::to_string(c.steps) + ")");
+  if (c.tokens_per_rank < 1) p.push_back("--tokens-per-rank: must be >= 1 (got " + std::to_string(c.tokens_per_rank) + ")");
+  if (c.seq_len < 1) p.push_back("--seq-len: must be >= 1 (got " + std::to_string(c.seq_len) + ")");
+  if (c.hidden < 1) p.push_back("--hidden: must be >= 1 (got " + std::to_string(c.hidden) + ")");
+  if (c.dtype_bytes() == 0) p.push_back("--dtype: unknown value '" + c.dtype + "' (known: fp32, bf16, fp16, fp8)");
+  if (!(c.capacity_factor >= 0) || !std::isfinite(c.capacity_factor))
+    p.push_back("--capacity-factor: must be >= 0, 0 meaning unlimited (got " + num(c.capacity_factor) + ")");
+  check_name(p, "--drop-policy", c.drop_policy, {"position", "probability"});
+  check_name(p, "--capacity-scope", c.capacity_scope, {"global", "local"});
+  check_name(p, "--dedup", c.dedup, {"token_expert", "token_rank", "token_node"});
+  check_name(p, "--dispatch-matrix", c.dispatch_matrix, {"auto", "on", "off"});
+  check_name(p, "--progress", c.progress, {"auto", "bar", "lines", "off"});
+  check_name(p, "--workload", c.workload, known_workloads());
+  check_name(p, "--placement", c.placement, known_placements());
+  check_name(p, "--backend", c.backend, known_backends());
+  if (!(c.intra_bw_GBps > 0)) p.push_back("--intra-bw-GBps: must be > 0 (got " + num(c.intra_bw_GBps) + ")");
+  if (!(c.inter_bw_Gbps > 0)) p.push_back("--inter-bw-Gbps: must be > 0 (got " + num(c.inter_bw_Gbps) + ")");
+  if (!(c.intra_lat_us >= 0)) p.push_back("--intra-lat-us: must be >= 0 (got " + num(c.intra_lat_us) + ")");
+  if (!(c.inter_lat_us >= 0)) p.push_back("--inter-lat-us: must be >= 0 (got " + num(c.inter_lat_us) + ")");
+
+  // EP group shape: ep_size = nodes * ranks_per_node, every process hosts the same number of ranks.
+  if (c.ep_size < 0 || c.nodes < 0 || c.ranks_per_node < 0) {
+    p.push_back("--ep-size/--nodes/--ranks-per-node: must be >= 0");
+  } else {
+    if (c.ep_size == 0) c.ep_size = (c.nodes > 0 && c.ranks_per_node > 0) ? c.nodes * c.ranks_per_node : world_size;
+    if (c.nodes == 0 && c.ranks_per_node == 0) {
+      c.nodes = 1;
+      c.ranks_per_node = c.ep_size;
+    } else if (c.nodes == 0) {
+      if (c.ep_size % c.ranks_per_node == 0) c.nodes = c.ep_size / c.ranks_per_node;
+      else p.push_back("--ranks-per-node " + std::to_string(c.ranks_per_node) + " does not divide the EP size " + std::to_string(c.ep_size));
+    } else if (c.ranks_per_node == 0) {
+      if (c.ep_size % c.nodes == 0) c.ranks_per_node = c.ep_size / c.nodes;
+      else p.push_back("--nodes " + std::to_string(c.nodes) + " does not divide the EP size " + std::to_string(c.ep_size));
+    }
+    if (c.nodes > 0 && c.ranks_per_node > 0 && static_cast<int64_t>(c.nodes) * c.ranks_per_node != c.ep_size)
+      p.push_back("--nodes x --ranks-per-node = " + std::to_string(c.nodes) + " x " + std::to_string(c.ranks_per_node) +
+                  " = " + std::to_string(static_cast<int64_t>(c.nodes) * c.ranks_per_node) + " != EP size " +
+                  std::to_string(c.ep_size) + (c.ep_size == world_size ? " (the MPI world size)" : ""));
+    if (c.ep_size > 0 && c.ep_size % world_size != 0)
+      p.push_back("--ep-size " + std::to_string(c.ep_size) + " is not a multiple of the MPI world size " + std::to_string(world_size));
+    if (c.backend != "sim" && c.ep_size != world_size)
+      p.push_back("--backend " + c.backend + " moves real bytes and needs --ep-size == MPI world size (" +
+                  std::to_string(world_size) + "), got " + std::to_string(c.ep_size));
+  }
+
+  // Routers and their args: every name known, every knob understood.
+  if (c.routers.empty()) p.push_back("--routers: empty list (known: " + join(known_routers()) + ")");
+  std::set<std::string> seen;
+  for (const auto& r : c.routers) {
+    if (!seen.insert(r).second) p.push_back("--routers: '" + r + "' is listed twice");
+  }
+  for (const auto& r : seen) {
+    check_name(p, "--routers", r, known_routers());
+  }
+  for (const auto& [name, kv] : c.router_args) {
+    if (!seen.count(name)) p.push_back("--router-arg " + name + ".*: router '" + name + "' is not in --routers");
+  }
+  if (p.empty()) {
+    for (const auto& r : c.routers) {
+      const std::string problem = check_router_args(c, r);
+      if (!problem.empty()) p.push_back(problem);
+    }
+  }
+  for (const auto& [name, kv] : c.workload_args)
+    if (name != c.workload) p.push_back("--workload-arg " + name + ".*: workload '" + name + "' is not the selected --workload " + c.workload);
+  if (p.empty()) {
+    const std::string problem = check_workload_args(c);
+    if (!problem.empty()) p.push_back(problem);
+  }
+  return p;
+}
+
+}  // namespace moe

@@ -1,0 +1,71 @@
+#pragma once
+#include <cstdint>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "harness/core/types.hpp"
+
+namespace moe {
+
+using NamedArgs = std::map<std::string, std::map<std::string, std::string>>;  // name -> key -> value
+
+// Everything a `moebench run` needs, from the command line and/or an INI file (--config).
+struct RunConfig {
+  // workload
+  std::string workload = "zipf";
+  NamedArgs workload_args;
+  int32_t experts = 64;
+  int32_t top_k = 6;
+  int32_t layers = 4;
+  int32_t steps = 8;
+  int64_t tokens_per_rank = 4096;
+  int64_t seq_len = 1024;
+  uint64_t seed = 1;
+  // model / payload
+  int64_t hidden = 2048;
+  std::string dtype = "bf16";
+  // cluster
+  int32_t nodes = 0;           // 0: derive
+  int32_t ranks_per_node = 0;  // 0: derive
+  int32_t ep_size = 0;         // 0: MPI world size
+  std::string topology_file;
+  double intra_bw_GBps = 450.0;   // NVLink4 per GPU per direction
+  double inter_bw_Gbps = 400.0;   // one 400 Gb/s NIC per GPU
+  double intra_lat_us = 3.0;
+  double inter_lat_us = 6.0;
+  // routing and capacity
+  std::vector<std::string> routers = {"softmax_topk", "sigmoid_topk"};
+  NamedArgs router_args;
+  double capacity_factor = 1.25;  // 0 = unlimited
+  std::string drop_policy = "position";
+  std::string capacity_scope = "global";
+  // placement, traffic, backend
+  std::string placement = "contiguous";
+  std::string dedup = "token_expert";
+  std::string backend = "sim";
+  // outputs
+  std::string out;                 // empty: no results file
+  bool force = false;
+  std::string dispatch_matrix = "auto";  // auto (saved when ep_size <= 256) | on | off
+  std::string progress = "auto";         // auto | bar | lines | off
+  std::string config_file;
+  std::string command_line;
+
+  int64_t dtype_bytes() const;
+  int64_t payload_bytes() const { return hidden * dtype_bytes(); }
+  bool save_dispatch_matrix() const;
+  Topology topology() const;  // call after resolve()
+  std::string to_json() const;
+};
+
+// Parses `moebench run ...` arguments (argv[0] is the subcommand) and the optional --config INI
+// file; command-line values win over the file. Throws InputError on syntax errors. `--help`
+// sets help_text instead.
+RunConfig parse_run_config(int argc, const char* const* argv, std::string* help_text = nullptr);
+
+// Fills derived fields (ep size, nodes, ranks per node, topology file) for a given MPI world
+// size, then reports every remaining problem at once. Deterministic: every rank gets the same list.
+std::vector<std::string> resolve_and_validate(RunConfig& cfg, int world_size);
+
+}  // namespace moe

@@ -1,0 +1,104 @@
+#pragma once
+#include <cstdint>
+#include <span>
+#include <string>
+#include <vector>
+
+namespace moe {
+
+// The tokens one process routes for one (step, layer): a contiguous range of global token indices
+// [first_token, first_token + num_tokens), owned by the virtual ranks this process hosts.
+struct TokenBatch {
+  int32_t step = 0;
+  int32_t layer = 0;
+  int32_t num_experts = 0;
+  int64_t num_tokens = 0;
+  int64_t first_token = 0;       // global index of token 0 of this batch
+  int64_t global_tokens = 0;     // tokens in the whole EP group for this (step, layer)
+  std::vector<float> logits;     // [num_tokens, num_experts], row-major
+  std::vector<int64_t> sequence; // [num_tokens] global sequence id
+  std::vector<int32_t> position; // [num_tokens] position inside the sequence
+
+  std::span<const float> row(int64_t t) const {
+    return {logits.data() + t * num_experts, static_cast<size_t>(num_experts)};
+  }
+};
+
+// Which experts each token was sent to, in priority order (first choice first), CSR layout so
+// that routers with a variable number of experts per token share the type.
+struct RoutingPlan {
+  int64_t num_tokens = 0;
+  int32_t num_experts = 0;
+  std::vector<int64_t> offsets;  // [num_tokens + 1]
+  std::vector<int32_t> expert;   // [assignments]
+  std::vector<float> weight;     // [assignments] combine weight
+
+  void reset(int64_t tokens, int32_t experts, int64_t reserve_assignments) {
+    num_tokens = tokens;
+    num_experts = experts;
+    offsets.assign(static_cast<size_t>(tokens) + 1, 0);
+    expert.clear();
+    weight.clear();
+    expert.reserve(static_cast<size_t>(reserve_assignments));
+    weight.reserve(static_cast<size_t>(reserve_assignments));
+  }
+  int64_t assignments() const { return offsets.empty() ? 0 : offsets.back(); }
+  int64_t count(int64_t t) const { return offsets[t + 1] - offsets[t]; }
+};
+
+// Assignments that survived capacity: kept[a] for each assignment of a RoutingPlan.
+struct CapacityResult {
+  int64_t capacity = 0;                 // tokens per expert, 0 = unlimited
+  std::vector<uint8_t> kept;            // [assignments]
+  std::vector<int64_t> expert_demand;   // [E] global, before capacity
+  std::vector<int64_t> expert_load;     // [E] global, after capacity
+  int64_t dropped_assignments = 0;      // global
+  int64_t dropped_tokens = 0;           // global: tokens that lost all of their assignments
+};
+
+struct Link {
+  double bandwidth_Bps = 0;  // bytes per second, one direction, per rank
+  double latency_s = 0;
+};
+
+enum class LinkClass : int { local = 0, intra = 1, inter = 2 };
+
+struct Topology {
+  std::string name = "default";
+  int32_t nodes = 1;
+  int32_t ranks_per_node = 1;
+  Link intra;  // inside a node (NVLink)
+  Link inter;  // between nodes (NIC per GPU)
+
+  int32_t ep_size() const { return nodes * ranks_per_node; }
+  int32_t node_of(int32_t rank) const { return rank / ranks_per_node; }
+  int32_t local_of(int32_t rank) const { return rank % ranks_per_node; }
+  LinkClass link(int32_t src, int32_t dst) const {
+    if (src == dst) return LinkClass::local;
+    return node_of(src) == node_of(dst) ? LinkClass::intra : LinkClass::inter;
+  }
+};
+
+// Expert -> EP rank that hosts it.
+struct Placement {
+  std::vector<int32_t> rank_of_expert;  // [E]
+};
+
+// Dense [R x R] matrices, row = source rank, column = destination rank.
+struct TrafficMatrix {
+  int32_t ranks = 0;
+  std::vector<int64_t> tokens;  // token copies sent
+  std::vector<int64_t> bytes;   // bytes sent (payload + routing metadata)
+
+  void reset(int32_t r) {
+    ranks = r;
+    tokens.assign(static_cast<size_t>(r) * r, 0);
+    bytes.assign(static_cast<size_t>(r) * r, 0);
+  }
+  int64_t& tok(int32_t s, int32_t d) { return tokens[static_cast<size_t>(s) * ranks + d]; }
+  int64_t& byt(int32_t s, int32_t d) { return bytes[static_cast<size_t>(s) * ranks + d]; }
+  int64_t tok(int32_t s, int32_t d) const { return tokens[static_cast<size_t>(s) * ranks + d]; }
+  int64_t byt(int32_t s, int32_t d) const { return bytes[static_cast<size_t>(s) * ranks + d]; }
+};
+
+}  // namespace moe

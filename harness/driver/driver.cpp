@@ -1,0 +1,170 @@
+#include "harness/driver/driver.hpp"
+
+#include <chrono>
+#include <cstdio>
+#include <memory>
+#include <sstream>
+
+#include "backends/backend.hpp"
+#include "backends/sim/cost_model.hpp"
+#include "harness/capacity/capacity.hpp"
+#include "harness/core/error.hpp"
+#include "harness/placement/placement.hpp"
+#include "harness/report/progress.hpp"
+#include "harness/report/results_writer.hpp"
+#include "harness/report/table.hpp"
+#include "harness/routing/router.hpp"
+#include "harness/traffic/traffic.hpp"
+#include "workloads/workload.hpp"
+
+namespace moe {
+
+std::string topology_json(const Topology& t) {
+  std::ostringstream os;
+  os.precision(17);
+  os << "{\"name\":\"" << t.name << "\",\"nodes\":" << t.nodes << ",\"ranks_per_node\":" << t.ranks_per_node
+     << ",\"intra_bandwidth_Bps\":" << t.intra.bandwidth_Bps << ",\"intra_latency_s\":" << t.intra.latency_s
+     << ",\"inter_bandwidth_Bps\":" << t.inter.bandwidth_Bps << ",\"inter_latency_s\":" << t.inter.latency_s << "}";
+  return os.str();
+}
+
+namespace {
+
+std::vector<std::string> gather_hosts(const Comm& world) {
+  char name[MPI_MAX_PROCESSOR_NAME] = {};
+  int len = 0;
+  MOE_MPI(MPI_Get_processor_name(name, &len));
+  std::vector<char> all(static_cast<size_t>(world.size()) * MPI_MAX_PROCESSOR_NAME);
+  MOE_MPI(MPI_Allgather(name, MPI_MAX_PROCESSOR_NAME, MPI_CHAR, all.data(), MPI_MAX_PROCESSOR_NAME, MPI_CHAR, world.raw()));
+  std::vector<std::string> hosts;
+  for (int r = 0; r < world.size(); ++r) hosts.emplace_back(all.data() + static_cast<size_t>(r) * MPI_MAX_PROCESSOR_NAME);
+  return hosts;
+}
+
+}  // namespace
+
+RunOutput run_pipeline(const RunConfig& cfg, const Comm& world, const RunOptions& options) {
+  const Topology topo = cfg.topology();
+  const int32_t R = topo.ep_size();
+  const int32_t L = cfg.layers;
+  const int32_t ranks_here = R / world.size();  // EP (virtual) ranks this process hosts
+  const int32_t first_rank = world.rank() * ranks_here;
+  const int64_t first_token = static_cast<int64_t>(first_rank) * cfg.tokens_per_rank;
+  const int64_t num_tokens = static_cast<int64_t>(ranks_here) * cfg.tokens_per_rank;
+  const int64_t global_tokens = static_cast<int64_t>(R) * cfg.tokens_per_rank;
+  const bool global_capacity = cfg.capacity_scope == "global";
+  const Comm self = Comm::self();
+
+  WorkloadSetup ws{cfg.experts, cfg.layers, cfg.top_k, R, cfg.tokens_per_rank, cfg.seq_len, cfg.seed};
+  auto workload = make_workload(cfg.workload, ws, cfg.workload_args.count(cfg.workload) ? cfg.workload_args.at(cfg.workload) : std::map<std::string, std::string>{});
+  RouterSetup rs{cfg.experts, cfg.top_k, cfg.layers, topo};
+  std::vector<std::unique_ptr<Router>> routers;
+  for (const auto& name : cfg.routers)
+    routers.push_back(make_router(name, rs, cfg.router_args.count(name) ? cfg.router_args.at(name) : std::map<std::string, std::string>{}));
+  RunOutput out;
+  out.routers = cfg.routers;
+  out.placement = make_placement(cfg.placement, PlacementSetup{cfg.experts, topo, cfg.seed});
+  auto backend = make_backend(cfg.backend);
+  const CapacitySpec cap_spec{cfg.capacity_factor, cfg.top_k, cfg.drop_policy};
+  const TrafficSpec traffic_spec{parse_dedup(cfg.dedup), cfg.payload_bytes(), 8, cfg.tokens_per_rank};
+
+  std::unique_ptr<ResultsWriter> writer;
+  if (!cfg.out.empty()) {
+    ResultsFileInfo info;
+    info.path = cfg.out;
+    info.force = cfg.force;
+    info.config_json = cfg.to_json();
+    info.command_line = cfg.command_line;
+    info.topology_json = topology_json(topo);
+    info.routers = cfg.routers;
+    info.hosts = gather_hosts(world);
+    info.steps = cfg.steps;
+    info.layers = cfg.layers;
+    info.experts = cfg.experts;
+    info.topology = topo;
+    info.placement = out.placement;
+    info.save_dispatch_matrix = cfg.save_dispatch_matrix();
+    info.first_rank = first_rank;
+    info.num_ranks = ranks_here;
+    writer = std::make_unique<ResultsWriter>(info, world);
+  }
+  if (options.console && world.root()) {
+    std::printf("moebench: workload %s, E=%d k=%d, %d layers x %d steps, %lld tokens/rank, EP %d = %d nodes x %d ranks "
+                "(%d processes), capacity factor %g (%s, %s), placement %s, dedup %s, backend %s\n",
+                cfg.workload.c_str(), cfg.experts, cfg.top_k, L, cfg.steps, static_cast<long long>(cfg.tokens_per_rank), R,
+                topo.nodes, topo.ranks_per_node, world.size(), cfg.capacity_factor, cfg.drop_policy.c_str(),
+                cfg.capacity_scope.c_str(), cfg.placement.c_str(), cfg.dedup.c_str(), cfg.backend.c_str());
+    std::fflush(stdout);
+  }
+
+  const size_t NR = routers.size();
+  out.records.assign(NR, {});
+  out.matrices.assign(NR, {});
+  std::vector<std::vector<StepLayerMetrics>> step_records(NR, std::vector<StepLayerMetrics>(static_cast<size_t>(L)));
+  std::vector<std::vector<TrafficMatrix>> step_matrices(NR, std::vector<TrafficMatrix>(static_cast<size_t>(L)));
+  TokenBatch batch;
+  RoutingPlan plan;
+  CapacityResult cap;
+  TrafficMatrix combine;
+  Progress progress(cfg.progress, static_cast<int64_t>(cfg.steps) * L, world.root());
+
+  for (int32_t step = 0; step < cfg.steps; ++step) {
+    for (int32_t layer = 0; layer < L; ++layer) {
+      workload->generate(step, layer, first_token, num_tokens, batch);
+      for (size_t ri = 0; ri < NR; ++ri) {
+        StepLayerMetrics& m = step_records[ri][layer];
+        m = StepLayerMetrics{};
+        const auto t0 = std::chrono::steady_clock::now();
+        routers[ri]->route(batch, world, plan);
+        m.router_s = world.max(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+        apply_capacity(plan, cap_spec, global_capacity ? global_tokens : num_tokens, global_capacity ? world : self, cap);
+        if (!global_capacity) {  // per-process capacity: the counts above are local, make them global
+          world.sum(cap.expert_demand);
+          world.sum(cap.expert_load);
+          cap.dropped_assignments = world.sum(cap.dropped_assignments);
+          cap.dropped_tokens = world.sum(cap.dropped_tokens);
+        }
+        fill_load_metrics(plan, cap, global_tokens, cfg.top_k, world, m);
+        TrafficMatrix& dispatch = step_matrices[ri][layer];
+        dispatch.reset(R);
+        account_dispatch(plan, cap.kept, first_token, out.placement, topo, traffic_spec, dispatch);
+        world.sum(dispatch.tokens);
+        world.sum(dispatch.bytes);
+        combine_from_dispatch(dispatch, cfg.payload_bytes(), combine);
+        fill_traffic_metrics(dispatch, combine, topo, m);
+        const ModelTime md = model_alltoall(dispatch, topo);
+        const ModelTime mc = model_alltoall(combine, topo);
+        m.model_dispatch_s = md.seconds;
+        m.model_combine_s = mc.seconds;
+        m.algbw_GBps = md.algbw_GBps;
+        m.busbw_GBps = md.busbw_GBps;
+        m.bottleneck_rank = md.bottleneck_rank;
+        m.bottleneck_link = static_cast<int64_t>(md.bottleneck_link);
+        const ExchangeResult ex = backend->exchange(dispatch, combine, topo, world);
+        if (ex.measured) {
+          m.measured_dispatch_s = ex.dispatch_s;
+          m.measured_combine_s = ex.combine_s;
+        }
+      }
+      progress.update(static_cast<int64_t>(step) * L + layer + 1, "step " + std::to_string(step + 1) + "/" + std::to_string(cfg.steps));
+    }
+    for (auto& r : routers) r->end_step(world);
+    if (writer) writer->write_step(step, step_records, step_matrices);
+    for (size_t ri = 0; ri < NR; ++ri) {
+      out.records[ri].insert(out.records[ri].end(), step_records[ri].begin(), step_records[ri].end());
+      if (options.keep_matrices) out.matrices[ri].insert(out.matrices[ri].end(), step_matrices[ri].begin(), step_matrices[ri].end());
+    }
+  }
+  progress.done();
+  if (writer) writer->finish();
+  if (options.console && world.root()) {
+    std::vector<RouterSummary> rows;
+    for (size_t ri = 0; ri < NR; ++ri) rows.push_back(summarize(cfg.routers[ri], out.records[ri]));
+    std::printf("%s", format_summary_table(rows).c_str());
+    if (!cfg.out.empty()) std::printf("results: %s\n", cfg.out.c_str());
+    std::fflush(stdout);
+  }
+  return out;
+}
+
+}  // namespace moe

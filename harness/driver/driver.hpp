@@ -1,0 +1,29 @@
+#pragma once
+#include <string>
+#include <vector>
+
+#include "harness/config/run_config.hpp"
+#include "harness/core/comm.hpp"
+#include "harness/metrics/metrics.hpp"
+
+namespace moe {
+
+struct RunOutput {
+  std::vector<std::string> routers;
+  std::vector<std::vector<StepLayerMetrics>> records;  // [router][step * layers + layer]
+  std::vector<std::vector<TrafficMatrix>> matrices;    // same index; only with keep_matrices
+  Placement placement;
+};
+
+struct RunOptions {
+  bool keep_matrices = false;  // tests: keep every group dispatch matrix in memory
+  bool console = true;         // rank 0 prints the header and table
+};
+
+// The only code that knows the order of the stages. Collective over `world`; `cfg` must have been
+// through resolve_and_validate(). Writes cfg.out (parallel HDF5) when set.
+RunOutput run_pipeline(const RunConfig& cfg, const Comm& world, const RunOptions& options = {});
+
+std::string topology_json(const Topology& t);
+
+}  // namespace moe

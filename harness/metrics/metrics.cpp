@@ -1,0 +1,110 @@
+#include "harness/metrics/metrics.hpp"
+
+#include <algorithm>
+#include <numeric>
+
+#include "harness/traffic/traffic.hpp"
+
+namespace moe {
+
+double max_over_mean(const std::vector<int64_t>& v) {
+  if (v.empty()) return 0;
+  const double sum = static_cast<double>(std::accumulate(v.begin(), v.end(), int64_t{0}));
+  if (sum == 0) return 0;
+  return static_cast<double>(*std::max_element(v.begin(), v.end())) / (sum / static_cast<double>(v.size()));
+}
+
+double coefficient_of_variation(const std::vector<int64_t>& v) {
+  if (v.empty()) return 0;
+  const double n = static_cast<double>(v.size());
+  double mean = 0;
+  for (auto x : v) mean += static_cast<double>(x);
+  mean /= n;
+  if (mean == 0) return 0;
+  double var = 0;
+  for (auto x : v) var += (static_cast<double>(x) - mean) * (static_cast<double>(x) - mean);
+  return std::sqrt(var / n) / mean;
+}
+
+void fill_load_metrics(const RoutingPlan& plan, const CapacityResult& cap, int64_t group_tokens, int32_t top_k,
+                       const Comm& group, StepLayerMetrics& m) {
+  const int32_t E = plan.num_experts;
+  m.tokens = group_tokens;
+  m.capacity = cap.capacity;
+  m.expert_demand = cap.expert_demand;
+  m.expert_load = cap.expert_load;
+  m.demand_assignments = std::accumulate(cap.expert_demand.begin(), cap.expert_demand.end(), int64_t{0});
+  m.kept_assignments = std::accumulate(cap.expert_load.begin(), cap.expert_load.end(), int64_t{0});
+  m.dropped_assignments = cap.dropped_assignments;
+  m.dropped_tokens = cap.dropped_tokens;
+  m.max_demand = E ? *std::max_element(cap.expert_demand.begin(), cap.expert_demand.end()) : 0;
+  m.max_tokens_per_expert = E ? *std::max_element(cap.expert_load.begin(), cap.expert_load.end()) : 0;
+  m.mean_active_experts = group_tokens ? static_cast<double>(m.kept_assignments) / static_cast<double>(group_tokens) : 0;
+  m.drop_rate = m.demand_assignments ? static_cast<double>(m.dropped_assignments) / static_cast<double>(m.demand_assignments) : 0;
+  m.expert_imbalance = max_over_mean(m.expert_load);
+  m.expert_cv = coefficient_of_variation(m.expert_load);
+  const double balanced = static_cast<double>(group_tokens) * top_k / E;
+  m.capacity_factor_required = balanced > 0 ? static_cast<double>(m.max_demand) / balanced : 0;
+  m.active_experts_hist.assign(static_cast<size_t>(E) + 1, 0);
+  for (int64_t t = 0; t < plan.num_tokens; ++t) {
+    int64_t n = 0;
+    for (int64_t a = plan.offsets[t]; a < plan.offsets[t + 1]; ++a) n += cap.kept.empty() || cap.kept[a];
+    ++m.active_experts_hist[std::min<int64_t>(n, E)];
+  }
+  group.sum(m.active_experts_hist);
+}
+
+void fill_traffic_metrics(const TrafficMatrix& dispatch, const TrafficMatrix& combine, const Topology& topo,
+                          StepLayerMetrics& m) {
+  const auto d = bytes_by_class(dispatch, topo);
+  const auto c = bytes_by_class(combine, topo);
+  m.dispatch_bytes_local = d[0];
+  m.dispatch_bytes_intra = d[1];
+  m.dispatch_bytes_inter = d[2];
+  m.combine_bytes_local = c[0];
+  m.combine_bytes_intra = c[1];
+  m.combine_bytes_inter = c[2];
+  const int32_t R = dispatch.ranks;
+  m.rank_recv_tokens.assign(R, 0);
+  m.dispatch_copies = 0;
+  for (int32_t s = 0; s < R; ++s)
+    for (int32_t r = 0; r < R; ++r) {
+      m.rank_recv_tokens[r] += dispatch.tok(s, r);
+      m.dispatch_copies += dispatch.tok(s, r);
+    }
+  m.rank_imbalance = max_over_mean(m.rank_recv_tokens);
+  m.rank_cv = coefficient_of_variation(m.rank_recv_tokens);
+}
+
+RouterSummary summarize(const std::string& router, const std::vector<StepLayerMetrics>& records) {
+  RouterSummary s;
+  s.router = router;
+  s.records = static_cast<int64_t>(records.size());
+  if (records.empty()) return s;
+  int64_t dropped = 0, demand = 0;
+  for (const auto& m : records) {
+    s.mean_active_experts += m.mean_active_experts;
+    dropped += m.dropped_assignments;
+    demand += m.demand_assignments;
+    s.max_capacity_factor_required = std::max(s.max_capacity_factor_required, m.capacity_factor_required);
+    s.max_tokens_per_expert = std::max(s.max_tokens_per_expert, m.max_tokens_per_expert);
+    s.mean_expert_imbalance += m.expert_imbalance;
+    s.mean_expert_cv += m.expert_cv;
+    s.mean_rank_imbalance += m.rank_imbalance;
+    s.mean_dispatch_bytes_local += static_cast<double>(m.dispatch_bytes_local);
+    s.mean_dispatch_bytes_intra += static_cast<double>(m.dispatch_bytes_intra);
+    s.mean_dispatch_bytes_inter += static_cast<double>(m.dispatch_bytes_inter);
+    s.mean_model_a2a_s += m.model_dispatch_s + m.model_combine_s;
+    s.mean_busbw_GBps += m.busbw_GBps;
+    s.mean_router_s += m.router_s;
+  }
+  const double n = static_cast<double>(records.size());
+  s.drop_rate = demand ? static_cast<double>(dropped) / static_cast<double>(demand) : 0;
+  for (double* v : {&s.mean_active_experts, &s.mean_expert_imbalance, &s.mean_expert_cv, &s.mean_rank_imbalance,
+                    &s.mean_dispatch_bytes_local, &s.mean_dispatch_bytes_intra, &s.mean_dispatch_bytes_inter,
+                    &s.mean_model_a2a_s, &s.mean_busbw_GBps, &s.mean_router_s})
+    *v /= n;
+  return s;
+}
+
+}  // namespace moe

@@ -1,0 +1,76 @@
+#pragma once
+#include <cmath>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "harness/core/comm.hpp"
+#include "harness/core/types.hpp"
+
+namespace moe {
+
+// Every metric of one router at one (step, layer), global over the EP group. Definitions in
+// harness/report/SCHEMA.md; units are in the names (bytes, _s, _GBps).
+struct StepLayerMetrics {
+  int64_t tokens = 0;                  // T, tokens routed in the group
+  int64_t capacity = 0;                // C per expert, 0 = unlimited
+  int64_t demand_assignments = 0;      // assignments before capacity
+  int64_t kept_assignments = 0;        // |A| after capacity
+  int64_t dropped_assignments = 0;
+  int64_t dropped_tokens = 0;          // tokens with >= 1 assignment that lost all of them
+  int64_t max_demand = 0;              // max over experts of demand
+  int64_t max_tokens_per_expert = 0;   // max over experts of load (after capacity)
+  int64_t dispatch_copies = 0;         // token copies in the dispatch matrix (after dedup)
+  int64_t dispatch_bytes_local = 0, dispatch_bytes_intra = 0, dispatch_bytes_inter = 0;
+  int64_t combine_bytes_local = 0, combine_bytes_intra = 0, combine_bytes_inter = 0;
+  int64_t bottleneck_rank = 0;         // slowest rank of the modelled dispatch
+  int64_t bottleneck_link = 0;         // its link class: 1 intra, 2 inter (0: no traffic)
+  double mean_active_experts = 0;      // |A| / T
+  double drop_rate = 0;                // dropped / demand assignments
+  double expert_imbalance = 0;         // max load / mean load
+  double expert_cv = 0;                // std / mean of load
+  double rank_imbalance = 0;           // max / mean of tokens received per rank
+  double rank_cv = 0;
+  double capacity_factor_required = 0; // max demand / (T k / E)
+  double model_dispatch_s = 0, model_combine_s = 0;
+  double algbw_GBps = 0, busbw_GBps = 0;  // of the modelled dispatch
+  double measured_dispatch_s = NAN, measured_combine_s = NAN;  // NaN: backend measures nothing
+  double router_s = 0;                 // wall time of route() on the slowest process
+  std::vector<int64_t> expert_demand;  // [E]
+  std::vector<int64_t> expert_load;    // [E]
+  std::vector<int64_t> active_experts_hist;  // [E+1]: tokens with n kept experts
+  std::vector<int64_t> rank_recv_tokens;     // [R]: column sums of the dispatch token matrix
+};
+
+// Load, capacity and drop metrics. Collective over `group` (the active-experts histogram).
+void fill_load_metrics(const RoutingPlan& plan, const CapacityResult& cap, int64_t group_tokens, int32_t top_k,
+                       const Comm& group, StepLayerMetrics& m);
+
+// Byte, copy and rank-receive metrics from the group's (already summed) matrices; the modelled
+// times are the backend's to fill.
+void fill_traffic_metrics(const TrafficMatrix& dispatch, const TrafficMatrix& combine, const Topology& topology,
+                          StepLayerMetrics& m);
+
+// max/mean and std/mean of counts (0 when the mean is 0).
+double max_over_mean(const std::vector<int64_t>& v);
+double coefficient_of_variation(const std::vector<int64_t>& v);
+
+// One router over a whole run: what the console table and `moebench report` print.
+struct RouterSummary {
+  std::string router;
+  int64_t records = 0;  // step x layer pairs
+  double mean_active_experts = 0;
+  double drop_rate = 0;  // over the whole run
+  double max_capacity_factor_required = 0;
+  int64_t max_tokens_per_expert = 0;
+  double mean_expert_imbalance = 0;
+  double mean_expert_cv = 0;
+  double mean_rank_imbalance = 0;
+  double mean_dispatch_bytes_local = 0, mean_dispatch_bytes_intra = 0, mean_dispatch_bytes_inter = 0;
+  double mean_model_a2a_s = 0;  // dispatch + combine per layer
+  double mean_busbw_GBps = 0;
+  double mean_router_s = 0;
+};
+RouterSummary summarize(const std::string& router, const std::vector<StepLayerMetrics>& records);
+
+}  // namespace moe

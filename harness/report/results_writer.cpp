@@ -1,0 +1,189 @@
+#include "harness/report/results_writer.hpp"
+
+#include <filesystem>
+
+#include "harness/core/build_info.hpp"
+#include "harness/core/error.hpp"
+#include "harness/core/registry.hpp"
+#include "harness/report/schema.hpp"
+
+namespace moe {
+
+namespace {
+
+using h5::check;
+using h5::check_status;
+using h5::Handle;
+
+constexpr size_t kStatusLen = 16;
+
+Handle create_extensible(hid_t loc, const std::string& path, hid_t type, std::vector<hsize_t> inner) {
+  std::vector<hsize_t> dims{0}, maxdims{H5S_UNLIMITED}, chunk{1};
+  for (auto d : inner) {
+    dims.push_back(d);
+    maxdims.push_back(d);
+    chunk.push_back(std::max<hsize_t>(d, 1));
+  }
+  Handle space(check(H5Screate_simple(static_cast<int>(dims.size()), dims.data(), maxdims.data()), "H5Screate_simple"), H5Sclose);
+  Handle dcpl(check(H5Pcreate(H5P_DATASET_CREATE), "H5Pcreate"), H5Pclose);
+  check_status(H5Pset_chunk(dcpl, static_cast<int>(chunk.size()), chunk.data()), "H5Pset_chunk");
+  Handle lcpl(check(H5Pcreate(H5P_LINK_CREATE), "H5Pcreate"), H5Pclose);
+  check_status(H5Pset_create_intermediate_group(lcpl, 1), "H5Pset_create_intermediate_group");
+  return Handle(check(H5Dcreate2(loc, path.c_str(), type, space, lcpl, dcpl, H5P_DEFAULT), ("H5Dcreate " + path).c_str()), H5Dclose);
+}
+
+// Extends `path` to `step + 1` rows and writes the block at `start`/`count` (count[0] == 1) from
+// `buf`; a process with buf == nullptr takes part in the collective write with an empty selection.
+void append_block(hid_t file, hid_t dxpl, const std::string& path, hid_t mem_type, int32_t step,
+                  const std::vector<hsize_t>& start, const std::vector<hsize_t>& count, const void* buf) {
+  Handle d(check(H5Dopen2(file, path.c_str(), H5P_DEFAULT), ("H5Dopen " + path).c_str()), H5Dclose);
+  {
+    Handle space(check(H5Dget_space(d), "H5Dget_space"), H5Sclose);
+    std::vector<hsize_t> dims(count.size());
+    H5Sget_simple_extent_dims(space, dims.data(), nullptr);
+    if (dims[0] < static_cast<hsize_t>(step) + 1) {
+      dims[0] = static_cast<hsize_t>(step) + 1;
+      check_status(H5Dset_extent(d, dims.data()), ("H5Dset_extent " + path).c_str());
+    }
+  }
+  Handle fspace(check(H5Dget_space(d), "H5Dget_space"), H5Sclose);
+  Handle mspace(check(H5Screate_simple(static_cast<int>(count.size()), count.data(), nullptr), "H5Screate_simple"), H5Sclose);
+  if (buf) {
+    check_status(H5Sselect_hyperslab(fspace, H5S_SELECT_SET, start.data(), nullptr, count.data(), nullptr), "H5Sselect_hyperslab");
+  } else {
+    check_status(H5Sselect_none(fspace), "H5Sselect_none");
+    check_status(H5Sselect_none(mspace), "H5Sselect_none");
+  }
+  static const char dummy = 0;
+  check_status(H5Dwrite(d, mem_type, mspace, fspace, dxpl, buf ? buf : &dummy), ("H5Dwrite " + path).c_str());
+}
+
+std::string group_of(const std::string& router) { return "/runs/" + router; }
+
+}  // namespace
+
+ResultsWriter::ResultsWriter(const ResultsFileInfo& info, const Comm& world) : info_(info), world_(world) {
+  h5::silence_error_stack();
+  char exists = 0;
+  if (world_.root()) exists = std::filesystem::exists(info_.path) ? 1 : 0;
+  world_.bcast(std::span<char>(&exists, 1), 0);
+  if (exists && !info_.force)
+    throw InputError("--out " + info_.path + ": file exists; refusing to overwrite it (pass --force to replace it)");
+  Handle fapl(check(H5Pcreate(H5P_FILE_ACCESS), "H5Pcreate"), H5Pclose);
+  check_status(H5Pset_fapl_mpio(fapl, world_.raw(), MPI_INFO_NULL), "H5Pset_fapl_mpio");
+  const hid_t f = H5Fcreate(info_.path.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, fapl);
+  if (f < 0) throw InputError("--out " + info_.path + ": cannot create the file (does its folder exist and is it writable?)");
+  file_ = Handle(f, H5Fclose);
+  dxpl_ = Handle(check(H5Pcreate(H5P_DATASET_XFER), "H5Pcreate"), H5Pclose);
+  check_status(H5Pset_dxpl_mpio(dxpl_, H5FD_MPIO_COLLECTIVE), "H5Pset_dxpl_mpio");
+
+  // Root attributes: identical on every process (attribute writes are collective).
+  h5::write_attr(file_, "format", schema::kFormatName);
+  h5::write_attr(file_, "format_version", schema::kFormatVersion);
+  h5::write_attr(file_, "moebench_version", MOEBENCH_VERSION);
+  h5::write_attr(file_, "git_sha", MOEBENCH_GIT_SHA);
+  h5::write_attr(file_, "command_line", info_.command_line);
+  h5::write_attr(file_, "config", info_.config_json);
+  h5::write_attr(file_, "topology", info_.topology_json);
+  h5::write_attr(file_, "world_size", static_cast<int64_t>(world_.size()));
+  h5::write_attr(file_, "ep_size", static_cast<int64_t>(info_.topology.ep_size()));
+  h5::write_attr(file_, "hosts", join(info_.hosts, ","));
+  h5::write_attr(file_, "routers", join(info_.routers, ","));
+  h5::write_attr(file_, "steps_planned", static_cast<int64_t>(info_.steps));
+  h5::write_attr(file_, "layers", static_cast<int64_t>(info_.layers));
+  h5::write_attr(file_, "experts", static_cast<int64_t>(info_.experts));
+  h5::write_attr(file_, "status", "partial", kStatusLen);
+  h5::write_attr(file_, "steps_done", int64_t{0});
+  create_datasets();
+  check_status(H5Fflush(file_, H5F_SCOPE_GLOBAL), "H5Fflush");
+}
+
+ResultsWriter::~ResultsWriter() = default;
+
+void ResultsWriter::create_datasets() {
+  const hsize_t L = static_cast<hsize_t>(info_.layers);
+  const hsize_t E = static_cast<hsize_t>(info_.experts);
+  const hsize_t R = static_cast<hsize_t>(info_.topology.ep_size());
+  {  // Static placement: expert -> rank, and rank -> node.
+    const hsize_t dims_e[1] = {E};
+    Handle s(check(H5Screate_simple(1, dims_e, nullptr), "H5Screate_simple"), H5Sclose);
+    Handle lcpl(check(H5Pcreate(H5P_LINK_CREATE), "H5Pcreate"), H5Pclose);
+    check_status(H5Pset_create_intermediate_group(lcpl, 1), "H5Pset_create_intermediate_group");
+    Handle d(check(H5Dcreate2(file_, "/placement/rank_of_expert", H5T_STD_I32LE, s, lcpl, H5P_DEFAULT, H5P_DEFAULT), "H5Dcreate"), H5Dclose);
+    Handle fs(check(H5Dget_space(d), "H5Dget_space"), H5Sclose);
+    if (!world_.root()) H5Sselect_none(fs);
+    Handle ms(check(H5Screate_simple(1, dims_e, nullptr), "H5Screate_simple"), H5Sclose);
+    if (!world_.root()) H5Sselect_none(ms);
+    check_status(H5Dwrite(d, H5T_NATIVE_INT32, ms, fs, dxpl_, info_.placement.rank_of_expert.data()), "H5Dwrite rank_of_expert");
+  }
+  for (const auto& router : info_.routers) {
+    const std::string g = group_of(router);
+    for (const auto& f : schema::kIntFields) create_extensible(file_, g + "/" + f.name, H5T_STD_I64LE, {L});
+    for (const auto& f : schema::kRealFields) create_extensible(file_, g + "/" + f.name, H5T_IEEE_F64LE, {L});
+    create_extensible(file_, g + "/expert_demand", H5T_STD_I64LE, {L, E});
+    create_extensible(file_, g + "/expert_load", H5T_STD_I64LE, {L, E});
+    create_extensible(file_, g + "/active_experts_hist", H5T_STD_I64LE, {L, E + 1});
+    create_extensible(file_, g + "/rank_recv_tokens", H5T_STD_I64LE, {L, R});
+    if (info_.save_dispatch_matrix) create_extensible(file_, g + "/dispatch_tokens", H5T_STD_I64LE, {L, R, R});
+  }
+}
+
+void ResultsWriter::write_step(int32_t step, const std::vector<std::vector<StepLayerMetrics>>& records,
+                               const std::vector<std::vector<TrafficMatrix>>& matrices) {
+  const size_t L = static_cast<size_t>(info_.layers);
+  const hsize_t R = static_cast<hsize_t>(info_.topology.ep_size());
+  const hsize_t s = static_cast<hsize_t>(step);
+  const bool root = world_.root();
+  for (size_t ri = 0; ri < info_.routers.size(); ++ri) {
+    const std::string g = group_of(info_.routers[ri]);
+    const auto& rec = records.at(ri);
+    if (rec.size() != L) fail("write_step: expected one record per layer");
+    // Group-wide values: rank 0 writes them.
+    for (const auto& f : schema::kIntFields) {
+      std::vector<int64_t> row(L);
+      for (size_t l = 0; l < L; ++l) row[l] = rec[l].*(f.member);
+      append_block(file_, dxpl_, g + "/" + f.name, H5T_NATIVE_INT64, step, {s, 0}, {1, L}, root ? row.data() : nullptr);
+    }
+    for (const auto& f : schema::kRealFields) {
+      std::vector<double> row(L);
+      for (size_t l = 0; l < L; ++l) row[l] = rec[l].*(f.member);
+      append_block(file_, dxpl_, g + "/" + f.name, H5T_NATIVE_DOUBLE, step, {s, 0}, {1, L}, root ? row.data() : nullptr);
+    }
+    auto per_layer = [&](const char* name, std::vector<int64_t> StepLayerMetrics::*member) {
+      const hsize_t n = (rec[0].*member).size();
+      std::vector<int64_t> block;
+      for (size_t l = 0; l < L; ++l) block.insert(block.end(), (rec[l].*member).begin(), (rec[l].*member).end());
+      append_block(file_, dxpl_, g + "/" + name, H5T_NATIVE_INT64, step, {s, 0, 0}, {1, L, n}, root ? block.data() : nullptr);
+    };
+    per_layer("expert_demand", &StepLayerMetrics::expert_demand);
+    per_layer("expert_load", &StepLayerMetrics::expert_load);
+    per_layer("active_experts_hist", &StepLayerMetrics::active_experts_hist);
+    // Per-rank rows: every process writes the EP ranks it hosts.
+    const hsize_t r0 = static_cast<hsize_t>(info_.first_rank), nr = static_cast<hsize_t>(info_.num_ranks);
+    {
+      std::vector<int64_t> block(L * nr);
+      for (size_t l = 0; l < L; ++l)
+        for (hsize_t r = 0; r < nr; ++r) block[l * nr + r] = rec[l].rank_recv_tokens.at(r0 + r);
+      append_block(file_, dxpl_, g + "/rank_recv_tokens", H5T_NATIVE_INT64, step, {s, 0, r0}, {1, L, nr}, block.data());
+    }
+    if (info_.save_dispatch_matrix) {
+      const auto& mats = matrices.at(ri);
+      std::vector<int64_t> block(L * nr * R);
+      for (size_t l = 0; l < L; ++l)
+        std::copy(mats.at(l).tokens.begin() + static_cast<std::ptrdiff_t>(r0 * R),
+                  mats.at(l).tokens.begin() + static_cast<std::ptrdiff_t>((r0 + nr) * R), block.begin() + static_cast<std::ptrdiff_t>(l * nr * R));
+      append_block(file_, dxpl_, g + "/dispatch_tokens", H5T_NATIVE_INT64, step, {s, 0, r0, 0}, {1, L, nr, R}, block.data());
+    }
+  }
+  steps_done_ = step + 1;
+  h5::write_attr(file_, "steps_done", static_cast<int64_t>(steps_done_));
+  check_status(H5Fflush(file_, H5F_SCOPE_GLOBAL), "H5Fflush");
+}
+
+void ResultsWriter::finish() {
+  h5::write_attr(file_, "status", steps_done_ == info_.steps ? "complete" : "partial", kStatusLen);
+  check_status(H5Fflush(file_, H5F_SCOPE_GLOBAL), "H5Fflush");
+  file_.reset();
+}
+
+}  // namespace moe

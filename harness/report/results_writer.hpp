@@ -1,0 +1,50 @@
+#pragma once
+#include <string>
+#include <vector>
+
+#include "harness/core/comm.hpp"
+#include "harness/core/types.hpp"
+#include "harness/metrics/metrics.hpp"
+#include "harness/report/h5.hpp"
+
+namespace moe {
+
+struct ResultsFileInfo {
+  std::string path;
+  bool force = false;
+  std::string config_json;
+  std::string command_line;
+  std::string topology_json;
+  std::vector<std::string> routers;
+  std::vector<std::string> hosts;  // one per process
+  int32_t steps = 0, layers = 0, experts = 0;
+  Topology topology;
+  Placement placement;
+  bool save_dispatch_matrix = true;
+  int32_t first_rank = 0;  // EP ranks [first_rank, first_rank + num_ranks) are this process's rows
+  int32_t num_ranks = 0;
+};
+
+// The HDF5 results file, written with parallel HDF5 by every process of `world`. All members are
+// collective. The file says status=partial until finish(); every write_step() extends the datasets
+// by one step, writes, flushes and bumps steps_done, so a run that dies leaves a readable file.
+class ResultsWriter {
+ public:
+  ResultsWriter(const ResultsFileInfo& info, const Comm& world);  // refuses to overwrite without force
+  ~ResultsWriter();
+  // records[router][layer] (identical on every process); matrices[router][layer] the group's
+  // dispatch matrices, of which each process writes its own rows (ignored when not saved).
+  void write_step(int32_t step, const std::vector<std::vector<StepLayerMetrics>>& records,
+                  const std::vector<std::vector<TrafficMatrix>>& matrices);
+  void finish();
+
+ private:
+  void create_datasets();
+  ResultsFileInfo info_;
+  const Comm& world_;
+  h5::Handle file_;
+  h5::Handle dxpl_;
+  int32_t steps_done_ = 0;
+};
+
+}  // namespace moe

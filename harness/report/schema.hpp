@@ -1,0 +1,56 @@
+#pragma once
+#include "harness/metrics/metrics.hpp"
+
+// The results file layout, shared by the writer and every reader. Documented in SCHEMA.md.
+namespace moe::schema {
+
+inline constexpr const char* kFormatName = "moebench-results";
+inline constexpr int64_t kFormatVersion = 1;
+
+struct IntField {
+  const char* name;
+  int64_t StepLayerMetrics::*member;
+};
+struct RealField {
+  const char* name;
+  double StepLayerMetrics::*member;
+};
+
+// Per router: /runs/<router>/<name>, shape [steps, layers].
+inline constexpr IntField kIntFields[] = {
+    {"tokens", &StepLayerMetrics::tokens},
+    {"capacity", &StepLayerMetrics::capacity},
+    {"demand_assignments", &StepLayerMetrics::demand_assignments},
+    {"kept_assignments", &StepLayerMetrics::kept_assignments},
+    {"dropped", &StepLayerMetrics::dropped_assignments},
+    {"dropped_tokens", &StepLayerMetrics::dropped_tokens},
+    {"max_demand", &StepLayerMetrics::max_demand},
+    {"max_tokens_per_expert", &StepLayerMetrics::max_tokens_per_expert},
+    {"dispatch_copies", &StepLayerMetrics::dispatch_copies},
+    {"bytes_local", &StepLayerMetrics::dispatch_bytes_local},
+    {"bytes_intra", &StepLayerMetrics::dispatch_bytes_intra},
+    {"bytes_inter", &StepLayerMetrics::dispatch_bytes_inter},
+    {"combine_bytes_local", &StepLayerMetrics::combine_bytes_local},
+    {"combine_bytes_intra", &StepLayerMetrics::combine_bytes_intra},
+    {"combine_bytes_inter", &StepLayerMetrics::combine_bytes_inter},
+    {"bottleneck_rank", &StepLayerMetrics::bottleneck_rank},
+    {"bottleneck_link", &StepLayerMetrics::bottleneck_link},
+};
+inline constexpr RealField kRealFields[] = {
+    {"mean_active_experts", &StepLayerMetrics::mean_active_experts},
+    {"drop_rate", &StepLayerMetrics::drop_rate},
+    {"expert_imbalance", &StepLayerMetrics::expert_imbalance},
+    {"expert_cv", &StepLayerMetrics::expert_cv},
+    {"rank_imbalance", &StepLayerMetrics::rank_imbalance},
+    {"rank_cv", &StepLayerMetrics::rank_cv},
+    {"capacity_factor_required", &StepLayerMetrics::capacity_factor_required},
+    {"model_dispatch_s", &StepLayerMetrics::model_dispatch_s},
+    {"model_combine_s", &StepLayerMetrics::model_combine_s},
+    {"algbw_GBps", &StepLayerMetrics::algbw_GBps},
+    {"busbw_GBps", &StepLayerMetrics::busbw_GBps},
+    {"dispatch_s", &StepLayerMetrics::measured_dispatch_s},
+    {"combine_s", &StepLayerMetrics::measured_combine_s},
+    {"router_s", &StepLayerMetrics::router_s},
+};
+
+}  // namespace moe::schema

@@ -1,0 +1,39 @@
+#pragma once
+#include <functional>
+#include <memory>
+#include <string>
+
+#include "harness/core/args.hpp"
+#include "harness/core/comm.hpp"
+#include "harness/core/registry.hpp"
+#include "harness/core/types.hpp"
+
+namespace moe {
+
+struct RouterSetup {
+  int32_t num_experts = 0;
+  int32_t top_k = 0;
+  int32_t num_layers = 0;
+  Topology topology;
+};
+
+// A router is a function of one routing group (the tokens of one step and layer, spread over the
+// EP group) plus explicit state that it updates at step boundaries.
+class Router {
+ public:
+  virtual ~Router() = default;
+  // Collective over `group` for routers that need global facts; purely local for causal ones.
+  // Fills `plan` with each token's experts in priority order.
+  virtual void route(const TokenBatch& batch, const Comm& group, RoutingPlan& plan) = 0;
+  // Called once after every layer of a step was routed (state updates such as a bias).
+  virtual void end_step(const Comm& /*group*/) {}
+};
+
+using RouterFactory = std::function<std::unique_ptr<Router>(const RouterSetup&, ComponentArgs&)>;
+using RouterRegistry = Registry<RouterFactory>;
+
+// Builds a registered router and rejects knobs it does not know. Throws InputError.
+std::unique_ptr<Router> make_router(const std::string& name, const RouterSetup& setup,
+                                    const std::map<std::string, std::string>& args);
+
+}  // namespace moe

@@ -1,0 +1,102 @@
+#include "harness/traffic/traffic.hpp"
+
+#include "harness/core/error.hpp"
+
+namespace moe {
+
+Dedup parse_dedup(const std::string& name) {
+  if (name == "token_expert") return Dedup::token_expert;
+  if (name == "token_rank") return Dedup::token_rank;
+  if (name == "token_node") return Dedup::token_node;
+  throw InputError("--dedup: unknown value '" + name + "' (known: token_expert, token_rank, token_node)");
+}
+
+void account_dispatch(const RoutingPlan& plan, const std::vector<uint8_t>& kept, int64_t first_token,
+                      const Placement& placement, const Topology& topo, const TrafficSpec& spec,
+                      TrafficMatrix& m) {
+  if (m.ranks != topo.ep_size()) fail("account_dispatch: matrix not reset to the EP size");
+  const int64_t payload = spec.payload_bytes;
+  const int64_t meta = spec.meta_bytes_per_assignment;
+  const auto& rank_of = placement.rank_of_expert;
+  // Per token: distinct destination ranks and how many experts each serves (tiny, reused).
+  std::vector<int32_t> dest;
+  std::vector<int64_t> per_dest;
+  for (int64_t t = 0; t < plan.num_tokens; ++t) {
+    const int32_t src = static_cast<int32_t>((first_token + t) / spec.tokens_per_rank);
+    if (spec.dedup == Dedup::token_expert) {
+      for (int64_t a = plan.offsets[t]; a < plan.offsets[t + 1]; ++a) {
+        if (!kept.empty() && !kept[a]) continue;
+        const int32_t d = rank_of[plan.expert[a]];
+        m.tok(src, d) += 1;
+        m.byt(src, d) += payload + meta;
+      }
+      continue;
+    }
+    dest.clear();
+    per_dest.clear();
+    for (int64_t a = plan.offsets[t]; a < plan.offsets[t + 1]; ++a) {
+      if (!kept.empty() && !kept[a]) continue;
+      const int32_t d = rank_of[plan.expert[a]];
+      size_t i = 0;
+      while (i < dest.size() && dest[i] != d) ++i;
+      if (i == dest.size()) {
+        dest.push_back(d);
+        per_dest.push_back(0);
+      }
+      ++per_dest[i];
+    }
+    if (spec.dedup == Dedup::token_rank) {
+      for (size_t i = 0; i < dest.size(); ++i) {
+        m.tok(src, dest[i]) += 1;
+        m.byt(src, dest[i]) += payload + meta * per_dest[i];
+      }
+      continue;
+    }
+    // token_node: one network copy per remote node, to the rail-aligned relay, then NVLink hops.
+    const int32_t src_node = topo.node_of(src);
+    const int32_t rpn = topo.ranks_per_node;
+    for (size_t i = 0; i < dest.size(); ++i) {
+      const int32_t node = topo.node_of(dest[i]);
+      if (node == src_node) {
+        m.tok(src, dest[i]) += 1;
+        m.byt(src, dest[i]) += payload + meta * per_dest[i];
+        continue;
+      }
+      bool first_of_node = true;
+      int64_t node_meta = 0;
+      for (size_t j = 0; j < dest.size(); ++j) {
+        if (topo.node_of(dest[j]) != node) continue;
+        if (j < i) first_of_node = false;
+        node_meta += meta * per_dest[j];
+      }
+      const int32_t relay = node * rpn + topo.local_of(src);
+      if (first_of_node) {
+        m.tok(src, relay) += 1;
+        m.byt(src, relay) += payload + node_meta;
+      }
+      if (dest[i] != relay) {
+        m.tok(relay, dest[i]) += 1;
+        m.byt(relay, dest[i]) += payload + meta * per_dest[i];
+      }
+    }
+  }
+}
+
+void combine_from_dispatch(const TrafficMatrix& dispatch, int64_t payload_bytes, TrafficMatrix& combine) {
+  combine.reset(dispatch.ranks);
+  for (int32_t s = 0; s < dispatch.ranks; ++s)
+    for (int32_t d = 0; d < dispatch.ranks; ++d) {
+      const int64_t n = dispatch.tok(s, d);
+      combine.tok(d, s) = n;
+      combine.byt(d, s) = n * payload_bytes;
+    }
+}
+
+std::array<int64_t, 3> bytes_by_class(const TrafficMatrix& m, const Topology& topo) {
+  std::array<int64_t, 3> out{0, 0, 0};
+  for (int32_t s = 0; s < m.ranks; ++s)
+    for (int32_t d = 0; d < m.ranks; ++d) out[static_cast<int>(topo.link(s, d))] += m.byt(s, d);
+  return out;
+}
+
+}  // namespace moe

@@ -1,0 +1,40 @@
+#pragma once
+#include <array>
+#include <string>
+
+#include "harness/core/types.hpp"
+
+namespace moe {
+
+// How many copies of a token travel:
+//  token_expert: one copy per kept (token, expert) assignment;
+//  token_rank:   one copy per (token, destination rank), the rank applies all its experts;
+//  token_node:   one copy per (token, destination node) over the network to the rank with the
+//                source's local index on that node (rail-aligned, DeepEP style), which forwards one
+//                copy per further destination rank inside its node. Same-node destinations are
+//                reached directly.
+enum class Dedup { token_expert, token_rank, token_node };
+Dedup parse_dedup(const std::string& name);
+
+struct TrafficSpec {
+  Dedup dedup = Dedup::token_expert;
+  int64_t payload_bytes = 0;           // hidden * dtype bytes, per token copy
+  int64_t meta_bytes_per_assignment = 8;  // int32 expert id + fp32 weight, for each expert a copy serves
+  int64_t tokens_per_rank = 1;         // token t's source rank is (first_token + t) / tokens_per_rank
+};
+
+// Adds the dispatch traffic of `plan`'s kept assignments (kept empty = all kept) to `dispatch`
+// (which must be reset to R = topology.ep_size() first). Pure and local: sum the matrices of all
+// processes to get the group's. tokens[s][d] counts copies, bytes[s][d] their bytes.
+void account_dispatch(const RoutingPlan& plan, const std::vector<uint8_t>& kept, int64_t first_token,
+                      const Placement& placement, const Topology& topology, const TrafficSpec& spec,
+                      TrafficMatrix& dispatch);
+
+// The combine sends every dispatched copy back the way it came (reduced where it was forwarded),
+// carrying only the payload: tokens = dispatch.tokens transposed, bytes = tokens * payload.
+void combine_from_dispatch(const TrafficMatrix& dispatch, int64_t payload_bytes, TrafficMatrix& combine);
+
+// Bytes of `m` by link class: [local, intra, inter].
+std::array<int64_t, 3> bytes_by_class(const TrafficMatrix& m, const Topology& topology);
+
+}  // namespace moe

@@ -1,0 +1,36 @@
+#include "workloads/workload.hpp"
+
+#include "harness/core/error.hpp"
+
+namespace moe {
+
+void Workload::generate(int32_t step, int32_t layer, int64_t first_token, int64_t num_tokens, TokenBatch& out) {
+  out.step = step;
+  out.layer = layer;
+  out.num_experts = setup_.num_experts;
+  out.num_tokens = num_tokens;
+  out.first_token = first_token;
+  out.global_tokens = setup_.tokens_per_rank * setup_.ep_size;
+  out.logits.resize(static_cast<size_t>(num_tokens) * setup_.num_experts);
+  out.sequence.resize(static_cast<size_t>(num_tokens));
+  out.position.resize(static_cast<size_t>(num_tokens));
+  // Tokens of consecutive steps continue one packed stream of sequences of seq_len tokens.
+  for (int64_t t = 0; t < num_tokens; ++t) {
+    const int64_t stream = static_cast<int64_t>(step) * out.global_tokens + first_token + t;
+    out.sequence[t] = stream / setup_.seq_len;
+    out.position[t] = static_cast<int32_t>(stream % setup_.seq_len);
+  }
+  fill_logits(out);
+}
+
+std::unique_ptr<Workload> make_workload(const std::string& name, const WorkloadSetup& setup,
+                                        const std::map<std::string, std::string>& args) {
+  const auto* entry = WorkloadRegistry::instance().find(name);
+  if (!entry) throw InputError("unknown workload '" + name + "' (known: " + join(WorkloadRegistry::instance().names()) + ")");
+  ComponentArgs component_args("workload-arg", name, args);
+  auto w = entry->factory(setup, component_args);
+  component_args.reject_unknown();
+  return w;
+}
+
+}  // namespace moe
