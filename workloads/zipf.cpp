@@ -15,7 +15,7 @@ namespace {
 
 class Zipf final : public Workload {
  public:
-  Zipf(const WorkloadSetup& s, ComponentArgs& a) : Workload(s), s_(a.get_double("s", 1.0)) {
+  Zipf(const WorkloadSetup& s, ComponentArgs& a) : Workload(s), s_(a.get_double("s", 0.3)) {
     if (!(s_ >= 0)) throw InputError("workload-arg zipf.s: must be >= 0");
     const int32_t E = s.num_experts;
     bias_.resize(static_cast<size_t>(s.num_layers) * E);

@@ -268,7 +268,8 @@ std::vector<std::string> resolve_and_validate(RunConfig& c, int world_size) {
   if (c.ep_size < 0 || c.nodes < 0 || c.ranks_per_node < 0) {
     p.push_back("--ep-size/--nodes/--ranks-per-node: must be >= 0");
   } else {
-    if (c.ep_size == 0) c.ep_size = (c.nodes > 0 && c.ranks_per_node > 0) ? c.nodes * c.ranks_per_node : world_size;
+    const bool ep_from_shape = c.ep_size == 0 && c.nodes > 0 && c.ranks_per_node > 0;
+    if (c.ep_size == 0) c.ep_size = ep_from_shape ? c.nodes * c.ranks_per_node : world_size;
     if (c.nodes == 0 && c.ranks_per_node == 0) {
       c.nodes = 1;
       c.ranks_per_node = c.ep_size;
@@ -283,7 +284,11 @@ std::vector<std::string> resolve_and_validate(RunConfig& c, int world_size) {
       p.push_back("--nodes x --ranks-per-node = " + std::to_string(c.nodes) + " x " + std::to_string(c.ranks_per_node) +
                   " = " + std::to_string(static_cast<int64_t>(c.nodes) * c.ranks_per_node) + " != EP size " +
                   std::to_string(c.ep_size) + (c.ep_size == world_size ? " (the MPI world size)" : ""));
-    if (c.ep_size > 0 && c.ep_size % world_size != 0)
+    if (ep_from_shape && c.ep_size % world_size != 0)
+      p.push_back("--nodes x --ranks-per-node = " + std::to_string(c.nodes) + " x " + std::to_string(c.ranks_per_node) + " = " +
+                  std::to_string(c.ep_size) + " EP ranks, not a multiple of the MPI world size " + std::to_string(world_size) +
+                  " (each process hosts EP/world ranks)");
+    else if (c.ep_size > 0 && c.ep_size % world_size != 0)
       p.push_back("--ep-size " + std::to_string(c.ep_size) + " is not a multiple of the MPI world size " + std::to_string(world_size));
     if (c.backend != "sim" && c.ep_size != world_size)
       p.push_back("--backend " + c.backend + " moves real bytes and needs --ep-size == MPI world size (" +

@@ -1,0 +1,124 @@
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <numeric>
+
+#include "harness/core/error.hpp"
+#include "harness/core/rng.hpp"
+#include "harness/routing/router.hpp"
+#include "harness/routing/topk.hpp"
+
+using namespace moe;
+
+namespace {
+
+TokenBatch random_batch(int64_t tokens, int32_t experts, uint64_t seed, bool with_ties = false) {
+  TokenBatch b;
+  b.num_tokens = tokens;
+  b.num_experts = experts;
+  b.global_tokens = tokens;
+  b.logits.resize(static_cast<size_t>(tokens * experts));
+  const uint64_t k = rng::key(seed);
+  for (size_t i = 0; i < b.logits.size(); ++i) {
+    double z = 3.0 * rng::normal(k, i);
+    if (with_ties) z = std::round(z);  // many equal logits
+    b.logits[i] = static_cast<float>(z);
+  }
+  return b;
+}
+
+// Reference: stable sort by value descending (ties: lower index first), softmax in double.
+std::vector<int32_t> reference_topk(const float* z, int32_t E, int32_t k) {
+  std::vector<int32_t> idx(E);
+  std::iota(idx.begin(), idx.end(), 0);
+  std::stable_sort(idx.begin(), idx.end(), [&](int32_t a, int32_t b) { return z[a] > z[b]; });
+  idx.resize(k);
+  return idx;
+}
+
+std::unique_ptr<Router> router(const std::string& name, int32_t E, int32_t k, std::map<std::string, std::string> args = {}) {
+  RouterSetup s;
+  s.num_experts = E;
+  s.top_k = k;
+  s.num_layers = 1;
+  return make_router(name, s, args);
+}
+
+}  // namespace
+
+TEST(TopK, MatchesStableSortIncludingTies) {
+  for (bool ties : {false, true})
+    for (auto [E, k] : {std::pair{8, 1}, {8, 8}, {64, 6}, {256, 8}, {5, 3}}) {
+      auto b = random_batch(300, E, 11 + E + k, ties);
+      std::vector<int32_t> idx(k);
+      std::vector<float> val(k);
+      for (int64_t t = 0; t < b.num_tokens; ++t) {
+        const float* z = b.logits.data() + t * E;
+        topk_indices(z, E, k, idx.data(), val.data());
+        ASSERT_EQ(idx, reference_topk(z, E, k)) << "E=" << E << " k=" << k << " t=" << t << " ties=" << ties;
+      }
+    }
+}
+
+TEST(TopK, FastExpIsAccurate) {
+  for (double x = -87.0; x <= 0.0; x += 0.0137) {
+    const float xf = static_cast<float>(x);
+    ASSERT_NEAR(exp_nonpositive(xf) / std::exp(static_cast<double>(xf)), 1.0, 3e-7) << x;
+  }
+  EXPECT_EQ(exp_nonpositive(0.f), 1.0f);
+  EXPECT_LT(exp_nonpositive(-200.f), 1e-37f);
+}
+
+TEST(SoftmaxTopK, WeightsMatchDoubleReference) {
+  for (bool renorm : {true, false}) {
+    const int32_t E = 64, k = 6;
+    auto r = router("softmax_topk", E, k, {{"renormalize", renorm ? "true" : "false"}});
+    auto b = random_batch(500, E, 3);
+    RoutingPlan plan;
+    r->route(b, Comm::self(), plan);
+    ASSERT_EQ(plan.assignments(), 500 * k);
+    for (int64_t t = 0; t < b.num_tokens; ++t) {
+      const float* z = b.logits.data() + t * E;
+      const auto want = reference_topk(z, E, k);
+      double m = *std::max_element(z, z + E), all = 0, sel = 0;
+      for (int32_t e = 0; e < E; ++e) all += std::exp(z[e] - m);
+      for (int32_t e : want) sel += std::exp(z[e] - m);
+      double wsum = 0;
+      for (int32_t j = 0; j < k; ++j) {
+        ASSERT_EQ(plan.expert[t * k + j], want[j]);
+        const double p = std::exp(z[want[j]] - m) / (renorm ? sel : all);
+        ASSERT_NEAR(plan.weight[t * k + j], p, 1e-6 * std::max(1.0, p));
+        wsum += plan.weight[t * k + j];
+      }
+      if (renorm) {
+        ASSERT_NEAR(wsum, 1.0, 1e-5);
+      }
+    }
+  }
+}
+
+TEST(SigmoidTopK, SameSelectionAndSigmoidWeights) {
+  const int32_t E = 32, k = 4;
+  auto soft = router("softmax_topk", E, k);
+  auto sig = router("sigmoid_topk", E, k, {{"renormalize", "false"}, {"scaling_factor", "2.5"}});
+  auto b = random_batch(200, E, 5);
+  RoutingPlan p1, p2;
+  soft->route(b, Comm::self(), p1);
+  sig->route(b, Comm::self(), p2);
+  EXPECT_EQ(p1.expert, p2.expert);
+  for (int64_t a = 0; a < p2.assignments(); ++a) {
+    const double z = b.logits[(a / k) * E + p2.expert[a]];
+    ASSERT_NEAR(p2.weight[a], 2.5 / (1.0 + std::exp(-z)), 1e-5);
+  }
+  auto sig_norm = router("sigmoid_topk", E, k);
+  sig_norm->route(b, Comm::self(), p2);
+  for (int64_t t = 0; t < b.num_tokens; ++t)
+    ASSERT_NEAR(std::accumulate(p2.weight.begin() + t * k, p2.weight.begin() + (t + 1) * k, 0.0), 1.0, 1e-5);
+}
+
+TEST(Routers, RejectUnknownArgsAndNames) {
+  EXPECT_THROW(router("softmax_topk", 8, 2, {{"renormalise", "true"}}), InputError);
+  EXPECT_THROW(router("no_such_router", 8, 2), InputError);
+  EXPECT_THROW(router("softmax_topk", 8, 2, {{"renormalize", "perhaps"}}), InputError);
+}
