@@ -101,7 +101,11 @@ RunOutput run_pipeline(const RunConfig& cfg, const Comm& world, const RunOptions
   out.records.assign(NR, {});
   out.matrices.assign(NR, {});
   std::vector<std::vector<StepLayerMetrics>> step_records(NR, std::vector<StepLayerMetrics>(static_cast<size_t>(L)));
-  std::vector<std::vector<TrafficMatrix>> step_matrices(NR, std::vector<TrafficMatrix>(static_cast<size_t>(L)));
+  // Matrices of a whole step are kept only when the file stores them; otherwise one is reused.
+  const bool step_matrices_needed = (writer && cfg.save_dispatch_matrix()) || options.keep_history;
+  std::vector<std::vector<TrafficMatrix>> step_matrices(NR, std::vector<TrafficMatrix>(step_matrices_needed ? static_cast<size_t>(L) : 1));
+  std::vector<SummaryAccumulator> summaries;
+  for (const auto& name : cfg.routers) summaries.emplace_back(name);
   TokenBatch batch;
   RoutingPlan plan;
   CapacityResult cap;
@@ -125,7 +129,7 @@ RunOutput run_pipeline(const RunConfig& cfg, const Comm& world, const RunOptions
           cap.dropped_tokens = world.sum(cap.dropped_tokens);
         }
         fill_load_metrics(plan, cap, global_tokens, cfg.top_k, world, m);
-        TrafficMatrix& dispatch = step_matrices[ri][layer];
+        TrafficMatrix& dispatch = step_matrices[ri][step_matrices_needed ? layer : 0];
         dispatch.reset(R);
         account_dispatch(plan, cap.kept, first_token, out.placement, topo, traffic_spec, dispatch);
         world.sum(dispatch.tokens);
@@ -151,16 +155,17 @@ RunOutput run_pipeline(const RunConfig& cfg, const Comm& world, const RunOptions
     for (auto& r : routers) r->end_step(world);
     if (writer) writer->write_step(step, step_records, step_matrices);
     for (size_t ri = 0; ri < NR; ++ri) {
+      for (const auto& m : step_records[ri]) summaries[ri].add(m);
+      if (!options.keep_history) continue;
       out.records[ri].insert(out.records[ri].end(), step_records[ri].begin(), step_records[ri].end());
-      if (options.keep_matrices) out.matrices[ri].insert(out.matrices[ri].end(), step_matrices[ri].begin(), step_matrices[ri].end());
+      out.matrices[ri].insert(out.matrices[ri].end(), step_matrices[ri].begin(), step_matrices[ri].end());
     }
   }
   progress.done();
   if (writer) writer->finish();
+  for (const auto& acc : summaries) out.summaries.push_back(acc.result());
   if (options.console && world.root()) {
-    std::vector<RouterSummary> rows;
-    for (size_t ri = 0; ri < NR; ++ri) rows.push_back(summarize(cfg.routers[ri], out.records[ri]));
-    std::printf("%s", format_summary_table(rows).c_str());
+    std::printf("%s", format_summary_table(out.summaries).c_str());
     if (!cfg.out.empty()) std::printf("results: %s\n", cfg.out.c_str());
     std::fflush(stdout);
   }

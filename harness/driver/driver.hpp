@@ -10,14 +10,15 @@ namespace moe {
 
 struct RunOutput {
   std::vector<std::string> routers;
-  std::vector<std::vector<StepLayerMetrics>> records;  // [router][step * layers + layer]
-  std::vector<std::vector<TrafficMatrix>> matrices;    // same index; only with keep_matrices
+  std::vector<RouterSummary> summaries;                // [router]
+  std::vector<std::vector<StepLayerMetrics>> records;  // [router][step * layers + layer]; only with keep_history
+  std::vector<std::vector<TrafficMatrix>> matrices;    // same index; only with keep_history
   Placement placement;
 };
 
 struct RunOptions {
-  bool keep_matrices = false;  // tests: keep every group dispatch matrix in memory
-  bool console = true;         // rank 0 prints the header and table
+  bool keep_history = false;  // tests: keep every record and group dispatch matrix in memory
+  bool console = true;        // rank 0 prints the header and table
 };
 
 // The only code that knows the order of the stages. Collective over `world`; `cfg` must have been

@@ -76,35 +76,40 @@ void fill_traffic_metrics(const TrafficMatrix& dispatch, const TrafficMatrix& co
   m.rank_cv = coefficient_of_variation(m.rank_recv_tokens);
 }
 
-RouterSummary summarize(const std::string& router, const std::vector<StepLayerMetrics>& records) {
-  RouterSummary s;
-  s.router = router;
-  s.records = static_cast<int64_t>(records.size());
-  if (records.empty()) return s;
-  int64_t dropped = 0, demand = 0;
-  for (const auto& m : records) {
-    s.mean_active_experts += m.mean_active_experts;
-    dropped += m.dropped_assignments;
-    demand += m.demand_assignments;
-    s.max_capacity_factor_required = std::max(s.max_capacity_factor_required, m.capacity_factor_required);
-    s.max_tokens_per_expert = std::max(s.max_tokens_per_expert, m.max_tokens_per_expert);
-    s.mean_expert_imbalance += m.expert_imbalance;
-    s.mean_expert_cv += m.expert_cv;
-    s.mean_rank_imbalance += m.rank_imbalance;
-    s.mean_dispatch_bytes_local += static_cast<double>(m.dispatch_bytes_local);
-    s.mean_dispatch_bytes_intra += static_cast<double>(m.dispatch_bytes_intra);
-    s.mean_dispatch_bytes_inter += static_cast<double>(m.dispatch_bytes_inter);
-    s.mean_model_a2a_s += m.model_dispatch_s + m.model_combine_s;
-    s.mean_busbw_GBps += m.busbw_GBps;
-    s.mean_router_s += m.router_s;
-  }
-  const double n = static_cast<double>(records.size());
-  s.drop_rate = demand ? static_cast<double>(dropped) / static_cast<double>(demand) : 0;
+void SummaryAccumulator::add(const StepLayerMetrics& m) {
+  ++s_.records;
+  s_.mean_active_experts += m.mean_active_experts;
+  dropped_ += m.dropped_assignments;
+  demand_ += m.demand_assignments;
+  s_.max_capacity_factor_required = std::max(s_.max_capacity_factor_required, m.capacity_factor_required);
+  s_.max_tokens_per_expert = std::max(s_.max_tokens_per_expert, m.max_tokens_per_expert);
+  s_.mean_expert_imbalance += m.expert_imbalance;
+  s_.mean_expert_cv += m.expert_cv;
+  s_.mean_rank_imbalance += m.rank_imbalance;
+  s_.mean_dispatch_bytes_local += static_cast<double>(m.dispatch_bytes_local);
+  s_.mean_dispatch_bytes_intra += static_cast<double>(m.dispatch_bytes_intra);
+  s_.mean_dispatch_bytes_inter += static_cast<double>(m.dispatch_bytes_inter);
+  s_.mean_model_a2a_s += m.model_dispatch_s + m.model_combine_s;
+  s_.mean_busbw_GBps += m.busbw_GBps;
+  s_.mean_router_s += m.router_s;
+}
+
+RouterSummary SummaryAccumulator::result() const {
+  RouterSummary s = s_;
+  if (s.records == 0) return s;
+  const double n = static_cast<double>(s.records);
+  s.drop_rate = demand_ ? static_cast<double>(dropped_) / static_cast<double>(demand_) : 0;
   for (double* v : {&s.mean_active_experts, &s.mean_expert_imbalance, &s.mean_expert_cv, &s.mean_rank_imbalance,
                     &s.mean_dispatch_bytes_local, &s.mean_dispatch_bytes_intra, &s.mean_dispatch_bytes_inter,
                     &s.mean_model_a2a_s, &s.mean_busbw_GBps, &s.mean_router_s})
     *v /= n;
   return s;
+}
+
+RouterSummary summarize(const std::string& router, const std::vector<StepLayerMetrics>& records) {
+  SummaryAccumulator acc(router);
+  for (const auto& m : records) acc.add(m);
+  return acc.result();
 }
 
 }  // namespace moe

@@ -71,6 +71,17 @@ struct RouterSummary {
   double mean_busbw_GBps = 0;
   double mean_router_s = 0;
 };
+// Accumulates the summary record by record, so a run keeps O(1) per router, not O(steps x layers).
+class SummaryAccumulator {
+ public:
+  explicit SummaryAccumulator(std::string router) { s_.router = std::move(router); }
+  void add(const StepLayerMetrics& m);
+  RouterSummary result() const;
+
+ private:
+  RouterSummary s_;
+  int64_t dropped_ = 0, demand_ = 0;
+};
 RouterSummary summarize(const std::string& router, const std::vector<StepLayerMetrics>& records);
 
 }  // namespace moe

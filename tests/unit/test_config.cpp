@@ -106,3 +106,26 @@ TEST(Config, JsonNamesEveryField) {
                           "\"capacity_factor\":1.25", "\"dedup\":\"token_expert\""})
     EXPECT_NE(j.find(key), std::string::npos) << key << " in " << j;
 }
+
+TEST(Config, TopologyFileReplacesLinkFlags) {
+  const auto dir = std::filesystem::path(MOEBENCH_TEST_TMP);
+  std::filesystem::create_directories(dir);
+  const auto path = (dir / "topo.ini").string();
+  std::ofstream(path) << "name = test\nranks_per_node = 4\n[intra]\nbandwidth_GBps = 100\nlatency_us = 2\n[inter]\nbandwidth_Gbps = 200\nlatency_us = 10\n";
+  auto c = parse({"--topology", path, "--ep-size", "16"});
+  ASSERT_TRUE(resolve_and_validate(c, 2).empty());
+  EXPECT_EQ(c.ranks_per_node, 4);
+  EXPECT_EQ(c.nodes, 4);
+  const auto t = c.topology();
+  EXPECT_DOUBLE_EQ(t.intra.bandwidth_Bps, 100e9);
+  EXPECT_DOUBLE_EQ(t.inter.bandwidth_Bps, 25e9);
+  EXPECT_DOUBLE_EQ(t.inter.latency_s, 10e-6);
+  std::ofstream(path) << "[intra]\nbandwith_GBps = 100\n";
+  auto bad = parse({"--topology", path});
+  const auto p = resolve_and_validate(bad, 2);
+  EXPECT_TRUE(mentions(p, path)) << all(p);
+  EXPECT_TRUE(mentions(p, "bandwith_GBps")) << all(p);
+  auto shipped = parse({"--topology", std::string(MOEBENCH_SOURCE_DIR) + "/cluster/topologies/h100-default.ini", "--ep-size", "16"});
+  EXPECT_TRUE(resolve_and_validate(shipped, 1).empty());
+  EXPECT_EQ(shipped.ranks_per_node, 8);
+}
