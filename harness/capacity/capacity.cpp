@@ -1,11 +1,10 @@
 #include "harness/capacity/capacity.hpp"
 
 #include <algorithm>
-#include <bit>
 #include <cmath>
-#include <cstring>
 
 #include "harness/core/error.hpp"
+#include "harness/core/select.hpp"
 
 namespace moe {
 
@@ -16,12 +15,6 @@ int64_t expert_capacity(double capacity_factor, int32_t top_k, int64_t group_tok
 }
 
 namespace {
-
-// Monotone map float -> uint32 (larger float, larger key).
-uint32_t order_key(float w) {
-  const uint32_t u = std::bit_cast<uint32_t>(w);
-  return (u & 0x80000000u) ? ~u : (u | 0x80000000u);
-}
 
 void keep_by_position(const RoutingPlan& plan, int64_t C, const Comm& group, std::vector<uint8_t>& kept,
                       std::vector<int64_t>& demand) {
@@ -56,64 +49,16 @@ void keep_by_position(const RoutingPlan& plan, int64_t C, const Comm& group, std
 void keep_by_probability(const RoutingPlan& plan, int64_t C, const Comm& group, std::vector<uint8_t>& kept,
                          std::vector<int64_t>& demand) {
   const int32_t E = plan.num_experts;
-  // Per expert: (key, assignment) sorted by key descending, then token (assignment) ascending.
-  std::vector<int64_t> start(static_cast<size_t>(E) + 1, 0);
-  for (int64_t a = 0; a < plan.assignments(); ++a) ++start[plan.expert[a] + 1];
-  for (int32_t e = 0; e < E; ++e) start[e + 1] += start[e];
-  std::vector<std::pair<uint32_t, int64_t>> bucket(static_cast<size_t>(plan.assignments()));
-  {
-    std::vector<int64_t> fill(start.begin(), start.end() - 1);
-    for (int64_t a = 0; a < plan.assignments(); ++a) bucket[fill[plan.expert[a]]++] = {order_key(plan.weight[a]), a};
-  }
-  for (int32_t e = 0; e < E; ++e)
-    std::sort(bucket.begin() + start[e], bucket.begin() + start[e + 1],
-              [](const auto& x, const auto& y) { return x.first != y.first ? x.first > y.first : x.second < y.second; });
-  auto count_at_least = [&](int32_t e, uint64_t key) -> int64_t {
-    if (key > 0xffffffffull) return 0;
-    auto b = bucket.begin() + start[e], en = bucket.begin() + start[e + 1];
-    return std::partition_point(b, en, [&](const auto& x) { return x.first >= key; }) - b;
-  };
-  for (int32_t e = 0; e < E; ++e) demand[e] = start[e + 1] - start[e];
+  std::fill(demand.begin(), demand.end(), 0);
+  for (int64_t a = 0; a < plan.assignments(); ++a) ++demand[plan.expert[a]];
   group.sum(demand);
-  std::fill(kept.begin(), kept.end(), 1);
-  if (C == 0) return;
-  // Bisection on the key per expert, all experts at once: thr[e] = largest key with
-  // global count(key >= thr) >= C.
-  std::vector<uint64_t> lo(E, 0), hi(E, 0x100000000ull);
-  std::vector<int64_t> cnt(E);
-  for (int iter = 0; iter < 33; ++iter) {
-    bool open = false;
-    for (int32_t e = 0; e < E; ++e) {
-      const uint64_t mid = (lo[e] + hi[e]) / 2;
-      cnt[e] = (demand[e] > C && hi[e] - lo[e] > 1) ? count_at_least(e, mid) : 0;
-    }
-    group.sum(cnt);
-    for (int32_t e = 0; e < E; ++e) {
-      if (!(demand[e] > C && hi[e] - lo[e] > 1)) continue;
-      const uint64_t mid = (lo[e] + hi[e]) / 2;
-      (cnt[e] >= C ? lo[e] : hi[e]) = mid;
-      open = open || hi[e] - lo[e] > 1;
-    }
-    if (!open) break;
+  if (C == 0) {
+    std::fill(kept.begin(), kept.end(), 1);
+    return;
   }
-  // Strictly above the threshold: all kept. At the threshold: the lowest global tokens first.
-  std::vector<int64_t> above(E), ties(E);
-  for (int32_t e = 0; e < E; ++e) {
-    above[e] = demand[e] > C ? count_at_least(e, lo[e] + 1) : 0;
-    ties[e] = demand[e] > C ? count_at_least(e, lo[e]) - above[e] : 0;
-  }
-  std::vector<int64_t> above_global(above);
-  group.sum(above_global);
-  std::vector<int64_t> ties_before(ties);
-  group.exscan_sum(ties_before);
-  for (int32_t e = 0; e < E; ++e) {
-    if (demand[e] <= C) continue;
-    const int64_t tie_slots = C - above_global[e];
-    const int64_t first_tie = start[e] + above[e];
-    for (int64_t i = first_tie + ties[e]; i < start[e + 1]; ++i) kept[bucket[i].second] = 0;
-    for (int64_t i = 0; i < ties[e]; ++i)
-      if (ties_before[e] + i >= tie_slots) kept[bucket[first_tie + i].second] = 0;
-  }
+  // Assignments are in token order, so "first globally" is the lower global token.
+  const std::vector<int64_t> quota(static_cast<size_t>(E), C);
+  select_top_per_bucket(group, E, plan.expert, plan.weight, quota, kept);
 }
 
 }  // namespace

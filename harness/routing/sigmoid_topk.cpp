@@ -1,9 +1,8 @@
 // Sigmoid top-k without bias or group limit (the selection part of ROUTERS.md §2).
 #include <cmath>
-#include <vector>
 
 #include "harness/routing/router.hpp"
-#include "harness/routing/topk.hpp"
+#include "harness/routing/topk_rows.hpp"
 
 namespace moe {
 namespace {
@@ -16,19 +15,17 @@ class SigmoidTopK final : public Router {
         scale_(static_cast<float>(args.get_double("scaling_factor", 1.0))) {}
 
   void route(const TokenBatch& batch, const Comm&, RoutingPlan& plan) override {
-    const int32_t E = batch.num_experts;
-    plan.reset(batch.num_tokens, E, batch.num_tokens * k_);
-    plan.expert.resize(static_cast<size_t>(batch.num_tokens) * k_);
-    plan.weight.resize(static_cast<size_t>(batch.num_tokens) * k_);
-    float* val = val_.data();
-    for (int64_t t = 0; t < batch.num_tokens; ++t) {
-      int32_t* idx = plan.expert.data() + t * k_;
+    const int64_t T = batch.num_tokens;
+    plan.reset(T, batch.num_experts, T * k_);
+    plan.expert.resize(static_cast<size_t>(T) * k_);
+    plan.weight.resize(static_cast<size_t>(T) * k_);
+    // sigmoid is monotone: the top-k of the scores is the top-k of the logits.
+    topk_rows(batch.logits.data(), T, batch.num_experts, k_, TopKWeights::logits, plan.expert.data(), plan.weight.data());
+    for (int64_t t = 0; t < T; ++t) {
       float* w = plan.weight.data() + t * k_;
-      // sigmoid is monotone: the top-k of the scores is the top-k of the logits.
-      topk_indices(batch.logits.data() + t * E, E, k_, idx, val);
       float norm = 0.f;
       for (int32_t j = 0; j < k_; ++j) {
-        w[j] = 1.0f / (1.0f + std::exp(-val[j]));
+        w[j] = 1.0f / (1.0f + std::exp(-w[j]));
         norm += w[j];
       }
       const float f = renormalize_ ? scale_ / norm : scale_;
@@ -39,7 +36,6 @@ class SigmoidTopK final : public Router {
 
  private:
   int32_t k_;
-  std::vector<float> val_ = std::vector<float>(static_cast<size_t>(k_));
   bool renormalize_;
   float scale_;
 };

@@ -65,7 +65,7 @@ struct Inputs {
   moe::RoutingPlan softmax_plan;
 };
 
-const Inputs& inputs(const Shape& shape) {
+const Inputs& build_inputs(const Shape& shape) {
   static std::map<std::pair<int32_t, int32_t>, std::unique_ptr<Inputs>> cache;
   auto& slot = cache[{shape.experts, shape.top_k}];
   if (!slot) {
@@ -90,8 +90,20 @@ const Inputs& inputs(const Shape& shape) {
   return *slot;
 }
 
+// nullptr (and the benchmark marked failed) when the inputs cannot be built.
+const Inputs* inputs(benchmark::State& state, const Shape& shape) {
+  try {
+    return &build_inputs(shape);
+  } catch (const std::exception& e) {
+    skip(state, std::string("building the inputs failed: ") + e.what());
+    return nullptr;
+  }
+}
+
 void bm_route(benchmark::State& state, const std::string& name, Shape shape) {
-  const Inputs& in = inputs(shape);
+  const Inputs* inputs_ptr = inputs(state, shape);
+  if (!inputs_ptr) return;
+  const Inputs& in = *inputs_ptr;
   const moe::Comm self = moe::Comm::self();
   moe::RouterSetup rs;
   rs.num_experts = shape.experts;
@@ -117,7 +129,9 @@ void bm_route(benchmark::State& state, const std::string& name, Shape shape) {
 }
 
 void bm_capacity(benchmark::State& state, const std::string& policy, Shape shape) {
-  const Inputs& in = inputs(shape);
+  const Inputs* inputs_ptr = inputs(state, shape);
+  if (!inputs_ptr) return;
+  const Inputs& in = *inputs_ptr;
   const moe::Comm self = moe::Comm::self();
   moe::CapacitySpec spec;
   spec.capacity_factor = 1.0;
@@ -141,7 +155,9 @@ void bm_capacity(benchmark::State& state, const std::string& policy, Shape shape
 }
 
 void bm_dispatch(benchmark::State& state, moe::Dedup dedup, Shape shape) {
-  const Inputs& in = inputs(shape);
+  const Inputs* inputs_ptr = inputs(state, shape);
+  if (!inputs_ptr) return;
+  const Inputs& in = *inputs_ptr;
   const moe::Topology topo = two_by_four();
   const int32_t R = topo.ep_size();
   moe::Placement placement;

@@ -8,6 +8,7 @@
 #include "harness/core/rng.hpp"
 #include "harness/routing/router.hpp"
 #include "harness/routing/topk.hpp"
+#include "harness/routing/topk_rows.hpp"
 
 using namespace moe;
 
@@ -121,4 +122,24 @@ TEST(Routers, RejectUnknownArgsAndNames) {
   EXPECT_THROW(router("softmax_topk", 8, 2, {{"renormalise", "true"}}), InputError);
   EXPECT_THROW(router("no_such_router", 8, 2), InputError);
   EXPECT_THROW(router("softmax_topk", 8, 2, {{"renormalize", "perhaps"}}), InputError);
+}
+
+TEST(TopKRows, SimdPathEqualsScalarWithTiesAndInfinities) {
+  for (auto [E, k] : {std::pair{64, 6}, {256, 8}, {13, 3}, {8, 8}, {64, 1}, {40, 12}}) {
+    auto b = random_batch(203, E, 17 + E, true);  // rounded logits: many ties
+    for (int64_t t = 0; t < b.num_tokens; t += 7)  // some rows with fewer than k finite entries
+      for (int32_t e = 1; e < E; ++e) b.logits[t * E + e] = -INFINITY;
+    std::vector<int32_t> idx(static_cast<size_t>(b.num_tokens) * k);
+    std::vector<float> w(idx.size());
+    topk_rows(b.logits.data(), b.num_tokens, E, k, TopKWeights::logits, idx.data(), w.data());
+    std::vector<int32_t> want(k);
+    std::vector<float> val(k);
+    for (int64_t t = 0; t < b.num_tokens; ++t) {
+      topk_indices(b.logits.data() + t * E, E, k, want.data(), val.data());
+      for (int32_t j = 0; j < k; ++j) {
+        ASSERT_EQ(idx[t * k + j], want[j]) << "E=" << E << " k=" << k << " t=" << t << " j=" << j;
+        ASSERT_EQ(w[t * k + j], val[j]);
+      }
+    }
+  }
 }
