@@ -72,6 +72,21 @@ ResultsFile read_results(const std::string& path) {
       rows_ok(dims, fld.name);
       for (size_t i = 0; i < recs.size(); ++i) recs[i].*(fld.member) = v[i];
     }
+    const std::string fg = g + "figures";
+    if (h5::has_link(file, fg)) {
+      h5::Handle group(h5::check(H5Gopen2(file, fg.c_str(), H5P_DEFAULT), "H5Gopen"), H5Gclose);
+      H5G_info_t info;
+      h5::check_status(H5Gget_info(group, &info), "H5Gget_info");
+      for (hsize_t i = 0; i < info.nlinks; ++i) {
+        char name[256] = {};
+        if (H5Lget_name_by_idx(group, ".", H5_INDEX_NAME, H5_ITER_INC, i, name, sizeof name, H5P_DEFAULT) < 0) continue;
+        std::vector<hsize_t> dims;
+        auto v = h5::read_double(group, name, &dims);
+        rows_ok(dims, std::string("figures/") + name);
+        v.resize(recs.size());
+        r.figures[router][name] = std::move(v);
+      }
+    }
   }
   return r;
 }

@@ -17,6 +17,7 @@ struct ResultsFile {
   int64_t steps_done = 0, steps_planned = 0, layers = 0, experts = 0, ep_size = 0, world_size = 0;
   std::vector<std::string> routers;
   std::map<std::string, std::vector<StepLayerMetrics>> records;  // router -> [step * layers + layer]
+  std::map<std::string, std::map<std::string, std::vector<double>>> figures;  // router -> name -> [step * layers + layer]
 };
 
 // Throws InputError naming the file for a missing file, a non-moebench file or an unknown version.

@@ -57,8 +57,15 @@ class DomainShift final : public Workload {
   void fill_logits(TokenBatch& b) override {
     const int64_t E = b.num_experts;
     const uint64_t key = rng::key(setup_.seed, 0x646f6eu, b.step, b.layer);
+    b.domain.resize(static_cast<size_t>(b.num_tokens));
+    b.experts_per_domain = static_cast<int32_t>(per_domain_);
+    b.domain_experts.clear();
+    for (int64_t d = 0; d < domains_; ++d)
+      for (int32_t e = 0; e < E; ++e)
+        if (favoured_[(static_cast<size_t>(b.layer) * domains_ + d) * E + e]) b.domain_experts.push_back(e);
     for (int64_t t = 0; t < b.num_tokens; ++t) {
       const int64_t d = domain_of(b.sequence[t], b.position[t]);
+      b.domain[t] = static_cast<int32_t>(d);
       const uint8_t* fav = favoured_.data() + (static_cast<size_t>(b.layer) * domains_ + d) * E;
       for (int64_t e = 0; e < E; ++e)
         b.logits[t * E + e] = static_cast<float>(rng::normal(key, (b.first_token + t) * E + e)) + (fav[e] ? boost_ : 0.f);

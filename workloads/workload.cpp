@@ -11,6 +11,7 @@ void Workload::generate(int32_t step, int32_t layer, int64_t first_token, int64_
   out.num_tokens = num_tokens;
   out.first_token = first_token;
   out.global_tokens = setup_.tokens_per_rank * setup_.ep_size;
+  out.tokens_per_rank = setup_.tokens_per_rank;
   out.logits.resize(static_cast<size_t>(num_tokens) * setup_.num_experts);
   out.sequence.resize(static_cast<size_t>(num_tokens));
   out.position.resize(static_cast<size_t>(num_tokens));
@@ -20,6 +21,9 @@ void Workload::generate(int32_t step, int32_t layer, int64_t first_token, int64_
     out.sequence[t] = stream / setup_.seq_len;
     out.position[t] = static_cast<int32_t>(stream % setup_.seq_len);
   }
+  out.domain.clear();
+  out.domain_experts.clear();
+  out.experts_per_domain = 0;
   fill_logits(out);
 }
 

@@ -15,9 +15,18 @@ struct TokenBatch {
   int64_t num_tokens = 0;
   int64_t first_token = 0;       // global index of token 0 of this batch
   int64_t global_tokens = 0;     // tokens in the whole EP group for this (step, layer)
+  int64_t tokens_per_rank = 0;   // token t belongs to EP rank (first_token + t) / tokens_per_rank
   std::vector<float> logits;     // [num_tokens, num_experts], row-major
   std::vector<int64_t> sequence; // [num_tokens] global sequence id
   std::vector<int32_t> position; // [num_tokens] position inside the sequence
+  // What the source knows (traces may lack some): routers check these before routing.
+  bool full_logits = true;       // logits cover all experts (false: reconstructed from top-k)
+  bool has_sequences = true;     // sequence/position are real (false: unknown)
+  // Labelled workloads only (empty otherwise): each token's domain, and the experts each domain
+  // favours at this layer, [domains][experts_per_domain].
+  std::vector<int32_t> domain;
+  int32_t experts_per_domain = 0;
+  std::vector<int32_t> domain_experts;
 
   std::span<const float> row(int64_t t) const {
     return {logits.data() + t * num_experts, static_cast<size_t>(num_experts)};

@@ -68,6 +68,24 @@ RunOutput run_pipeline(const RunConfig& cfg, const Comm& world, const RunOptions
   const CapacitySpec cap_spec{cfg.capacity_factor, cfg.top_k, cfg.drop_policy};
   const TrafficSpec traffic_spec{parse_dedup(cfg.dedup), cfg.payload_bytes(), 8, cfg.tokens_per_rank};
 
+  // The first batch tells what the source provides: routers refuse inputs they cannot use, and
+  // labelled workloads add the transition figures.
+  TokenBatch batch;
+  workload->generate(0, 0, first_token, num_tokens, batch);
+  for (size_t ri = 0; ri < routers.size(); ++ri) {
+    const std::string missing = routers[ri]->missing_input(batch);
+    if (!missing.empty())
+      throw InputError("router " + cfg.routers[ri] + " cannot run on workload " + cfg.workload + ": it needs " + missing);
+  }
+  const bool labelled = !batch.domain.empty();
+  std::vector<std::vector<std::string>> figure_names;
+  for (const auto& r : routers) {
+    figure_names.push_back(r->figure_names());
+    if (labelled)
+      for (const auto& n : transition_figure_names()) figure_names.back().push_back(n);
+  }
+  out.figure_names = figure_names;
+
   std::unique_ptr<ResultsWriter> writer;
   if (!cfg.out.empty()) {
     ResultsFileInfo info;
@@ -77,6 +95,7 @@ RunOutput run_pipeline(const RunConfig& cfg, const Comm& world, const RunOptions
     info.command_line = cfg.command_line;
     info.topology_json = topology_json(topo);
     info.routers = cfg.routers;
+    info.figure_names = figure_names;
     info.hosts = gather_hosts(world);
     info.steps = cfg.steps;
     info.layers = cfg.layers;
@@ -106,7 +125,6 @@ RunOutput run_pipeline(const RunConfig& cfg, const Comm& world, const RunOptions
   std::vector<std::vector<TrafficMatrix>> step_matrices(NR, std::vector<TrafficMatrix>(step_matrices_needed ? static_cast<size_t>(L) : 1));
   std::vector<SummaryAccumulator> summaries;
   for (const auto& name : cfg.routers) summaries.emplace_back(name);
-  TokenBatch batch;
   RoutingPlan plan;
   CapacityResult cap;
   TrafficMatrix combine;
@@ -114,13 +132,18 @@ RunOutput run_pipeline(const RunConfig& cfg, const Comm& world, const RunOptions
 
   for (int32_t step = 0; step < cfg.steps; ++step) {
     for (int32_t layer = 0; layer < L; ++layer) {
-      workload->generate(step, layer, first_token, num_tokens, batch);
+      if (step > 0 || layer > 0) workload->generate(step, layer, first_token, num_tokens, batch);
       for (size_t ri = 0; ri < NR; ++ri) {
         StepLayerMetrics& m = step_records[ri][layer];
         m = StepLayerMetrics{};
         const auto t0 = std::chrono::steady_clock::now();
         routers[ri]->route(batch, world, plan);
         m.router_s = world.max(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+        m.figures = routers[ri]->figures();
+        if (labelled) {
+          const auto tf = transition_figures(batch, plan, world);
+          m.figures.insert(m.figures.end(), tf.begin(), tf.end());
+        }
         apply_capacity(plan, cap_spec, global_capacity ? global_tokens : num_tokens, global_capacity ? world : self, cap);
         if (!global_capacity) {  // per-process capacity: the counts above are local, make them global
           world.sum(cap.expert_demand);

@@ -14,6 +14,7 @@ struct RunOutput {
   std::vector<std::vector<StepLayerMetrics>> records;  // [router][step * layers + layer]; only with keep_history
   std::vector<std::vector<TrafficMatrix>> matrices;    // same index; only with keep_history
   Placement placement;
+  std::vector<std::vector<std::string>> figure_names;  // [router]: names of StepLayerMetrics::figures
 };
 
 struct RunOptions {

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <numeric>
 
+#include "harness/core/select.hpp"
 #include "harness/traffic/traffic.hpp"
 
 namespace moe {
@@ -52,6 +53,50 @@ void fill_load_metrics(const RoutingPlan& plan, const CapacityResult& cap, int64
     ++m.active_experts_hist[std::min<int64_t>(n, E)];
   }
   group.sum(m.active_experts_hist);
+}
+
+std::vector<std::string> transition_figure_names() {
+  return {"transitions", "acc_at_transition", "p_correct_at_transition", "coverage_at_1", "coverage_at_2",
+          "coverage_at_3", "coverage_at_4"};
+}
+
+std::vector<double> transition_figures(const TokenBatch& b, const RoutingPlan& plan, const Comm& group) {
+  const int32_t ranks_here = static_cast<int32_t>(b.num_tokens / b.tokens_per_rank);
+  // Per EP rank: [transitions, acc hits, p_correct sum, coverage@1..4 hits].
+  constexpr int kFields = 7;
+  std::vector<double> per_rank(static_cast<size_t>(ranks_here) * kFields, 0.0);
+  const int32_t m = b.experts_per_domain;
+  for (int64_t t = 0; t + 1 < b.num_tokens; ++t) {
+    const int64_t r = t / b.tokens_per_rank;
+    if ((t + 1) / b.tokens_per_rank != r || b.sequence[t + 1] != b.sequence[t] || b.domain[t + 1] == b.domain[t]) continue;
+    const int32_t* correct = b.domain_experts.data() + static_cast<size_t>(b.domain[t + 1]) * m;
+    auto is_correct = [&](int32_t e) {
+      for (int32_t i = 0; i < m; ++i)
+        if (correct[i] == e) return true;
+      return false;
+    };
+    double* f = per_rank.data() + r * kFields;
+    f[0] += 1;
+    double w_all = 0, w_ok = 0;
+    bool covered = false;
+    for (int64_t a = plan.offsets[t], j = 0; a < plan.offsets[t + 1]; ++a, ++j) {
+      const bool ok = is_correct(plan.expert[a]);
+      w_all += plan.weight[a];
+      w_ok += ok ? plan.weight[a] : 0.0;
+      covered = covered || ok;
+      if (j == 0 && ok) f[1] += 1;
+      if (j < 4 && covered) f[3 + j] += 1;
+    }
+    // A token with fewer than 4 choices keeps its coverage for the larger K.
+    for (int64_t j = plan.count(t); j < 4; ++j)
+      if (covered) f[3 + j] += 1;
+    f[2] += w_all > 0 ? w_ok / w_all : 0.0;
+  }
+  const auto total = ordered_rank_sum(group, per_rank, kFields, ranks_here);
+  std::vector<double> out(kFields, 0.0);
+  out[0] = total[0];
+  for (int i = 1; i < kFields; ++i) out[i] = total[0] > 0 ? total[i] / total[0] : NAN;
+  return out;
 }
 
 void fill_traffic_metrics(const TrafficMatrix& dispatch, const TrafficMatrix& combine, const Topology& topo,

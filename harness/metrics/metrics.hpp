@@ -40,6 +40,7 @@ struct StepLayerMetrics {
   std::vector<int64_t> expert_load;    // [E]
   std::vector<int64_t> active_experts_hist;  // [E+1]: tokens with n kept experts
   std::vector<int64_t> rank_recv_tokens;     // [R]: column sums of the dispatch token matrix
+  std::vector<double> figures;               // router figures, then workload figures (names kept by the run)
 };
 
 // Load, capacity and drop metrics. Collective over `group` (the active-experts histogram).
@@ -50,6 +51,15 @@ void fill_load_metrics(const RoutingPlan& plan, const CapacityResult& cap, int64
 // times are the backend's to fill.
 void fill_traffic_metrics(const TrafficMatrix& dispatch, const TrafficMatrix& combine, const Topology& topology,
                           StepLayerMetrics& m);
+
+// Anticipation figures on labelled workloads (batch.domain set; ROUTERS.md §5). A transition is a
+// token t whose successor t+1 (same sequence, same EP rank) has another domain; the experts of
+// t+1's domain are the "correct" ones. Figures: transitions (count), acc_at_transition (first
+// choice correct), p_correct_at_transition (share of the token's combine weight on correct experts),
+// coverage_at_1..4 (a correct expert among the first K choices). Computed on the plan before
+// capacity. Collective over `group`; bit-identical for any split of the EP ranks over processes.
+std::vector<std::string> transition_figure_names();
+std::vector<double> transition_figures(const TokenBatch& batch, const RoutingPlan& plan, const Comm& group);
 
 // max/mean and std/mean of counts (0 when the mean is 0).
 double max_over_mean(const std::vector<int64_t>& v);

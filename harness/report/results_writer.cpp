@@ -116,10 +116,12 @@ void ResultsWriter::create_datasets() {
     if (!world_.root()) H5Sselect_none(ms);
     check_status(H5Dwrite(d, H5T_NATIVE_INT32, ms, fs, dxpl_, info_.placement.rank_of_expert.data()), "H5Dwrite rank_of_expert");
   }
-  for (const auto& router : info_.routers) {
-    const std::string g = group_of(router);
+  for (size_t ri = 0; ri < info_.routers.size(); ++ri) {
+    const std::string g = group_of(info_.routers[ri]);
     for (const auto& f : schema::kIntFields) create_extensible(file_, g + "/" + f.name, H5T_STD_I64LE, {L});
     for (const auto& f : schema::kRealFields) create_extensible(file_, g + "/" + f.name, H5T_IEEE_F64LE, {L});
+    if (ri < info_.figure_names.size())
+      for (const auto& name : info_.figure_names[ri]) create_extensible(file_, g + "/figures/" + name, H5T_IEEE_F64LE, {L});
     create_extensible(file_, g + "/expert_demand", H5T_STD_I64LE, {L, E});
     create_extensible(file_, g + "/expert_load", H5T_STD_I64LE, {L, E});
     create_extensible(file_, g + "/active_experts_hist", H5T_STD_I64LE, {L, E + 1});
@@ -148,6 +150,12 @@ void ResultsWriter::write_step(int32_t step, const std::vector<std::vector<StepL
       std::vector<double> row(L);
       for (size_t l = 0; l < L; ++l) row[l] = rec[l].*(f.member);
       append_block(file_, dxpl_, g + "/" + f.name, H5T_NATIVE_DOUBLE, step, {s, 0}, {1, L}, root ? row.data() : nullptr);
+    }
+    const auto& fig_names = ri < info_.figure_names.size() ? info_.figure_names[ri] : std::vector<std::string>{};
+    for (size_t fi = 0; fi < fig_names.size(); ++fi) {
+      std::vector<double> row(L);
+      for (size_t l = 0; l < L; ++l) row[l] = rec[l].figures.at(fi);
+      append_block(file_, dxpl_, g + "/figures/" + fig_names[fi], H5T_NATIVE_DOUBLE, step, {s, 0}, {1, L}, root ? row.data() : nullptr);
     }
     auto per_layer = [&](const char* name, std::vector<int64_t> StepLayerMetrics::*member) {
       const hsize_t n = (rec[0].*member).size();

@@ -16,6 +16,7 @@ struct ResultsFileInfo {
   std::string command_line;
   std::string topology_json;
   std::vector<std::string> routers;
+  std::vector<std::vector<std::string>> figure_names;  // [router]: /runs/<router>/figures/<name>
   std::vector<std::string> hosts;  // one per process
   int32_t steps = 0, layers = 0, experts = 0;
   Topology topology;

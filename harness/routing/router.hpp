@@ -27,6 +27,16 @@ class Router {
   virtual void route(const TokenBatch& batch, const Comm& group, RoutingPlan& plan) = 0;
   // Called once after every layer of a step was routed (state updates such as a bias).
   virtual void end_step(const Comm& /*group*/) {}
+
+  // Router-specific figures of the last route() call, global over the group and identical on every
+  // process, written per step and layer to /runs/<router>/figures/<name>. The names are fixed for
+  // the router's lifetime; values come in the same order.
+  virtual std::vector<std::string> figure_names() const { return {}; }
+  virtual std::vector<double> figures() const { return {}; }
+
+  // "" when the router can route this batch; otherwise what the source lacks, e.g.
+  // "full router logits (the trace has top-k assignments only)". Checked once before the run.
+  virtual std::string missing_input(const TokenBatch& /*batch*/) const { return ""; }
 };
 
 using RouterFactory = std::function<std::unique_ptr<Router>(const RouterSetup&, ComponentArgs&)>;
