@@ -302,7 +302,10 @@ std::vector<std::string> resolve_and_validate(RunConfig& c, int world_size) {
     if (!seen.insert(r).second) p.push_back("--routers: '" + r + "' is listed twice");
   }
   for (const auto& r : seen) {
-    check_name(p, "--routers", r, known_routers());
+    const auto at = r.find('@');
+    if (at != std::string::npos && (at + 1 == r.size() || r.find_first_of("@/, ", at + 1) != std::string::npos))
+      p.push_back("--routers: '" + r + "': a label after '@' must be non-empty without '@', '/', ',' or spaces");
+    check_name(p, "--routers", r.substr(0, at), known_routers());
   }
   for (const auto& [name, kv] : c.router_args) {
     if (!seen.count(name)) p.push_back("--router-arg " + name + ".*: router '" + name + "' is not in --routers");

@@ -7,11 +7,11 @@ namespace moe {
 std::string format_summary_table(const std::vector<RouterSummary>& rows) {
   std::string out;
   char line[512];
-  std::snprintf(line, sizeof line, "%-16s %8s %9s %7s %8s %10s %7s %10s %10s %10s %10s %9s\n", "router", "act/tok",
+  std::snprintf(line, sizeof line, "%-20s %8s %9s %7s %8s %10s %7s %10s %10s %10s %10s %9s\n", "router", "act/tok",
                 "imbal", "cv", "cf_req", "max_tok/e", "drop%", "local_MB", "intra_MB", "inter_MB", "a2a_ms", "busbw");
   out += line;
   for (const auto& r : rows) {
-    std::snprintf(line, sizeof line, "%-16s %8.3f %9.3f %7.3f %8.3f %10lld %7.2f %10.2f %10.2f %10.2f %10.4f %9.1f\n",
+    std::snprintf(line, sizeof line, "%-20s %8.3f %9.3f %7.3f %8.3f %10lld %7.2f %10.2f %10.2f %10.2f %10.4f %9.1f\n",
                   r.router.c_str(), r.mean_active_experts, r.mean_expert_imbalance, r.mean_expert_cv,
                   r.max_capacity_factor_required, static_cast<long long>(r.max_tokens_per_expert), 100.0 * r.drop_rate,
                   r.mean_dispatch_bytes_local / 1e6, r.mean_dispatch_bytes_intra / 1e6,

@@ -42,8 +42,13 @@ class Router {
 using RouterFactory = std::function<std::unique_ptr<Router>(const RouterSetup&, ComponentArgs&)>;
 using RouterRegistry = Registry<RouterFactory>;
 
-// Builds a registered router and rejects knobs it does not know. Throws InputError.
-std::unique_ptr<Router> make_router(const std::string& name, const RouterSetup& setup,
+// A router instance in --routers is NAME or NAME@label (the same router twice with different
+// knobs: `beta,beta@ahead --router-arg beta@ahead.lookahead=true`). Its results group and its
+// --router-arg prefix are the whole instance name; the registry name is the part before '@'.
+std::string router_registry_name(const std::string& instance);
+
+// Builds a registered router instance and rejects knobs it does not know. Throws InputError.
+std::unique_ptr<Router> make_router(const std::string& instance, const RouterSetup& setup,
                                     const std::map<std::string, std::string>& args);
 
 }  // namespace moe

@@ -129,3 +129,14 @@ TEST(Config, TopologyFileReplacesLinkFlags) {
   EXPECT_TRUE(resolve_and_validate(shipped, 1).empty());
   EXPECT_EQ(shipped.ranks_per_node, 8);
 }
+
+TEST(Config, RouterInstancesWithLabels) {
+  auto c = parse({"--routers", "softmax_topk,softmax_topk@full", "--router-arg", "softmax_topk@full.renormalize=false"});
+  EXPECT_TRUE(resolve_and_validate(c, 1).empty());
+  auto bad = parse({"--routers", "softmax_topk@", "--router-arg", "softmax_topk@.renormalize=false"});
+  EXPECT_TRUE(mentions(resolve_and_validate(bad, 1), "label after '@'"));
+  auto unknown = parse({"--routers", "nope@x"});
+  EXPECT_TRUE(mentions(resolve_and_validate(unknown, 1), "'nope'"));
+  auto arg = parse({"--routers", "softmax_topk,softmax_topk@full", "--router-arg", "softmax_topk@full.typo=1"});
+  EXPECT_TRUE(mentions(resolve_and_validate(arg, 1), "softmax_topk@full.typo"));
+}
