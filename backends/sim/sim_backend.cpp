@@ -11,6 +11,6 @@ class SimBackend final : public ExchangeBackend {
   }
 };
 const BackendRegistry::Registrar reg("sim", "analytical cost model only (latency + bytes/bandwidth per link class); any EP size",
-                                     [] { return std::make_unique<SimBackend>(); });
+                                     [](const BackendSetup&, const Topology&, const Comm&) { return std::make_unique<SimBackend>(); });
 }  // namespace
 }  // namespace moe

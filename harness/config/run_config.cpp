@@ -117,7 +117,8 @@ std::string RunConfig::to_json() const {
   os << "]," << q("router_args") << ":" << named_args_json(router_args) << "," << q("capacity_factor") << ":"
      << num(capacity_factor) << "," << q("drop_policy") << ":" << q(drop_policy) << "," << q("capacity_scope") << ":"
      << q(capacity_scope) << "," << q("placement") << ":" << q(placement) << "," << q("dedup") << ":" << q(dedup)
-     << "," << q("backend") << ":" << q(backend) << "}";
+     << "," << q("backend") << ":" << q(backend) << "," << q("a2a_algo") << ":" << q(a2a_algo) << "," << q("warmup") << ":"
+     << warmup << "," << q("iters") << ":" << iters << "}";
   return os.str();
 }
 
@@ -158,6 +159,9 @@ RunConfig parse_run_config(int argc, const char* const* argv, std::string* help_
     ("placement", po::value(&c.placement)->default_value(c.placement), "expert placement (see `moebench list placements`)")
     ("dedup", po::value(&c.dedup)->default_value(c.dedup), "token_expert | token_rank | token_node")
     ("backend", po::value(&c.backend)->default_value(c.backend), "exchange backend (see `moebench list backends`)")
+    ("a2a-algo", po::value(&c.a2a_algo)->default_value(c.a2a_algo), "real all-to-all algorithm: alltoallv | pairwise | hierarchical")
+    ("warmup", po::value(&c.warmup)->default_value(c.warmup), "untimed exchanges before the timed ones (mpi backend)")
+    ("iters", po::value(&c.iters)->default_value(c.iters), "timed exchanges per step and layer, averaged (mpi backend)")
     ("out", po::value(&c.out), "HDF5 results file (none if not given)")
     ("force", po::bool_switch(&c.force), "overwrite an existing results file")
     ("dispatch-matrix", po::value(&c.dispatch_matrix)->default_value(c.dispatch_matrix), "save [steps,layers,R,R] dispatch_tokens: auto | on | off")
@@ -255,6 +259,9 @@ std::vector<std::string> resolve_and_validate(RunConfig& c, int world_size) {
   check_name(p, "--capacity-scope", c.capacity_scope, {"global", "local"});
   check_name(p, "--dedup", c.dedup, {"token_expert", "token_rank", "token_node"});
   check_name(p, "--dispatch-matrix", c.dispatch_matrix, {"auto", "on", "off"});
+  check_name(p, "--a2a-algo", c.a2a_algo, {"alltoallv", "pairwise", "hierarchical"});
+  if (c.warmup < 0) p.push_back("--warmup: must be >= 0 (got " + std::to_string(c.warmup) + ")");
+  if (c.iters < 1) p.push_back("--iters: must be >= 1 (got " + std::to_string(c.iters) + ")");
   check_name(p, "--progress", c.progress, {"auto", "bar", "lines", "off"});
   check_name(p, "--workload", c.workload, known_workloads());
   check_name(p, "--placement", c.placement, known_placements());

@@ -44,6 +44,9 @@ struct RunConfig {
   std::string placement = "contiguous";
   std::string dedup = "token_expert";
   std::string backend = "sim";
+  std::string a2a_algo = "alltoallv";  // real backends: alltoallv | pairwise | hierarchical
+  int32_t warmup = 2;                  // untimed exchanges before the timed ones (real backends)
+  int32_t iters = 5;                   // timed exchanges, averaged (real backends)
   // outputs
   std::string out;                 // empty: no results file
   bool force = false;

@@ -64,7 +64,14 @@ RunOutput run_pipeline(const RunConfig& cfg, const Comm& world, const RunOptions
   RunOutput out;
   out.routers = cfg.routers;
   out.placement = make_placement(cfg.placement, PlacementSetup{cfg.experts, topo, cfg.seed});
-  auto backend = make_backend(cfg.backend);
+  BackendSetup backend_setup;
+  backend_setup.payload_bytes = cfg.payload_bytes();
+  backend_setup.warmup = cfg.warmup;
+  backend_setup.iters = cfg.iters;
+  backend_setup.algo = cfg.a2a_algo;
+  backend_setup.corrupt_token = options.corrupt_token;
+  auto backend = make_backend(cfg.backend, backend_setup, topo, world);
+  const bool measured_backend = cfg.backend != "sim";
   const CapacitySpec cap_spec{cfg.capacity_factor, cfg.top_k, cfg.drop_policy};
   const TrafficSpec traffic_spec{parse_dedup(cfg.dedup), cfg.payload_bytes(), 8, cfg.tokens_per_rank};
 
@@ -103,6 +110,7 @@ RunOutput run_pipeline(const RunConfig& cfg, const Comm& world, const RunOptions
     info.topology = topo;
     info.placement = out.placement;
     info.save_dispatch_matrix = cfg.save_dispatch_matrix();
+    info.measured = measured_backend;
     info.first_rank = first_rank;
     info.num_ranks = ranks_here;
     writer = std::make_unique<ResultsWriter>(info, world);
@@ -171,12 +179,29 @@ RunOutput run_pipeline(const RunConfig& cfg, const Comm& world, const RunOptions
         if (ex.measured) {
           m.measured_dispatch_s = ex.dispatch_s;
           m.measured_combine_s = ex.combine_s;
+          m.rank_dispatch_s = ex.rank_dispatch_s;
+          m.rank_combine_s = ex.rank_combine_s;
+          m.tokens_sent = ex.tokens_sent;
+          m.tokens_received = ex.tokens_received;
+          m.tokens_lost = ex.tokens_lost;
+          m.tokens_corrupted = ex.tokens_corrupted;
         }
       }
       progress.update(static_cast<int64_t>(step) * L + layer + 1, "step " + std::to_string(step + 1) + "/" + std::to_string(cfg.steps));
     }
     for (auto& r : routers) r->end_step(world);
     if (writer) writer->write_step(step, step_records, step_matrices);
+    // Integrity: the only acceptable figure for lost and corrupted copies is 0. The step is in the
+    // file (status partial) before the run stops.
+    for (size_t ri = 0; ri < NR; ++ri)
+      for (int32_t layer = 0; layer < L; ++layer) {
+        const auto& m = step_records[ri][layer];
+        for (size_t r = 0; r < m.tokens_lost.size(); ++r)
+          if (m.tokens_lost[r] != 0 || m.tokens_corrupted[r] != 0)
+            throw Error("integrity check failed: router " + cfg.routers[ri] + ", step " + std::to_string(step) + ", layer " +
+                        std::to_string(layer) + ", rank " + std::to_string(r) + ": " + std::to_string(m.tokens_lost[r]) +
+                        " token copies lost, " + std::to_string(m.tokens_corrupted[r]) + " corrupted");
+      }
     for (size_t ri = 0; ri < NR; ++ri) {
       for (const auto& m : step_records[ri]) summaries[ri].add(m);
       if (!options.keep_history) continue;

@@ -20,6 +20,7 @@ struct RunOutput {
 struct RunOptions {
   bool keep_history = false;  // tests: keep every record and group dispatch matrix in memory
   bool console = true;        // rank 0 prints the header and table
+  int64_t corrupt_token = -1; // tests only: the mpi backend corrupts this received token on rank 0
 };
 
 // The only code that knows the order of the stages. Collective over `world`; `cfg` must have been

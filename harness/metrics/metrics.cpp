@@ -137,6 +137,13 @@ void SummaryAccumulator::add(const StepLayerMetrics& m) {
   s_.mean_model_a2a_s += m.model_dispatch_s + m.model_combine_s;
   s_.mean_busbw_GBps += m.busbw_GBps;
   s_.mean_router_s += m.router_s;
+  if (!std::isnan(m.measured_dispatch_s)) {
+    const double measured = m.measured_dispatch_s + m.measured_combine_s;
+    const double model = m.model_dispatch_s + m.model_combine_s;
+    s_.measured = true;
+    s_.mean_measured_a2a_s += measured;
+    if (measured > 0) model_errors_.push_back(std::abs(model - measured) / measured);
+  }
 }
 
 RouterSummary SummaryAccumulator::result() const {
@@ -146,8 +153,17 @@ RouterSummary SummaryAccumulator::result() const {
   s.drop_rate = demand_ ? static_cast<double>(dropped_) / static_cast<double>(demand_) : 0;
   for (double* v : {&s.mean_active_experts, &s.mean_expert_imbalance, &s.mean_expert_cv, &s.mean_rank_imbalance,
                     &s.mean_dispatch_bytes_local, &s.mean_dispatch_bytes_intra, &s.mean_dispatch_bytes_inter,
-                    &s.mean_model_a2a_s, &s.mean_busbw_GBps, &s.mean_router_s})
+                    &s.mean_model_a2a_s, &s.mean_busbw_GBps, &s.mean_router_s, &s.mean_measured_a2a_s})
     *v /= n;
+  if (!model_errors_.empty()) {
+    std::vector<double> e = model_errors_;
+    std::nth_element(e.begin(), e.begin() + static_cast<std::ptrdiff_t>(e.size() / 2), e.end());
+    s.median_model_error = e[e.size() / 2];
+    if (e.size() % 2 == 0) {
+      const double lower = *std::max_element(e.begin(), e.begin() + static_cast<std::ptrdiff_t>(e.size() / 2));
+      s.median_model_error = 0.5 * (s.median_model_error + lower);
+    }
+  }
   return s;
 }
 

@@ -41,6 +41,10 @@ struct StepLayerMetrics {
   std::vector<int64_t> active_experts_hist;  // [E+1]: tokens with n kept experts
   std::vector<int64_t> rank_recv_tokens;     // [R]: column sums of the dispatch token matrix
   std::vector<double> figures;               // router figures, then workload figures (names kept by the run)
+  // Real backends only ([R], empty for sim): mean seconds per rank and integrity counts per rank
+  // (dispatch and combine together).
+  std::vector<double> rank_dispatch_s, rank_combine_s;
+  std::vector<int64_t> tokens_sent, tokens_received, tokens_lost, tokens_corrupted;
 };
 
 // Load, capacity and drop metrics. Collective over `group` (the active-experts histogram).
@@ -80,6 +84,9 @@ struct RouterSummary {
   double mean_model_a2a_s = 0;  // dispatch + combine per layer
   double mean_busbw_GBps = 0;
   double mean_router_s = 0;
+  bool measured = false;            // a real backend timed the exchanges
+  double mean_measured_a2a_s = 0;   // measured dispatch + combine per layer
+  double median_model_error = 0;    // median over records of |model - measured| / measured
 };
 // Accumulates the summary record by record, so a run keeps O(1) per router, not O(steps x layers).
 class SummaryAccumulator {
@@ -91,6 +98,7 @@ class SummaryAccumulator {
  private:
   RouterSummary s_;
   int64_t dropped_ = 0, demand_ = 0;
+  std::vector<double> model_errors_;
 };
 RouterSummary summarize(const std::string& router, const std::vector<StepLayerMetrics>& records);
 

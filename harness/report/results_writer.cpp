@@ -1,6 +1,7 @@
 #include "harness/report/results_writer.hpp"
 
 #include <filesystem>
+#include <type_traits>
 
 #include "harness/core/build_info.hpp"
 #include "harness/core/error.hpp"
@@ -127,6 +128,11 @@ void ResultsWriter::create_datasets() {
     create_extensible(file_, g + "/active_experts_hist", H5T_STD_I64LE, {L, E + 1});
     create_extensible(file_, g + "/rank_recv_tokens", H5T_STD_I64LE, {L, R});
     if (info_.save_dispatch_matrix) create_extensible(file_, g + "/dispatch_tokens", H5T_STD_I64LE, {L, R, R});
+    if (info_.measured) {
+      for (const char* name : {"rank_dispatch_s", "rank_combine_s"}) create_extensible(file_, g + "/" + name, H5T_IEEE_F64LE, {L, R});
+      for (const char* name : {"tokens_sent", "tokens_received", "tokens_lost", "tokens_corrupted"})
+        create_extensible(file_, g + "/" + name, H5T_STD_I64LE, {L, R});
+    }
   }
 }
 
@@ -173,6 +179,21 @@ void ResultsWriter::write_step(int32_t step, const std::vector<std::vector<StepL
       for (size_t l = 0; l < L; ++l)
         for (hsize_t r = 0; r < nr; ++r) block[l * nr + r] = rec[l].rank_recv_tokens.at(r0 + r);
       append_block(file_, dxpl_, g + "/rank_recv_tokens", H5T_NATIVE_INT64, step, {s, 0, r0}, {1, L, nr}, block.data());
+    }
+    if (info_.measured) {
+      auto rank_rows = [&](const std::string& name, hid_t type, auto member) {
+        using T = typename std::decay_t<decltype(rec[0].*member)>::value_type;
+        std::vector<T> block(L * nr);
+        for (size_t l = 0; l < L; ++l)
+          for (hsize_t r = 0; r < nr; ++r) block[l * nr + r] = (rec[l].*member).at(r0 + r);
+        append_block(file_, dxpl_, g + "/" + name, type, step, {s, 0, r0}, {1, L, nr}, block.data());
+      };
+      rank_rows("rank_dispatch_s", H5T_NATIVE_DOUBLE, &StepLayerMetrics::rank_dispatch_s);
+      rank_rows("rank_combine_s", H5T_NATIVE_DOUBLE, &StepLayerMetrics::rank_combine_s);
+      rank_rows("tokens_sent", H5T_NATIVE_INT64, &StepLayerMetrics::tokens_sent);
+      rank_rows("tokens_received", H5T_NATIVE_INT64, &StepLayerMetrics::tokens_received);
+      rank_rows("tokens_lost", H5T_NATIVE_INT64, &StepLayerMetrics::tokens_lost);
+      rank_rows("tokens_corrupted", H5T_NATIVE_INT64, &StepLayerMetrics::tokens_corrupted);
     }
     if (info_.save_dispatch_matrix) {
       const auto& mats = matrices.at(ri);

@@ -22,6 +22,7 @@ struct ResultsFileInfo {
   Topology topology;
   Placement placement;
   bool save_dispatch_matrix = true;
+  bool measured = false;  // a real backend: per-rank times and integrity counts
   int32_t first_rank = 0;  // EP ranks [first_rank, first_rank + num_ranks) are this process's rows
   int32_t num_ranks = 0;
 };
