@@ -21,17 +21,25 @@ ModelTime model_alltoall(const TrafficMatrix& m, const Topology& topo) {
     }
   ModelTime out;
   const Link links[2] = {topo.intra, topo.inter};
-  for (int32_t r = 0; r < R; ++r)
+  for (int32_t r = 0; r < R; ++r) {
+    double t_rank = 0, t_worst = 0;
+    int worst = -1;
     for (int c = 0; c < 2; ++c) {
       const double bytes = std::max(send[r * 2 + c], recv[r * 2 + c]);
       if (bytes == 0) continue;
       const double t = links[c].latency_s + bytes / links[c].bandwidth_Bps;
-      if (t > out.seconds) {
-        out.seconds = t;
-        out.bottleneck_rank = r;
-        out.bottleneck_link = c == 0 ? LinkClass::intra : LinkClass::inter;
+      t_rank = topo.shared_links ? t_rank + t : std::max(t_rank, t);
+      if (t > t_worst) {
+        t_worst = t;
+        worst = c;
       }
     }
+    if (t_rank > out.seconds) {
+      out.seconds = t_rank;
+      out.bottleneck_rank = r;
+      out.bottleneck_link = worst == 0 ? LinkClass::intra : LinkClass::inter;
+    }
+  }
   if (out.seconds > 0) {
     out.algbw_GBps = total / R / out.seconds / 1e9;
     out.busbw_GBps = out.algbw_GBps * (R - 1) / R;

@@ -7,6 +7,7 @@ namespace moe {
 //   for rank r and link class c in {intra, inter}:
 //     t_c(r) = latency_c * [r sends or receives on c] + max(send_bytes_c(r), recv_bytes_c(r)) / bandwidth_c
 //   t(r) = max(t_intra(r), t_inter(r))        (NVLink and NIC run concurrently, full duplex)
+//          t_intra(r) + t_inter(r)            with topology.shared_links (one resource for both)
 //   time = max_r t(r)                         (the collective ends with its slowest rank)
 // Local (same-rank) bytes are free. algbw = (total bytes / R) / time and busbw = algbw * (R-1)/R,
 // as nccl-tests define them for all-to-all.

@@ -35,6 +35,7 @@ Topology RunConfig::topology() const {
   t.ranks_per_node = ranks_per_node;
   t.intra = Link{intra_bw_GBps * 1e9, intra_lat_us * 1e-6};
   t.inter = Link{inter_bw_Gbps * 1e9 / 8.0, inter_lat_us * 1e-6};
+  t.shared_links = shared_links;
   return t;
 }
 
@@ -213,8 +214,8 @@ void load_topology_file(RunConfig& c, std::vector<std::string>& problems) {
   double intra_bw = c.intra_bw_GBps, inter_bw = c.inter_bw_Gbps, intra_lat = c.intra_lat_us,
          inter_lat = c.inter_lat_us;
   int32_t rpn = 0;
-  std::string name;
-  o.add_options()("name", po::value(&name))("ranks_per_node", po::value(&rpn))(
+  std::string name, links = "independent";
+  o.add_options()("name", po::value(&name))("ranks_per_node", po::value(&rpn))("links", po::value(&links))(
       "intra.bandwidth_GBps", po::value(&intra_bw))("intra.latency_us", po::value(&intra_lat))(
       "inter.bandwidth_Gbps", po::value(&inter_bw))("inter.latency_us", po::value(&inter_lat));
   try {
@@ -225,6 +226,11 @@ void load_topology_file(RunConfig& c, std::vector<std::string>& problems) {
     problems.push_back("--topology " + c.topology_file + ": " + e.what());
     return;
   }
+  if (links != "independent" && links != "shared") {
+    problems.push_back("--topology " + c.topology_file + ": links = '" + links + "' (known: independent, shared)");
+    return;
+  }
+  c.shared_links = links == "shared";
   c.intra_bw_GBps = intra_bw;
   c.inter_bw_Gbps = inter_bw;
   c.intra_lat_us = intra_lat;

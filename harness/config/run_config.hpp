@@ -34,6 +34,7 @@ struct RunConfig {
   double inter_bw_Gbps = 400.0;   // one 400 Gb/s NIC per GPU
   double intra_lat_us = 3.0;
   double inter_lat_us = 6.0;
+  bool shared_links = false;      // from a topology file's `links = shared`
   // routing and capacity
   std::vector<std::string> routers = {"softmax_topk", "sigmoid_topk"};
   NamedArgs router_args;

@@ -78,6 +78,9 @@ struct Topology {
   int32_t ranks_per_node = 1;
   Link intra;  // inside a node (NVLink)
   Link inter;  // between nodes (NIC per GPU)
+  // true when intra- and inter-node traffic compete for one resource (a single machine's memory
+  // system, a PCIe switch shared by GPU and NIC): the model adds the classes instead of overlapping.
+  bool shared_links = false;
 
   int32_t ep_size() const { return nodes * ranks_per_node; }
   int32_t node_of(int32_t rank) const { return rank / ranks_per_node; }

@@ -6,6 +6,7 @@
 #include <string>
 
 #include "analysis/results_reader.hpp"
+#include "backends/mpi/bench_a2a.hpp"
 #include "backends/backend.hpp"
 #include "harness/config/run_config.hpp"
 #include "harness/core/build_info.hpp"
@@ -23,6 +24,8 @@ constexpr const char* kUsage =
     "                          (mpirun -np N moebench run --help for the options)\n"
     "  list [KIND]             routers, workloads, placements, backends with one-line descriptions\n"
     "  report FILE             per-router summary of a results file, from the file alone\n"
+    "  bench-a2a [options]     nccl-tests-style all-to-all sweep (mpi backend) beside a bare MPI loop\n"
+    "  calibrate --out FILE    measure latency/bandwidth per link class, write a topology file for the model\n"
     "  --version               version, git sha and what the build found\n";
 
 template <class Reg>
@@ -88,6 +91,10 @@ int main(int argc, char** argv) {
       rc = cmd_run(argc, argv, world, setup_phase);
     } else if (cmd == "list") {
       rc = cmd_list(argc, argv, world);
+    } else if (cmd == "bench-a2a") {
+      rc = moe::bench_a2a_command(argc - 1, argv + 1, world);
+    } else if (cmd == "calibrate") {
+      rc = moe::calibrate_command(argc - 1, argv + 1, world);
     } else if (cmd == "report") {
       rc = cmd_report(argc, argv, world);
     } else if (cmd == "--version" || cmd == "version") {

@@ -100,6 +100,28 @@ progress_lines)
   cat err.txt
   grep -q "progress: 100%" err.txt || fail "no progress lines"
   ;;
+bench_a2a_np4)
+  for pat in uniform zipf; do
+    $mpiexec -n 4 "$mb" bench-a2a -b 1K -e 256K -f 4 -w 1 -n 2 --rounds 1 --pattern $pat --out b_$pat.h5 > out_$pat.txt || fail "bench-a2a $pat failed"
+    cat out_$pat.txt
+    [ "$(grep -cE '^ +[0-9]+ +[0-9]+ .* 0$' out_$pat.txt)" -eq 5 ] || fail "expected 5 sizes with 0 wrong elements ($pat)"
+    h5dump -d /busbw_GBps b_$pat.h5 > /dev/null || fail "no busbw in the bench file"
+  done
+  $mpiexec -n 4 "$mb" bench-a2a -b 4K -e 16K -f 2 -w 1 -n 2 --rounds 1 --a2a-algo hierarchical > h.txt || fail "hierarchical bench failed"
+  expect_error "bench-a2a --pattern: unknown value" $mpiexec -n 2 "$mb" bench-a2a --pattern skewed
+  ;;
+calibrate_then_model_np4)
+  $mpiexec -n 4 "$mb" calibrate -e 1M -w 1 -n 3 --out m.ini > cal.txt || fail "calibrate failed"
+  cat m.ini
+  grep -q "^\[intra\]" m.ini && grep -q "^\[inter\]" m.ini && grep -qE "^links = (shared|independent)" m.ini || fail "incomplete topology file"
+  expect_error "m.ini: file exists" $mpiexec -n 4 "$mb" calibrate --out m.ini
+  $mpiexec -n 4 "$mb" run $small --nodes 2 --backend mpi --topology m.ini --warmup 1 --iters 2 --out r.h5 > run.txt || fail "mpi run failed"
+  cat run.txt
+  grep -q "model_err" run.txt || fail "no model error column"
+  h5dump -d /runs/softmax_topk/tokens_corrupted r.h5 | grep -qE "\(0,0,0\): 0, 0, 0, 0" || fail "integrity counts missing"
+  "$mb" report r.h5 | grep -q "model_err" || fail "report shows no model error"
+  expect_error "needs --ep-size == MPI world size" $mpiexec -n 2 "$mb" run $small --backend mpi --ep-size 4
+  ;;
 *) fail "unknown case $case_name" ;;
 esac
 echo "PASS: $case_name"

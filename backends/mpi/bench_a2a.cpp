@@ -1,0 +1,229 @@
+// bench-a2a: an nccl-tests-style all-to-all sweep (-b -e -f -w -n), uniform or Zipf-skewed sizes,
+// timing the harness's exchange path (TokenExchanger, the code `run --backend mpi` uses) beside a
+// bare MPI_Alltoall(v) loop on the same buffers, interleaved round by round so both see the same
+// machine state. size = bytes each rank sends in one all-to-all (nccl-tests' convention);
+// algbw = size / time, busbw = algbw * (P-1)/P. Data are checked after timing (#wrong).
+#include "backends/mpi/bench_a2a.hpp"
+
+#include <boost/program_options.hpp>
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <sstream>
+
+#include "backends/mpi/alltoall.hpp"
+#include "harness/core/error.hpp"
+#include "harness/report/h5.hpp"
+
+namespace po = boost::program_options;
+
+namespace moe {
+
+int64_t parse_size(const std::string& option, const std::string& text) {
+  if (text.empty()) throw InputError(option + ": empty size");
+  size_t used = 0;
+  double v = 0;
+  try {
+    v = std::stod(text, &used);
+  } catch (const std::exception&) {
+    throw InputError(option + ": '" + text + "' is not a size (e.g. 4096, 1K, 64M, 1G)");
+  }
+  const std::string unit = text.substr(used);
+  double mult = 1;
+  if (unit == "K" || unit == "k") mult = 1024.0;
+  else if (unit == "M") mult = 1024.0 * 1024;
+  else if (unit == "G") mult = 1024.0 * 1024 * 1024;
+  else if (!unit.empty()) throw InputError(option + ": '" + text + "' has an unknown unit (K, M or G)");
+  if (!(v > 0)) throw InputError(option + ": '" + text + "' must be > 0");
+  return static_cast<int64_t>(v * mult);
+}
+
+namespace {
+
+constexpr int64_t kElem = 4;  // bytes per element (float), as nccl-tests counts
+
+uint32_t pattern(int src, int dst, int64_t i) { return static_cast<uint32_t>(src * 2654435761u ^ dst * 40503u ^ static_cast<uint32_t>(i) * 2246822519u); }
+
+struct Row {
+  int64_t size_bytes, count;
+  double time_s, algbw_GBps, busbw_GBps, bare_time_s;
+  int64_t wrong;
+};
+
+}  // namespace
+
+int bench_a2a_command(int argc, const char* const* argv, const Comm& world) {
+  std::string b = "1K", e = "64M", backend = "mpi", pattern_name = "uniform", algo = "alltoallv", out;
+  double factor = 2, zipf_s = 1.0;
+  int warmup = 5, iters = 20, rounds = 3;
+  bool force = false;
+  po::options_description opts("moebench bench-a2a options");
+  // clang-format off
+  opts.add_options()
+    ("help,h", "show this help")
+    ("backend", po::value(&backend)->default_value(backend), "mpi (the nccl backend is not built in this version)")
+    ("minbytes,b", po::value(&b)->default_value(b), "smallest size: bytes each rank sends (K, M, G suffixes)")
+    ("maxbytes,e", po::value(&e)->default_value(e), "largest size")
+    ("stepfactor,f", po::value(&factor)->default_value(factor), "size multiplier between steps")
+    ("warmup_iters,w", po::value(&warmup)->default_value(warmup), "untimed iterations per size")
+    ("iters,n", po::value(&iters)->default_value(iters), "timed iterations per size and round")
+    ("rounds", po::value(&rounds)->default_value(rounds), "alternating harness/bare rounds per size")
+    ("pattern", po::value(&pattern_name)->default_value(pattern_name), "uniform | zipf (peer shares ~ (i+1)^-s, hot peer rotating with the source)")
+    ("zipf-s", po::value(&zipf_s)->default_value(zipf_s), "Zipf exponent of the skewed pattern")
+    ("a2a-algo", po::value(&algo)->default_value(algo), "alltoallv | pairwise | hierarchical (hierarchical: consecutive pairs of ranks form a node)")
+    ("out", po::value(&out), "HDF5 file for the figures")
+    ("force", po::bool_switch(&force), "overwrite --out");
+  // clang-format on
+  po::variables_map vm;
+  try {
+    po::store(po::command_line_parser(argc, argv).options(opts).run(), vm);
+    po::notify(vm);
+  } catch (const po::error& err) {
+    throw InputError(std::string("bench-a2a: ") + err.what());
+  }
+  if (vm.count("help")) {
+    if (world.root()) {
+      std::ostringstream os;
+      os << opts;
+      std::printf("usage: mpirun -np N moebench bench-a2a [options]\n%s", os.str().c_str());
+    }
+    return 0;
+  }
+  if (backend != "mpi") throw InputError("bench-a2a --backend " + backend + ": only the mpi backend is built in this version");
+  if (pattern_name != "uniform" && pattern_name != "zipf") throw InputError("bench-a2a --pattern: unknown value '" + pattern_name + "' (known: uniform, zipf)");
+  const int64_t lo = parse_size("-b", b), hi = parse_size("-e", e);
+  if (hi < lo) throw InputError("bench-a2a: -e " + e + " is smaller than -b " + b);
+  if (!(factor > 1)) throw InputError("bench-a2a -f: must be > 1");
+  if (warmup < 0 || iters < 1 || rounds < 1) throw InputError("bench-a2a: -w must be >= 0, -n and --rounds >= 1");
+  char exists = !out.empty() && world.root() && std::filesystem::exists(out) ? 1 : 0;
+  world.bcast(std::span<char>(&exists, 1), 0);  // the same decision on every rank: no hang
+  if (exists && !force)
+    throw InputError("--out " + out + ": file exists; refusing to overwrite it (pass --force to replace it)");
+
+  const int P = world.size(), r = world.rank();
+  Topology topo;
+  topo.nodes = (algo == "hierarchical" && P % 2 == 0 && P > 2) ? P / 2 : 1;
+  topo.ranks_per_node = P / topo.nodes;
+  TokenExchanger ex(world, topo, kElem, parse_a2a_algo(algo));
+  MPI_Datatype elem;
+  MOE_MPI(MPI_Type_contiguous(static_cast<int>(kElem), MPI_BYTE, &elem));
+  MOE_MPI(MPI_Type_commit(&elem));
+
+  if (world.root()) {
+    std::printf("# moebench bench-a2a: %d ranks, pattern %s, algo %s, %d warm-up + %d x %d timed iterations per size\n", P,
+                pattern_name.c_str(), algo.c_str(), warmup, rounds, iters);
+    std::printf("# harness = the exchange path of `run --backend mpi`; bare = a plain MPI_Alltoall%s loop on the same buffers\n",
+                pattern_name == "uniform" ? "" : "v");
+    std::printf("%12s %12s %12s %10s %10s %12s %10s %8s\n", "size(B)", "count(el)", "time(us)", "algbw", "busbw", "bare(us)",
+                "overhead", "#wrong");
+  }
+  std::vector<Row> rows;
+  for (double size_d = static_cast<double>(lo); size_d <= static_cast<double>(hi) * 1.000001; size_d *= factor) {
+    const int64_t size = static_cast<int64_t>(size_d) / (kElem * P) * (kElem * P);  // whole elements per peer
+    if (size == 0) continue;
+    const int64_t count = size / kElem;
+    // Elements to each peer: uniform, or Zipf shares with the hot peer rotating with the source.
+    auto counts_for = [&](int src) {
+      std::vector<int64_t> c(P, count / P);
+      if (pattern_name == "zipf") {
+        double h = 0;
+        for (int i = 0; i < P; ++i) h += std::pow(i + 1, -zipf_s);
+        int64_t given = 0;
+        for (int i = 0; i < P; ++i) {
+          const int d = (src + i) % P;
+          c[d] = static_cast<int64_t>(std::floor(static_cast<double>(count) * std::pow(i + 1, -zipf_s) / h));
+          given += c[d];
+        }
+        c[src] += count - given;
+      }
+      return c;
+    };
+    std::vector<int64_t> sc = counts_for(r), rc(P);
+    for (int s = 0; s < P; ++s) rc[s] = counts_for(s)[r];
+    const auto sl = wire::make_layout(sc, kElem), rl = wire::make_layout(rc, kElem);
+    std::vector<uint32_t> send(static_cast<size_t>(sl.tokens)), recv(static_cast<size_t>(rl.tokens));
+    for (int d = 0; d < P; ++d)
+      for (int64_t i = 0; i < sc[d]; ++i) send[static_cast<size_t>(sl.displs[d] + i)] = pattern(r, d, i);
+    auto* sb = reinterpret_cast<std::byte*>(send.data());
+    auto* rb = reinterpret_cast<std::byte*>(recv.data());
+    auto harness = [&] { ex.exchange(sb, sl, rb, rl); };
+    auto bare = [&] {
+      if (pattern_name == "uniform")
+        MOE_MPI(MPI_Alltoall(send.data(), static_cast<int>(count / P), elem, recv.data(), static_cast<int>(count / P), elem, world.raw()));
+      else
+        MOE_MPI(MPI_Alltoallv(send.data(), sl.counts.data(), sl.displs.data(), elem, recv.data(), rl.counts.data(), rl.displs.data(), elem,
+                              world.raw()));
+    };
+    for (int i = 0; i < warmup; ++i) {
+      harness();
+      bare();
+    }
+    double t_h = 0, t_b = 0;
+    for (int round = 0; round < rounds; ++round) {
+      world.barrier();
+      double t0 = MPI_Wtime();
+      for (int i = 0; i < iters; ++i) harness();
+      t_h += MPI_Wtime() - t0;
+      world.barrier();
+      t0 = MPI_Wtime();
+      for (int i = 0; i < iters; ++i) bare();
+      t_b += MPI_Wtime() - t0;
+    }
+    // Check the last harness exchange.
+    std::fill(recv.begin(), recv.end(), 0u);
+    harness();
+    int64_t wrong = 0;
+    for (int s = 0; s < P; ++s)
+      for (int64_t i = 0; i < rc[s]; ++i) wrong += recv[static_cast<size_t>(rl.displs[s] + i)] != pattern(s, r, i);
+    Row row;
+    row.size_bytes = size;
+    row.count = count;
+    row.time_s = world.max(t_h / (rounds * iters));
+    row.bare_time_s = world.max(t_b / (rounds * iters));
+    row.wrong = world.sum(wrong);
+    row.algbw_GBps = static_cast<double>(size) / row.time_s / 1e9;
+    row.busbw_GBps = row.algbw_GBps * (P - 1) / P;
+    rows.push_back(row);
+    if (world.root()) {
+      std::printf("%12lld %12lld %12.2f %10.3f %10.3f %12.2f %9.1f%% %8lld\n", static_cast<long long>(size), static_cast<long long>(count),
+                  row.time_s * 1e6, row.algbw_GBps, row.busbw_GBps, row.bare_time_s * 1e6,
+                  100.0 * (row.time_s - row.bare_time_s) / row.bare_time_s, static_cast<long long>(row.wrong));
+      std::fflush(stdout);
+    }
+  }
+  MPI_Type_free(&elem);
+  int64_t wrong_total = 0;
+  for (const auto& row : rows) wrong_total += row.wrong;
+  if (!out.empty() && world.root()) {
+    h5::silence_error_stack();
+    const hid_t f = H5Fcreate(out.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
+    if (f < 0) throw InputError("--out " + out + ": cannot create the file");
+    h5::Handle file(f, H5Fclose);
+    h5::write_attr(file, "format", "moebench-bench-a2a");
+    h5::write_attr(file, "format_version", int64_t{1});
+    h5::write_attr(file, "pattern", pattern_name);
+    h5::write_attr(file, "a2a_algo", algo);
+    h5::write_attr(file, "world_size", static_cast<int64_t>(P));
+    auto put = [&](const char* name, auto get) {
+      std::vector<double> v;
+      for (const auto& row : rows) v.push_back(static_cast<double>(get(row)));
+      const hsize_t n = v.size();
+      h5::Handle s(h5::check(H5Screate_simple(1, &n, nullptr), "H5Screate_simple"), H5Sclose);
+      h5::Handle d(h5::check(H5Dcreate2(file, name, H5T_IEEE_F64LE, s, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT), "H5Dcreate"), H5Dclose);
+      if (n) h5::check_status(H5Dwrite(d, H5T_NATIVE_DOUBLE, H5S_ALL, H5S_ALL, H5P_DEFAULT, v.data()), "H5Dwrite");
+    };
+    put("size_bytes", [](const Row& x) { return x.size_bytes; });
+    put("count", [](const Row& x) { return x.count; });
+    put("time_s", [](const Row& x) { return x.time_s; });
+    put("algbw_GBps", [](const Row& x) { return x.algbw_GBps; });
+    put("busbw_GBps", [](const Row& x) { return x.busbw_GBps; });
+    put("bare_time_s", [](const Row& x) { return x.bare_time_s; });
+    put("wrong", [](const Row& x) { return x.wrong; });
+    std::printf("# figures written to %s\n", out.c_str());
+  }
+  if (wrong_total != 0) throw Error("bench-a2a: " + std::to_string(wrong_total) + " elements arrived wrong");
+  return 0;
+}
+
+}  // namespace moe

@@ -1,0 +1,27 @@
+#pragma once
+#include <string>
+#include <vector>
+
+#include "harness/core/comm.hpp"
+
+namespace moe {
+
+// `moebench bench-a2a`: an nccl-tests-style sweep of the all-to-all. Collective over `world`.
+// Returns the exit code.
+int bench_a2a_command(int argc, const char* const* argv, const Comm& world);
+
+// `moebench calibrate`: measures latency and bandwidth per link class and writes a topology file
+// the sim model reads. Collective over `world`. Returns the exit code.
+int calibrate_command(int argc, const char* const* argv, const Comm& world);
+
+// "1K" -> 1024, "64M", "1G", "4096". Throws InputError naming the option.
+int64_t parse_size(const std::string& option, const std::string& text);
+
+// Least-squares fit of t = alpha + bytes / bandwidth over (bytes, seconds) points.
+struct LinkFit {
+  double latency_s = 0;
+  double bandwidth_Bps = 0;
+};
+LinkFit fit_link(const std::vector<double>& bytes, const std::vector<double>& seconds);
+
+}  // namespace moe
