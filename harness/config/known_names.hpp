@@ -12,6 +12,7 @@ std::vector<std::string> known_routers();
 std::vector<std::string> known_workloads();
 std::vector<std::string> known_placements();
 std::vector<std::string> known_backends();
+std::vector<std::string> known_gpu_routers();
 // Builds the component to check its knobs; returns the problem, or "" when fine.
 std::string check_router_args(const RunConfig& cfg, const std::string& router);
 std::string check_workload_args(const RunConfig& cfg);

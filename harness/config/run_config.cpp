@@ -1,5 +1,6 @@
 #include "harness/config/run_config.hpp"
 
+#include <algorithm>
 #include <boost/program_options.hpp>
 #include <cmath>
 #include <filesystem>
@@ -119,7 +120,7 @@ std::string RunConfig::to_json() const {
      << num(capacity_factor) << "," << q("drop_policy") << ":" << q(drop_policy) << "," << q("capacity_scope") << ":"
      << q(capacity_scope) << "," << q("placement") << ":" << q(placement) << "," << q("dedup") << ":" << q(dedup)
      << "," << q("backend") << ":" << q(backend) << "," << q("a2a_algo") << ":" << q(a2a_algo) << "," << q("warmup") << ":"
-     << warmup << "," << q("iters") << ":" << iters << "}";
+     << warmup << "," << q("iters") << ":" << iters << "," << q("route_on") << ":" << q(route_on) << "}";
   return os.str();
 }
 
@@ -160,6 +161,7 @@ RunConfig parse_run_config(int argc, const char* const* argv, std::string* help_
     ("placement", po::value(&c.placement)->default_value(c.placement), "expert placement (see `moebench list placements`)")
     ("dedup", po::value(&c.dedup)->default_value(c.dedup), "token_expert | token_rank | token_node")
     ("backend", po::value(&c.backend)->default_value(c.backend), "exchange backend (see `moebench list backends`)")
+    ("route-on", po::value(&c.route_on)->default_value(c.route_on), "cpu | gpu (CUDA routing kernels, builds with CUDA only)")
     ("a2a-algo", po::value(&c.a2a_algo)->default_value(c.a2a_algo), "real all-to-all algorithm: alltoallv | pairwise | hierarchical")
     ("warmup", po::value(&c.warmup)->default_value(c.warmup), "untimed exchanges before the timed ones (mpi backend)")
     ("iters", po::value(&c.iters)->default_value(c.iters), "timed exchanges per step and layer, averaged (mpi backend)")
@@ -238,6 +240,8 @@ void load_topology_file(RunConfig& c, std::vector<std::string>& problems) {
   if (rpn > 0 && c.ranks_per_node == 0) c.ranks_per_node = rpn;
 }
 
+bool contains(const std::vector<std::string>& v, const std::string& x) { return std::find(v.begin(), v.end(), x) != v.end(); }
+
 void check_name(std::vector<std::string>& problems, const std::string& field, const std::string& value,
                 const std::vector<std::string>& known) {
   for (const auto& k : known)
@@ -266,12 +270,24 @@ std::vector<std::string> resolve_and_validate(RunConfig& c, int world_size) {
   check_name(p, "--dedup", c.dedup, {"token_expert", "token_rank", "token_node"});
   check_name(p, "--dispatch-matrix", c.dispatch_matrix, {"auto", "on", "off"});
   check_name(p, "--a2a-algo", c.a2a_algo, {"alltoallv", "pairwise", "hierarchical"});
+  check_name(p, "--route-on", c.route_on, {"cpu", "gpu"});
+  if (c.route_on == "gpu") {
+    const auto gpu = known_gpu_routers();
+    if (gpu.empty()) p.push_back("--route-on gpu: this build has no GPU routing (CUDA and NCCL were not found when it was configured)");
+    else
+      for (const auto& r : c.routers)
+        if (std::find(gpu.begin(), gpu.end(), r.substr(0, r.find('@'))) == gpu.end())
+          p.push_back("--route-on gpu: router " + r + " has no GPU implementation (GPU routers: " + join(gpu) + ")");
+  }
   if (c.warmup < 0) p.push_back("--warmup: must be >= 0 (got " + std::to_string(c.warmup) + ")");
   if (c.iters < 1) p.push_back("--iters: must be >= 1 (got " + std::to_string(c.iters) + ")");
   check_name(p, "--progress", c.progress, {"auto", "bar", "lines", "off"});
   check_name(p, "--workload", c.workload, known_workloads());
   check_name(p, "--placement", c.placement, known_placements());
-  check_name(p, "--backend", c.backend, known_backends());
+  if (c.backend == "nccl" && !contains(known_backends(), "nccl"))
+    p.push_back("--backend nccl: this build has no NCCL backend (CUDA and NCCL were not found when it was configured)");
+  else
+    check_name(p, "--backend", c.backend, known_backends());
   if (!(c.intra_bw_GBps > 0)) p.push_back("--intra-bw-GBps: must be > 0 (got " + num(c.intra_bw_GBps) + ")");
   if (!(c.inter_bw_Gbps > 0)) p.push_back("--inter-bw-Gbps: must be > 0 (got " + num(c.inter_bw_Gbps) + ")");
   if (!(c.intra_lat_us >= 0)) p.push_back("--intra-lat-us: must be >= 0 (got " + num(c.intra_lat_us) + ")");

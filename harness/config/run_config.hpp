@@ -45,6 +45,7 @@ struct RunConfig {
   std::string placement = "contiguous";
   std::string dedup = "token_expert";
   std::string backend = "sim";
+  std::string route_on = "cpu";        // cpu | gpu (routers with a CUDA implementation)
   std::string a2a_algo = "alltoallv";  // real backends: alltoallv | pairwise | hierarchical
   int32_t warmup = 2;                  // untimed exchanges before the timed ones (real backends)
   int32_t iters = 5;                   // timed exchanges, averaged (real backends)

@@ -6,6 +6,7 @@
 #include <sstream>
 
 #include "backends/backend.hpp"
+#include "backends/gpu_routing.hpp"
 #include "backends/sim/cost_model.hpp"
 #include "harness/capacity/capacity.hpp"
 #include "harness/core/error.hpp"
@@ -44,6 +45,9 @@ std::vector<std::string> gather_hosts(const Comm& world) {
 }  // namespace
 
 RunOutput run_pipeline(const RunConfig& cfg, const Comm& world, const RunOptions& options) {
+  auto args_of = [&](const std::string& instance) {
+    return cfg.router_args.count(instance) ? cfg.router_args.at(instance) : std::map<std::string, std::string>{};
+  };
   const Topology topo = cfg.topology();
   const int32_t R = topo.ep_size();
   const int32_t L = cfg.layers;
@@ -63,6 +67,14 @@ RunOutput run_pipeline(const RunConfig& cfg, const Comm& world, const RunOptions
     routers.push_back(make_router(name, rs, cfg.router_args.count(name) ? cfg.router_args.at(name) : std::map<std::string, std::string>{}));
   RunOutput out;
   out.routers = cfg.routers;
+  // --route-on gpu: the CUDA implementation routes; the CPU router object still validated the knobs.
+  std::vector<const GpuRouteFn*> gpu_route(routers.size(), nullptr);
+  if (cfg.route_on == "gpu")
+    for (size_t ri = 0; ri < routers.size(); ++ri) {
+      const auto* e = GpuRouteRegistry::instance().find(router_registry_name(cfg.routers[ri]));
+      if (!e) throw InputError("--route-on gpu: router " + cfg.routers[ri] + " has no GPU implementation");
+      gpu_route[ri] = &e->factory;
+    }
   out.placement = make_placement(cfg.placement, PlacementSetup{cfg.experts, topo, cfg.seed});
   BackendSetup backend_setup;
   backend_setup.payload_bytes = cfg.payload_bytes();
@@ -145,7 +157,10 @@ RunOutput run_pipeline(const RunConfig& cfg, const Comm& world, const RunOptions
         StepLayerMetrics& m = step_records[ri][layer];
         m = StepLayerMetrics{};
         const auto t0 = std::chrono::steady_clock::now();
-        routers[ri]->route(batch, world, plan);
+        if (gpu_route[ri])
+          (*gpu_route[ri])(batch, cfg.top_k, args_of(cfg.routers[ri]), plan);
+        else
+          routers[ri]->route(batch, world, plan);
         m.router_s = world.max(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
         m.figures = routers[ri]->figures();
         if (labelled) {

@@ -1,6 +1,7 @@
 #include "harness/config/known_names.hpp"
 
 #include "backends/backend.hpp"
+#include "backends/gpu_routing.hpp"
 #include "harness/config/run_config.hpp"
 #include "harness/core/error.hpp"
 #include "harness/placement/placement.hpp"
@@ -13,6 +14,7 @@ std::vector<std::string> known_routers() { return RouterRegistry::instance().nam
 std::vector<std::string> known_workloads() { return WorkloadRegistry::instance().names(); }
 std::vector<std::string> known_placements() { return PlacementRegistry::instance().names(); }
 std::vector<std::string> known_backends() { return BackendRegistry::instance().names(); }
+std::vector<std::string> known_gpu_routers() { return GpuRouteRegistry::instance().names(); }
 
 std::string check_router_args(const RunConfig& cfg, const std::string& router) {
   try {

@@ -122,6 +122,24 @@ calibrate_then_model_np4)
   "$mb" report r.h5 | grep -q "model_err" || fail "report shows no model error"
   expect_error "needs --ep-size == MPI world size" $mpiexec -n 2 "$mb" run $small --backend mpi --ep-size 4
   ;;
+gpu_paths)
+  # With CUDA+NCCL in the build: the nccl backend and --route-on gpu run on a GPU, or say clearly
+  # that there is none (skipped: exit 77). Without them: a clear "not in this build" error.
+  if "$mb" --version | grep -q "NCCL found"; then
+    out=$($mpiexec -n 1 "$mb" run $small --backend nccl --route-on gpu --routers softmax_topk --out g.h5 2>&1); rc=$?
+    echo "$out"
+    if echo "$out" | grep -q "no CUDA device"; then
+      [ $rc -ne 0 ] || fail "no device but exit 0"
+      echo "SKIP: no CUDA device here"
+      exit 77
+    fi
+    [ $rc -eq 0 ] || fail "GPU run failed"
+    "$mb" report g.h5 | grep -q "meas_ms" || fail "no measured times from the nccl backend"
+  else
+    expect_error "this build has no NCCL backend" "$mb" run $small --backend nccl
+    expect_error "this build has no GPU routing" "$mb" run $small --route-on gpu
+  fi
+  ;;
 *) fail "unknown case $case_name" ;;
 esac
 echo "PASS: $case_name"
