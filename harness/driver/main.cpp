@@ -4,7 +4,9 @@
 #include <cstdio>
 #include <cstring>
 #include <string>
+#include <vector>
 
+#include "analysis/claims.hpp"
 #include "analysis/results_reader.hpp"
 #include "backends/mpi/bench_a2a.hpp"
 #include "backends/backend.hpp"
@@ -23,7 +25,7 @@ constexpr const char* kUsage =
     "  run [options]           route a workload under each router, account traffic, model the all-to-all\n"
     "                          (mpirun -np N moebench run --help for the options)\n"
     "  list [KIND]             routers, workloads, placements, backends with one-line descriptions\n"
-    "  report FILE             per-router summary of a results file, from the file alone\n"
+    "  report FILE [--claims]  per-router summary of a results file, from the file alone; --claims: the seed claims\n"
     "  bench-a2a [options]     nccl-tests-style all-to-all sweep (mpi backend) beside a bare MPI loop\n"
     "  calibrate --out FILE    measure latency/bandwidth per link class, write a topology file for the model\n"
     "  --version               version, git sha and what the build found\n";
@@ -47,11 +49,20 @@ int cmd_list(int argc, char** argv, const moe::Comm& world) {
 }
 
 int cmd_report(int argc, char** argv, const moe::Comm& world) {
-  if (argc < 3) throw moe::InputError("report: expected a results file (moebench report FILE)");
-  if (argc > 3) throw moe::InputError(std::string("report: unexpected argument '") + argv[3] + "'");
+  std::vector<std::string> files;
+  bool claims = false;
+  for (int i = 2; i < argc; ++i) {
+    const std::string a = argv[i];
+    if (a == "--claims") claims = true;
+    else if (a.rfind("--", 0) == 0) throw moe::InputError("report: unknown option '" + a + "' (known: --claims)");
+    else files.push_back(a);
+  }
+  if (files.empty()) throw moe::InputError("report: expected a results file (moebench report FILE [--claims])");
+  if (files.size() > 1) throw moe::InputError("report: one results file at a time, got " + std::to_string(files.size()));
   if (!world.root()) return 0;
-  const auto file = moe::read_results(argv[2]);
+  const auto file = moe::read_results(files[0]);
   std::printf("%s", moe::format_report(file).c_str());
+  if (claims) std::printf("%s", moe::format_claims(file).c_str());
   return file.status == "complete" ? 0 : 3;
 }
 
