@@ -37,6 +37,15 @@ class ExchangeBackend {
                                   const Comm& group) = 0;
 };
 
+// What one rank of a real exchange measured, gathered into an ExchangeResult for every rank.
+// Collective over `group`.
+struct RankExchange {
+  double dispatch_s = 0, combine_s = 0;
+  int64_t sent = 0, received = 0, lost = 0, corrupted = 0;
+  int64_t dispatch_bytes = 0;
+};
+ExchangeResult gather_exchange(const RankExchange& mine, const Comm& group);
+
 using BackendFactory = std::function<std::unique_ptr<ExchangeBackend>(const BackendSetup&, const Topology&, const Comm&)>;
 using BackendRegistry = Registry<BackendFactory>;
 

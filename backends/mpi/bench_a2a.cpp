@@ -39,6 +39,23 @@ int64_t parse_size(const std::string& option, const std::string& text) {
   return static_cast<int64_t>(v * mult);
 }
 
+bool parse_command_options(const char* command, const char* usage, const po::options_description& opts, int argc,
+                           const char* const* argv, const Comm& world, po::variables_map& vm) {
+  try {
+    po::store(po::command_line_parser(argc, argv).options(opts).run(), vm);
+    po::notify(vm);
+  } catch (const po::error& err) {
+    throw InputError(std::string(command) + ": " + err.what());
+  }
+  if (!vm.count("help")) return true;
+  if (world.root()) {
+    std::ostringstream os;
+    os << opts;
+    std::printf("usage: %s\n%s", usage, os.str().c_str());
+  }
+  return false;
+}
+
 namespace {
 
 constexpr int64_t kElem = 4;  // bytes per element (float), as nccl-tests counts
@@ -76,30 +93,14 @@ int bench_a2a_command(int argc, const char* const* argv, const Comm& world) {
     ("force", po::bool_switch(&force), "overwrite --out");
   // clang-format on
   po::variables_map vm;
-  try {
-    po::store(po::command_line_parser(argc, argv).options(opts).run(), vm);
-    po::notify(vm);
-  } catch (const po::error& err) {
-    throw InputError(std::string("bench-a2a: ") + err.what());
-  }
-  if (vm.count("help")) {
-    if (world.root()) {
-      std::ostringstream os;
-      os << opts;
-      std::printf("usage: mpirun -np N moebench bench-a2a [options]\n%s", os.str().c_str());
-    }
-    return 0;
-  }
+  if (!parse_command_options("bench-a2a", "mpirun -np N moebench bench-a2a [options]", opts, argc, argv, world, vm)) return 0;
   if (backend != "mpi") throw InputError("bench-a2a --backend " + backend + ": only the mpi backend is built in this version");
   if (pattern_name != "uniform" && pattern_name != "zipf") throw InputError("bench-a2a --pattern: unknown value '" + pattern_name + "' (known: uniform, zipf)");
   const int64_t lo = parse_size("-b", b), hi = parse_size("-e", e);
   if (hi < lo) throw InputError("bench-a2a: -e " + e + " is smaller than -b " + b);
   if (!(factor > 1)) throw InputError("bench-a2a -f: must be > 1");
   if (warmup < 0 || iters < 1 || rounds < 1) throw InputError("bench-a2a: -w must be >= 0, -n and --rounds >= 1");
-  char exists = !out.empty() && world.root() && std::filesystem::exists(out) ? 1 : 0;
-  world.bcast(std::span<char>(&exists, 1), 0);  // the same decision on every rank: no hang
-  if (exists && !force)
-    throw InputError("--out " + out + ": file exists; refusing to overwrite it (pass --force to replace it)");
+  refuse_to_overwrite("--out", out, force, world);
 
   const int P = world.size(), r = world.rank();
   Topology topo;

@@ -1,4 +1,5 @@
 #pragma once
+#include <boost/program_options.hpp>
 #include <string>
 #include <vector>
 
@@ -13,6 +14,12 @@ int bench_a2a_command(int argc, const char* const* argv, const Comm& world);
 // `moebench calibrate`: measures latency and bandwidth per link class and writes a topology file
 // the sim model reads. Collective over `world`. Returns the exit code.
 int calibrate_command(int argc, const char* const* argv, const Comm& world);
+
+// Parses a subcommand's options (argv[0] is the subcommand). Returns false when --help was asked
+// (rank 0 printed the usage and the options). Throws InputError for bad syntax.
+bool parse_command_options(const char* command, const char* usage, const boost::program_options::options_description& opts,
+                           int argc, const char* const* argv, const Comm& world,
+                           boost::program_options::variables_map& vm);
 
 // "1K" -> 1024, "64M", "1G", "4096". Throws InputError naming the option.
 int64_t parse_size(const std::string& option, const std::string& text);

@@ -103,26 +103,10 @@ int calibrate_command(int argc, const char* const* argv, const Comm& world) {
     ("force", po::bool_switch(&force), "overwrite --out");
   // clang-format on
   po::variables_map vm;
-  try {
-    po::store(po::command_line_parser(argc, argv).options(opts).run(), vm);
-    po::notify(vm);
-  } catch (const po::error& err) {
-    throw InputError(std::string("calibrate: ") + err.what());
-  }
-  if (vm.count("help")) {
-    if (world.root()) {
-      std::ostringstream os;
-      os << opts;
-      std::printf("usage: mpirun -np N moebench calibrate --out FILE [options]\n%s", os.str().c_str());
-    }
-    return 0;
-  }
+  if (!parse_command_options("calibrate", "mpirun -np N moebench calibrate --out FILE [options]", opts, argc, argv, world, vm)) return 0;
   if (backend != "mpi") throw InputError("calibrate --backend " + backend + ": only the mpi backend is built in this version");
   if (out.empty()) throw InputError("calibrate: --out FILE is required");
-  char exists = world.root() && std::filesystem::exists(out) ? 1 : 0;
-  world.bcast(std::span<char>(&exists, 1), 0);  // the same decision on every rank: no hang
-  if (exists && !force)
-    throw InputError("--out " + out + ": file exists; refusing to overwrite it (pass --force to replace it)");
+  refuse_to_overwrite("--out", out, force, world);
   const int P = world.size();
   if (nodes == 0 && rpn == 0) nodes = (P % 2 == 0 && P >= 4) ? 2 : 1;
   if (nodes == 0) nodes = rpn > 0 && P % rpn == 0 ? P / rpn : 0;

@@ -42,48 +42,20 @@ class MpiBackend final : public ExchangeBackend {
     for (int d = 0; d < P; ++d)
       for (int64_t j = 0; j < send_counts[d]; ++j) wire::write_token(send_.data() + (sl.displs[d] + j) * tb, tb, r, d, j);
 
-    ExchangeResult out;
-    out.measured = true;
-    const double dispatch_s = timed([&] { exchanger_.exchange(send_.data(), sl, recv_.data(), rl); }, group);
+    RankExchange mine;
+    mine.dispatch_s = timed([&] { exchanger_.exchange(send_.data(), sl, recv_.data(), rl); }, group);
     if (setup_.corrupt_token >= 0 && r == 0 && setup_.corrupt_token < rl.tokens)
       recv_[static_cast<size_t>(setup_.corrupt_token * tb + tb - 1)] ^= std::byte{0x5a};
-    // Dispatch check: every copy from s must be s's j-th copy to me, intact.
-    int64_t received = 0, corrupted = 0;
-    for (int s = 0; s < P; ++s)
-      for (int64_t j = 0; j < recv_counts[s]; ++j) {
-        ++received;
-        if (wire::verify_token(recv_.data() + (rl.displs[s] + j) * tb, tb, s, r, j) != wire::Verdict::ok) ++corrupted;
-      }
-    int64_t lost = 0;
-    for (int s = 0; s < P; ++s) lost += std::max<int64_t>(0, dispatch.tok(s, r) - recv_counts[s]);
+    // Dispatch check: every copy from s must be s's j-th copy to me, intact; missing ones are lost.
+    mine.corrupted = wire::count_corrupted<int>(recv_.data(), tb, recv_counts, rl.displs, r, true);
+    for (int s = 0; s < P; ++s) mine.lost += std::max<int64_t>(0, dispatch.tok(s, r) - recv_counts[s]);
     // Combine: the received copies go back to their sources (the layouts swap roles).
-    const double combine_s = timed([&] { exchanger_.exchange(recv_.data(), rl, back_.data(), sl); }, group);
-    for (int d = 0; d < P; ++d)
-      for (int64_t j = 0; j < send_counts[d]; ++j) {
-        ++received;
-        if (wire::verify_token(back_.data() + (sl.displs[d] + j) * tb, tb, r, d, j) != wire::Verdict::ok) ++corrupted;
-      }
-    const int64_t sent = sl.tokens + rl.tokens;
-
-    // Per-rank figures to everyone: [dispatch_s, combine_s] and [sent, received, lost, corrupted].
-    std::vector<double> times(2 * static_cast<size_t>(P));
-    const double mine_t[2] = {dispatch_s, combine_s};
-    MOE_MPI(MPI_Allgather(mine_t, 2, MPI_DOUBLE, times.data(), 2, MPI_DOUBLE, group.raw()));
-    std::vector<int64_t> counts(4 * static_cast<size_t>(P));
-    const int64_t mine_c[4] = {sent, received, lost, corrupted};
-    MOE_MPI(MPI_Allgather(mine_c, 4, MPI_INT64_T, counts.data(), 4, MPI_INT64_T, group.raw()));
-    for (int p = 0; p < P; ++p) {
-      out.rank_dispatch_s.push_back(times[2 * p]);
-      out.rank_combine_s.push_back(times[2 * p + 1]);
-      out.tokens_sent.push_back(counts[4 * p]);
-      out.tokens_received.push_back(counts[4 * p + 1]);
-      out.tokens_lost.push_back(counts[4 * p + 2]);
-      out.tokens_corrupted.push_back(counts[4 * p + 3]);
-    }
-    out.dispatch_s = *std::max_element(out.rank_dispatch_s.begin(), out.rank_dispatch_s.end());
-    out.combine_s = *std::max_element(out.rank_combine_s.begin(), out.rank_combine_s.end());
-    out.bytes_moved = group.sum(sl.bytes);
-    return out;
+    mine.combine_s = timed([&] { exchanger_.exchange(recv_.data(), rl, back_.data(), sl); }, group);
+    mine.corrupted += wire::count_corrupted<int>(back_.data(), tb, send_counts, sl.displs, r, false);
+    mine.sent = sl.tokens + rl.tokens;
+    mine.received = rl.tokens + sl.tokens;
+    mine.dispatch_bytes = sl.bytes;
+    return gather_exchange(mine, group);
   }
 
  private:

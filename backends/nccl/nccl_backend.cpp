@@ -129,42 +129,18 @@ class NcclBackend final : public ExchangeBackend {
       cuda_check(cudaEventElapsedTime(&ms, start_, stop_), "cudaEventElapsedTime");
       return static_cast<double>(ms) * 1e-3 / setup_.iters;
     };
-    const double dispatch_s = timed([&] { exchange_once(d_send, send_counts, sd, d_recv, recv_counts, rd); });
+    RankExchange mine;
+    mine.dispatch_s = timed([&] { exchange_once(d_send, send_counts, sd, d_recv, recv_counts, rd); });
     cuda_check(cudaMemcpy(host_recv_.data(), d_recv, host_recv_.size(), cudaMemcpyDeviceToHost), "cudaMemcpy D2H");
-    const double combine_s = timed([&] { exchange_once(d_recv, recv_counts, rd, d_back, send_counts, sd); });
+    mine.combine_s = timed([&] { exchange_once(d_recv, recv_counts, rd, d_back, send_counts, sd); });
     host_back_.resize(host_send_.size());
     cuda_check(cudaMemcpy(host_back_.data(), d_back, host_back_.size(), cudaMemcpyDeviceToHost), "cudaMemcpy D2H");
-
-    int64_t received = 0, corrupted = 0, lost = 0;
-    for (int s = 0; s < P; ++s) {
-      lost += std::max<int64_t>(0, dispatch.tok(s, r) - recv_counts[s]);
-      for (int64_t j = 0; j < recv_counts[s]; ++j, ++received)
-        corrupted += wire::verify_token(host_recv_.data() + (rd[s] + j) * tb_, tb_, s, r, j) != wire::Verdict::ok;
-    }
-    for (int d = 0; d < P; ++d)
-      for (int64_t j = 0; j < send_counts[d]; ++j, ++received)
-        corrupted += wire::verify_token(host_back_.data() + (sd[d] + j) * tb_, tb_, r, d, j) != wire::Verdict::ok;
-
-    ExchangeResult out;
-    out.measured = true;
-    std::vector<double> times(2 * static_cast<size_t>(P));
-    const double mine_t[2] = {dispatch_s, combine_s};
-    MOE_MPI(MPI_Allgather(mine_t, 2, MPI_DOUBLE, times.data(), 2, MPI_DOUBLE, group.raw()));
-    std::vector<int64_t> counts(4 * static_cast<size_t>(P));
-    const int64_t mine_c[4] = {st + rt, received, lost, corrupted};
-    MOE_MPI(MPI_Allgather(mine_c, 4, MPI_INT64_T, counts.data(), 4, MPI_INT64_T, group.raw()));
-    for (int p = 0; p < P; ++p) {
-      out.rank_dispatch_s.push_back(times[2 * p]);
-      out.rank_combine_s.push_back(times[2 * p + 1]);
-      out.tokens_sent.push_back(counts[4 * p]);
-      out.tokens_received.push_back(counts[4 * p + 1]);
-      out.tokens_lost.push_back(counts[4 * p + 2]);
-      out.tokens_corrupted.push_back(counts[4 * p + 3]);
-    }
-    out.dispatch_s = *std::max_element(out.rank_dispatch_s.begin(), out.rank_dispatch_s.end());
-    out.combine_s = *std::max_element(out.rank_combine_s.begin(), out.rank_combine_s.end());
-    out.bytes_moved = group.sum(st * tb_);
-    return out;
+    for (int s = 0; s < P; ++s) mine.lost += std::max<int64_t>(0, dispatch.tok(s, r) - recv_counts[s]);
+    mine.corrupted = wire::count_corrupted<int64_t>(host_recv_.data(), tb_, recv_counts, rd, r, true) +
+                     wire::count_corrupted<int64_t>(host_back_.data(), tb_, send_counts, sd, r, false);
+    mine.sent = mine.received = st + rt;
+    mine.dispatch_bytes = st * tb_;
+    return gather_exchange(mine, group);
   }
 
  private:

@@ -1,6 +1,7 @@
 #include "harness/core/comm.hpp"
 
 #include <algorithm>
+#include <filesystem>
 #include <vector>
 
 #include "harness/core/error.hpp"
@@ -49,6 +50,12 @@ void Comm::exscan_sum(std::span<int64_t> values) const {
 void Comm::barrier() const { MOE_MPI(MPI_Barrier(comm_)); }
 void Comm::bcast(std::span<char> bytes, int root) const {
   if (size_ > 1) MOE_MPI(MPI_Bcast(bytes.data(), static_cast<int>(bytes.size()), MPI_CHAR, root, comm_));
+}
+
+void refuse_to_overwrite(const std::string& option, const std::string& path, bool force, const Comm& world) {
+  char exists = world.root() && !path.empty() && std::filesystem::exists(path) ? 1 : 0;
+  world.bcast(std::span<char>(&exists, 1), 0);
+  if (exists && !force) throw InputError(option + " " + path + ": file exists; refusing to overwrite it (pass --force to replace it)");
 }
 
 }  // namespace moe

@@ -3,6 +3,7 @@
 
 #include <cstdint>
 #include <span>
+#include <string>
 
 namespace moe {
 
@@ -35,5 +36,9 @@ class Comm {
   int rank_ = 0;
   int size_ = 1;
 };
+
+// Throws the same InputError on every rank when `path` exists (checked on rank 0) and !force:
+// "--out PATH: file exists; refusing to overwrite it (pass --force to replace it)". Collective.
+void refuse_to_overwrite(const std::string& option, const std::string& path, bool force, const Comm& world);
 
 }  // namespace moe

@@ -65,11 +65,7 @@ std::string group_of(const std::string& router) { return "/runs/" + router; }
 
 ResultsWriter::ResultsWriter(const ResultsFileInfo& info, const Comm& world) : info_(info), world_(world) {
   h5::silence_error_stack();
-  char exists = 0;
-  if (world_.root()) exists = std::filesystem::exists(info_.path) ? 1 : 0;
-  world_.bcast(std::span<char>(&exists, 1), 0);
-  if (exists && !info_.force)
-    throw InputError("--out " + info_.path + ": file exists; refusing to overwrite it (pass --force to replace it)");
+  refuse_to_overwrite("--out", info_.path, info_.force, world_);
   Handle fapl(check(H5Pcreate(H5P_FILE_ACCESS), "H5Pcreate"), H5Pclose);
   check_status(H5Pset_fapl_mpio(fapl, world_.raw(), MPI_INFO_NULL), "H5Pset_fapl_mpio");
   const hid_t f = H5Fcreate(info_.path.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, fapl);
