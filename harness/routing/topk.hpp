@@ -39,7 +39,9 @@ inline void topk_indices(const float* v, int32_t n, int32_t k, int32_t* idx, flo
 // exp(x) for x <= 0 (softmax after max subtraction), branch-free so loops over it vectorise;
 // relative error < 2e-7 for x >= -87, 0 below.
 inline float exp_nonpositive(float x) {
-  x = x < -87.0f ? -87.0f : x;
+  // Clamp by bit-blend: a ?: on floats counts as control flow and stops GCC vectorising loops over it.
+  const uint32_t below = 0u - static_cast<uint32_t>(x < -87.0f);
+  x = std::bit_cast<float>((std::bit_cast<uint32_t>(-87.0f) & below) | (std::bit_cast<uint32_t>(x) & ~below));
   const float t = x * 1.44269504088896341f;  // x / ln 2
   const float n = static_cast<float>(static_cast<int32_t>(t - 0.5f));  // floor(t + 0.5) for t <= 0.5
   const float r = x - n * 0.693359375f + n * 2.12194440e-4f;  // x - n ln2 in two parts (Cephes)
