@@ -1,5 +1,6 @@
 #include "harness/routing/topk_rows.hpp"
 
+#include <algorithm>
 #include <cmath>
 #include <vector>
 
@@ -168,16 +169,28 @@ void row_scalar(const float* z, int32_t E, int32_t k, TopKWeights mode, int32_t*
 }  // namespace
 
 void topk_rows(const float* logits, int64_t tokens, int32_t E, int32_t k, TopKWeights mode, int32_t* expert, float* weight) {
-  int64_t done = 0;
-  if (k >= 1 && k <= 8 && E >= k) {
-    const int64_t blocks = tokens / kLanes;
-    rows_simd(logits, blocks, E, k, mode, expert, weight);
-    done = blocks * kLanes;
-    // Rows where fewer than k entries beat -inf (or NaNs) leave index -1: redo those exactly.
-    for (int64_t t = 0; t < done; ++t)
-      if (expert[t * k + k - 1] < 0) row_scalar(logits + t * E, E, k, mode, expert + t * k, weight + t * k);
+  if (!(k >= 1 && k <= 8 && E >= k)) {
+    for (int64_t t = 0; t < tokens; ++t) row_scalar(logits + t * E, E, k, mode, expert + t * k, weight + t * k);
+    return;
   }
-  for (int64_t t = done; t < tokens; ++t) row_scalar(logits + t * E, E, k, mode, expert + t * k, weight + t * k);
+  const int64_t blocks = tokens / kLanes;
+  rows_simd(logits, blocks, E, k, mode, expert, weight);
+  // The last tokens % 8 rows go through the same kernel in a padded block, so a row's result never
+  // depends on its position in the batch (the SIMD and scalar paths round differently).
+  const int64_t done = blocks * kLanes, rest = tokens - done;
+  if (rest > 0) {
+    std::vector<float> pad(static_cast<size_t>(kLanes) * E);
+    for (int64_t l = 0; l < kLanes; ++l)
+      std::copy(logits + (done + std::min(l, rest - 1)) * E, logits + (done + std::min(l, rest - 1) + 1) * E, pad.begin() + l * E);
+    std::vector<int32_t> pe(static_cast<size_t>(kLanes) * k);
+    std::vector<float> pw(pe.size());
+    rows_simd(pad.data(), 1, E, k, mode, pe.data(), pw.data());
+    std::copy(pe.begin(), pe.begin() + rest * k, expert + done * k);
+    std::copy(pw.begin(), pw.begin() + rest * k, weight + done * k);
+  }
+  // Rows where fewer than k entries beat -inf (or with NaNs) leave index -1: redo those exactly.
+  for (int64_t t = 0; t < tokens; ++t)
+    if (expert[t * k + k - 1] < 0) row_scalar(logits + t * E, E, k, mode, expert + t * k, weight + t * k);
 }
 
 }  // namespace moe

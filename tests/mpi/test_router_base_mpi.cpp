@@ -12,44 +12,16 @@
 #include <vector>
 
 #include "harness/routing/router.hpp"
-#include "workloads/workload.hpp"
+#include "tests/mpi/split_check.hpp"
 
 using namespace moe;
 
-namespace {
-
-constexpr int32_t kRanks = 8;  // EP ranks, split over the processes
-
-// mode 0: zipf logits; 1: rounded (many equal values); 2: every token has global token 0's logits
-// (all scores tie, so ties decide everything).
-TokenBatch make_batch(int32_t E, int64_t per_rank, int64_t first_rank, int64_t ranks, int mode) {
-  WorkloadSetup ws;
-  ws.num_experts = E;
-  ws.num_layers = 1;
-  ws.top_k = 2;
-  ws.ep_size = kRanks;
-  ws.tokens_per_rank = per_rank;
-  ws.seq_len = 32;
-  ws.seed = 99;
-  auto w = make_workload("zipf", ws, {{"s", "1.0"}});
-  TokenBatch b;
-  w->generate(1, 0, first_rank * per_rank, ranks * per_rank, b);
-  if (mode == 1)
-    for (float& z : b.logits) z = std::round(z);
-  if (mode == 2) {
-    TokenBatch first;
-    w->generate(1, 0, 0, 1, first);
-    for (int64_t t = 0; t < b.num_tokens; ++t) std::copy(first.logits.begin(), first.logits.end(), b.logits.begin() + t * E);
-  }
-  return b;
-}
-
-}  // namespace
+using moe::testing::kSplitRanks;
 
 TEST(BaseMpi, IdenticalToOneProcessOnAnySplit) {
   const Comm world = Comm::world();
-  ASSERT_EQ(kRanks % world.size(), 0);
-  const int64_t here = kRanks / world.size();
+  ASSERT_EQ(kSplitRanks % world.size(), 0);
+  const int64_t here = kSplitRanks / world.size();
   for (int mode : {0, 1, 2})
     for (const char* c : {"29", "24"}) {  // T = 232 (E does not divide it), 192
       const int32_t E = 16;
@@ -57,30 +29,21 @@ TEST(BaseMpi, IdenticalToOneProcessOnAnySplit) {
       RouterSetup s{E, 2, 1, Topology{}};
       auto dist = make_router("base", s, {{"epsilon", "1e-3"}});
       auto alone = make_router("base", s, {{"epsilon", "1e-3"}});
-      const TokenBatch mine = make_batch(E, per_rank, world.rank() * here, here, mode);
-      const TokenBatch all = make_batch(E, per_rank, 0, kRanks, mode);
+      const TokenBatch mine = moe::testing::split_batch(E, per_rank, world.rank() * here, here, mode);
+      const TokenBatch all = moe::testing::split_batch(E, per_rank, 0, kSplitRanks, mode);
       RoutingPlan got, want;
       dist->route(mine, world, got);
       alone->route(all, Comm::self(), want);
       const int64_t t0 = mine.first_token;
       ASSERT_EQ(got.num_tokens, mine.num_tokens);
-      // Count differences instead of stopping at the first: a rank that left early would miss the
-      // collectives below and hang the others.
-      int64_t differ = 0, first_bad = -1;
-      for (int64_t t = 0; t < mine.num_tokens; ++t) {
-        const bool same = got.count(t) == want.count(t0 + t) &&
-                          std::equal(got.expert.begin() + got.offsets[t], got.expert.begin() + got.offsets[t + 1],
-                                     want.expert.begin() + want.offsets[t0 + t]) &&
-                          std::equal(got.weight.begin() + got.offsets[t], got.weight.begin() + got.offsets[t + 1],
-                                     want.weight.begin() + want.offsets[t0 + t]);
-        if (!same && differ++ == 0) first_bad = t0 + t;
-      }
+      int64_t first_bad = -1;
+      const int64_t differ = moe::testing::count_plan_differences(got, want, t0, first_bad);
       EXPECT_EQ(differ, 0) << "first differing token " << first_bad << " mode=" << mode << " per_rank=" << c;
       // Exactly balanced over the group: cap_e = floor(T/E), +1 for e < T mod E.
       std::vector<int64_t> load(E, 0);
       for (int32_t e : got.expert) ++load[e];
       world.sum(load);
-      const int64_t T = per_rank * kRanks;
+      const int64_t T = per_rank * kSplitRanks;
       for (int32_t e = 0; e < E; ++e) ASSERT_EQ(load[e], T / E + (e < T % E ? 1 : 0)) << "expert " << e << " mode=" << mode;
       EXPECT_EQ(dist->figures(), alone->figures()) << "mode=" << mode << " per_rank=" << c;
     }

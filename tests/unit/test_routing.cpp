@@ -143,3 +143,21 @@ TEST(TopKRows, SimdPathEqualsScalarWithTiesAndInfinities) {
     }
   }
 }
+
+TEST(TopKRows, ResultOfARowDoesNotDependOnItsPositionInTheBatch) {
+  // Process splits put a token at any offset modulo 8: its experts and weights must be bit-equal.
+  const int32_t E = 64, k = 6;
+  auto b = random_batch(37, E, 23);
+  for (auto mode : {TopKWeights::softmax_topk, TopKWeights::softmax_full}) {
+    std::vector<int32_t> all_e(37 * k), part_e(37 * k);
+    std::vector<float> all_w(all_e.size()), part_w(all_e.size());
+    topk_rows(b.logits.data(), 37, E, k, mode, all_e.data(), all_w.data());
+    for (int64_t first : {1, 5, 11}) {  // route rows [first, 37) as their own batch
+      topk_rows(b.logits.data() + first * E, 37 - first, E, k, mode, part_e.data(), part_w.data());
+      for (int64_t i = 0; i < (37 - first) * k; ++i) {
+        ASSERT_EQ(part_e[i], all_e[first * k + i]);
+        ASSERT_EQ(part_w[i], all_w[first * k + i]) << "offset " << first << " entry " << i;
+      }
+    }
+  }
+}
