@@ -34,11 +34,28 @@ TokenExchanger::~TokenExchanger() {
   if (leaders_ != MPI_COMM_NULL) MPI_Comm_free(&leaders_);
 }
 
+namespace {
+// Every count of both layouts is the same, with consecutive displacements.
+bool uniform(const wire::ExchangeLayout& sl, const wire::ExchangeLayout& rl) {
+  for (size_t p = 0; p < sl.counts.size(); ++p)
+    if (sl.counts[p] != sl.counts[0] || rl.counts[p] != sl.counts[0] || sl.displs[p] != static_cast<int>(p) * sl.counts[0] ||
+        rl.displs[p] != static_cast<int>(p) * sl.counts[0])
+      return false;
+  return true;
+}
+}  // namespace
+
 void TokenExchanger::exchange(const std::byte* send, const wire::ExchangeLayout& sl, std::byte* recv,
                               const wire::ExchangeLayout& rl) {
   const int P = world_.size(), r = world_.rank();
   switch (algo_) {
     case A2aAlgo::alltoallv:
+      // Equal counts everywhere: the regular collective, for which MPI libraries pick better
+      // algorithms at small sizes (Bruck), on the same buffers and datatype.
+      if (uniform(sl, rl)) {
+        MOE_MPI(MPI_Alltoall(send, sl.counts[0], token_type_, recv, rl.counts[0], token_type_, world_.raw()));
+        return;
+      }
       MOE_MPI(MPI_Alltoallv(send, sl.counts.data(), sl.displs.data(), token_type_, recv, rl.counts.data(), rl.displs.data(),
                             token_type_, world_.raw()));
       return;

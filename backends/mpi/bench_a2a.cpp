@@ -1,7 +1,7 @@
 // bench-a2a: an nccl-tests-style all-to-all sweep (-b -e -f -w -n), uniform or Zipf-skewed sizes,
 // timing the harness's exchange path (TokenExchanger, the code `run --backend mpi` uses) beside a
-// bare MPI_Alltoall(v) loop on the same buffers, interleaved round by round so both see the same
-// machine state. size = bytes each rank sends in one all-to-all (nccl-tests' convention);
+// bare MPI_Alltoall(v) loop on the same buffers, interleaved round by round (alternating which goes first) so both see
+// the same machine state. size = bytes each rank sends in one all-to-all (nccl-tests' convention);
 // algbw = size / time, busbw = algbw * (P-1)/P. Data are checked after timing (#wrong).
 #include "backends/mpi/bench_a2a.hpp"
 
@@ -161,15 +161,20 @@ int bench_a2a_command(int argc, const char* const* argv, const Comm& world) {
       bare();
     }
     double t_h = 0, t_b = 0;
-    for (int round = 0; round < rounds; ++round) {
+    auto time_loop = [&](auto&& once) {
       world.barrier();
-      double t0 = MPI_Wtime();
-      for (int i = 0; i < iters; ++i) harness();
-      t_h += MPI_Wtime() - t0;
-      world.barrier();
-      t0 = MPI_Wtime();
-      for (int i = 0; i < iters; ++i) bare();
-      t_b += MPI_Wtime() - t0;
+      const double t0 = MPI_Wtime();
+      for (int i = 0; i < iters; ++i) once();
+      return MPI_Wtime() - t0;
+    };
+    for (int round = 0; round < rounds; ++round) {  // alternate which goes first
+      if (round % 2 == 0) {
+        t_h += time_loop(harness);
+        t_b += time_loop(bare);
+      } else {
+        t_b += time_loop(bare);
+        t_h += time_loop(harness);
+      }
     }
     // Check the last harness exchange.
     std::fill(recv.begin(), recv.end(), 0u);
