@@ -140,6 +140,20 @@ gpu_paths)
     expect_error "this build has no GPU routing" "$mb" run $small --route-on gpu
   fi
   ;;
+claims_all_routers_np2)
+  routers=softmax_topk,sigmoid_topk,beta,beta@ahead,etr,lapsum,kern,remoe,deepseek_v3,expert_choice,sinkhorn,base
+  $mpiexec -n 2 "$mb" run --workload domain_shift --experts 16 --top-k 2 --layers 2 --steps 3 --tokens-per-rank 512 --nodes 2 \
+    --routers $routers --router-arg beta@ahead.lookahead=true --capacity-factor 0 --progress off --out c.h5 > run.txt || fail "run failed"
+  "$mb" report c.h5 --claims > claims.txt || fail "report --claims failed"
+  cat claims.txt
+  for what in "ETR (Li et al." "max tokens per expert" "LapSum" "KERN" "ReMoE" "histogram" "beta / anticipation" "DeepSeek-V3" \
+              "Expert choice" "Not testable by replay" "baseline softmax_topk"; do
+    grep -qF "$what" claims.txt || fail "claims report lacks '$what'"
+  done
+  grep -qE "beta@ahead: transitions [0-9]+, acc@transition (0\.9|1\.0)" claims.txt || fail "the lookahead oracle should be right at transitions"
+  grep -qE "expert_choice: expert max/mean load 1\.0000" claims.txt || fail "expert choice should be exactly balanced"
+  expect_error "unknown option '--claim'" "$mb" report c.h5 --claim
+  ;;
 *) fail "unknown case $case_name" ;;
 esac
 echo "PASS: $case_name"
