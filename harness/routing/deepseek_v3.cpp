@@ -54,6 +54,7 @@
 #include "harness/core/error.hpp"
 #include "harness/core/select.hpp"
 #include "harness/routing/router.hpp"
+#include "harness/routing/simd_math.hpp"
 #include "harness/routing/topk.hpp"
 #include "harness/routing/topk_rows.hpp"
 
@@ -69,31 +70,14 @@ inline float sigmoidf(float x) {
 
 // The same formula on 8 lanes with GCC vector extensions (the compiler does not if-convert the
 // scalar form under -ftrapping-math). No vector crosses a function boundary (no ABI concerns).
-using vf = float __attribute__((vector_size(32)));
-using vi = int32_t __attribute__((vector_size(32)));
+using simd::vf;
 
 // out[0..8) = sigmoid(z[0..8)) + b[0..8).
 [[gnu::always_inline]] inline void biased_sigmoid8(const float* z, const float* b, float* out) {
   vf x, bias;
   __builtin_memcpy(&x, z, sizeof x);
   __builtin_memcpy(&bias, b, sizeof bias);
-  vf a = x < 0.0f ? x : -x;  // -|x|
-  a = a < -87.0f ? vf{} - 87.0f : a;
-  const vf t = a * 1.44269504088896341f;
-  const vi ni = __builtin_convertvector(t - 0.5f, vi);
-  const vf nf = __builtin_convertvector(ni, vf);
-  const vf r = a - nf * 0.693359375f + nf * 2.12194440e-4f;
-  vf p = vf{} + 1.9875691500e-4f;
-  p = p * r + 1.3981999507e-3f;
-  p = p * r + 8.3334519073e-3f;
-  p = p * r + 4.1665795894e-2f;
-  p = p * r + 1.6666665459e-1f;
-  p = p * r + 5.0000001201e-1f;
-  p = p * r * r + r + 1.0f;
-  const vi bits = (ni + 127) << 23;
-  vf scale;
-  __builtin_memcpy(&scale, &bits, sizeof scale);
-  const vf e = p * scale;
+  const vf e = simd::exp_nonpositive8(x < 0.0f ? x : -x);  // exp(-|x|)
   const vf q = 1.0f / (1.0f + e);
   const vf y = (x >= 0.0f ? q : e * q) + bias;
   __builtin_memcpy(out, &y, sizeof y);

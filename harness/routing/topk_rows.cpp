@@ -4,6 +4,7 @@
 #include <cmath>
 #include <vector>
 
+#include "harness/routing/simd_math.hpp"
 #include "harness/routing/topk.hpp"
 
 namespace moe {
@@ -11,29 +12,10 @@ namespace moe {
 namespace {
 
 constexpr int kLanes = 8;
-using vf = float __attribute__((vector_size(32)));
-using vi = int32_t __attribute__((vector_size(32)));
+using simd::vf;
+using simd::vi;
+using simd::exp_nonpositive8;
 
-// exp(x) for x <= 0 on 8 lanes: the polynomial of exp_nonpositive().
-[[gnu::always_inline]] inline vf exp_nonpositive_v(vf x) {
-  const vf lo = vf{} - 87.0f;
-  x = x < lo ? lo : x;
-  const vf t = x * 1.44269504088896341f;
-  const vi ni = __builtin_convertvector(t - 0.5f, vi);  // truncation = ceil(t - 0.5) for t <= 0.5
-  const vf n = __builtin_convertvector(ni, vf);
-  const vf r = x - n * 0.693359375f + n * 2.12194440e-4f;
-  vf p = vf{} + 1.9875691500e-4f;
-  p = p * r + 1.3981999507e-3f;
-  p = p * r + 8.3334519073e-3f;
-  p = p * r + 4.1665795894e-2f;
-  p = p * r + 1.6666665459e-1f;
-  p = p * r + 5.0000001201e-1f;
-  p = p * r * r + r + 1.0f;
-  const vi bits = (ni + 127) << 23;
-  vf scale;
-  __builtin_memcpy(&scale, &bits, sizeof scale);
-  return p * scale;
-}
 
 // 8 tokens (rows z, z + E, ..., z + 7E) at once. val[j]/idx[j] hold the j-th largest of each lane,
 // sorted; a new value x enters where it beats the current entry strictly (equal values keep the
@@ -110,12 +92,12 @@ template <int K>
   } else {
     vf norm = vf{};
     for (int j = 0; j < K; ++j) {
-      w[j] = exp_nonpositive_v(val[j] - val[0]);
+      w[j] = exp_nonpositive8(val[j] - val[0]);
       norm += w[j];
     }
     if (mode == TopKWeights::softmax_full) {
       norm = vf{};
-      for (int32_t e2 = 0; e2 < E; ++e2) norm += exp_nonpositive_v(gather_column(z, E, e2) - val[0]);
+      for (int32_t e2 = 0; e2 < E; ++e2) norm += exp_nonpositive8(gather_column(z, E, e2) - val[0]);
     }
     const vf inv = 1.0f / norm;
     for (int j = 0; j < K; ++j) w[j] *= inv;
