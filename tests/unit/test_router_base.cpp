@@ -12,33 +12,15 @@
 #include "harness/core/error.hpp"
 #include "harness/core/rng.hpp"
 #include "harness/routing/router.hpp"
+#include "tests/unit/router_fixtures.hpp"
 #include "workloads/workload.hpp"
 
 using namespace moe;
 
 namespace {
 
-TokenBatch make_batch(const std::string& workload, int32_t E, int64_t ranks, int64_t per_rank, uint64_t seed,
-                      std::map<std::string, std::string> args = {}) {
-  WorkloadSetup ws;
-  ws.num_experts = E;
-  ws.num_layers = 1;
-  ws.top_k = 2;
-  ws.ep_size = static_cast<int32_t>(ranks);
-  ws.tokens_per_rank = per_rank;
-  ws.seq_len = 16;
-  ws.seed = seed;
-  TokenBatch b;
-  make_workload(workload, ws, args)->generate(0, 0, 0, ranks * per_rank, b);
-  return b;
-}
-
-std::unique_ptr<Router> base(int32_t E, int32_t k, std::map<std::string, std::string> args = {}) {
-  RouterSetup s;
-  s.num_experts = E;
-  s.top_k = k;
-  s.num_layers = 1;
-  return make_router("base", s, args);
+std::unique_ptr<Router> base(int32_t E, int32_t k, const std::map<std::string, std::string>& args = {}) {
+  return moe::testing::test_router("base", E, k, args);
 }
 
 std::string num(double x) {
@@ -164,7 +146,7 @@ TEST(Base, ExactlyBalancedOnASkewedWorkloadWhateverK) {
   for (int64_t per_rank : {200, 203})
     for (int32_t k : {1, 4}) {
       const int32_t E = 16;
-      const TokenBatch b = make_batch("zipf", E, 4, per_rank, 17, {{"s", "1.2"}});
+      const TokenBatch b = moe::testing::workload_batch("zipf", E, 4, per_rank, 17, {{"s", "1.2"}});
       auto r = base(E, k);
       RoutingPlan p;
       r->route(b, Comm::self(), p);
@@ -183,7 +165,7 @@ TEST(Base, OptimalWithinTheBoundAgainstBruteForce) {
   for (uint64_t seed = 1; seed <= 12; ++seed)
     for (auto [E, T] : {std::pair<int32_t, int64_t>{4, 8}, {3, 9}, {4, 10}, {3, 7}})
       for (double eps : {1e-4, 1e-2, 1e-6}) {
-        const TokenBatch b = make_batch(seed % 2 ? "zipf" : "uniform", E, 1, T, seed);
+        const TokenBatch b = moe::testing::workload_batch(seed % 2 ? "zipf" : "uniform", E, 1, T, seed);
         auto r = base(E, 1, {{"epsilon", num(eps)}});
         RoutingPlan p;
         r->route(b, Comm::self(), p);
@@ -202,7 +184,7 @@ TEST(Base, OptimalWithinTheBoundAgainstBruteForce) {
 
 TEST(Base, OptimalWithinTheBoundAgainstHungarian) {
   for (auto [E, T, s] : {std::tuple<int32_t, int64_t, const char*>{8, 96, "1.0"}, {8, 100, "1.5"}, {6, 120, "0.3"}}) {
-    const TokenBatch b = make_batch("zipf", E, 4, T / 4, 5, {{"s", s}});
+    const TokenBatch b = moe::testing::workload_batch("zipf", E, 4, T / 4, 5, {{"s", s}});
     for (double eps : {1e-4, 1e-7}) {
       auto r = base(E, 2, {{"epsilon", num(eps)}});
       RoutingPlan p;
@@ -232,7 +214,7 @@ TEST(Base, MoreTokensThanFitTheTopChoiceAreMovedToTheirNextBest) {
 }
 
 TEST(Base, FewerTokensThanExperts) {
-  const TokenBatch b = make_batch("zipf", 8, 1, 3, 4);
+  const TokenBatch b = moe::testing::workload_batch("zipf", 8, 1, 3, 4);
   auto r = base(8, 2);
   RoutingPlan p;
   r->route(b, Comm::self(), p);
@@ -241,7 +223,7 @@ TEST(Base, FewerTokensThanExperts) {
 }
 
 TEST(Base, RoundLimitFailsClearly) {
-  const TokenBatch b = make_batch("zipf", 16, 2, 200, 9, {{"s", "1.2"}});
+  const TokenBatch b = moe::testing::workload_batch("zipf", 16, 2, 200, 9, {{"s", "1.2"}});
   auto r = base(16, 1, {{"max_rounds", "2"}});
   RoutingPlan p;
   try {
@@ -253,7 +235,7 @@ TEST(Base, RoundLimitFailsClearly) {
 }
 
 TEST(Base, DeterministicAndStateless) {
-  const TokenBatch b = make_batch("zipf", 64, 4, 256, 21);
+  const TokenBatch b = moe::testing::workload_batch("zipf", 64, 4, 256, 21);
   auto r = base(64, 6);
   RoutingPlan p1, p2;
   r->route(b, Comm::self(), p1);
@@ -269,7 +251,7 @@ TEST(Base, KnobsAreValidatedAndInputsChecked) {
   EXPECT_THROW(base(8, 1, {{"epsilon_scaling", "1"}}), InputError);
   EXPECT_THROW(base(8, 1, {{"max_rounds", "0"}}), InputError);
   EXPECT_THROW(base(8, 1, {{"eps", "0.1"}}), InputError);
-  TokenBatch b = make_batch("uniform", 8, 1, 16, 1);
+  TokenBatch b = moe::testing::workload_batch("uniform", 8, 1, 16, 1);
   b.logits[5] = std::numeric_limits<float>::infinity();
   RoutingPlan p;
   EXPECT_THROW(base(8, 1)->route(b, Comm::self(), p), InputError);

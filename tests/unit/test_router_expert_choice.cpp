@@ -11,33 +11,15 @@
 #include "harness/core/error.hpp"
 #include "harness/driver/driver.hpp"
 #include "harness/routing/router.hpp"
+#include "tests/unit/router_fixtures.hpp"
 #include "workloads/workload.hpp"
 
 using namespace moe;
 
 namespace {
 
-TokenBatch make_batch(const std::string& workload, int32_t E, int64_t ranks, int64_t per_rank, uint64_t seed,
-                      std::map<std::string, std::string> args = {}) {
-  WorkloadSetup ws;
-  ws.num_experts = E;
-  ws.num_layers = 1;
-  ws.top_k = 2;
-  ws.ep_size = static_cast<int32_t>(ranks);
-  ws.tokens_per_rank = per_rank;
-  ws.seq_len = 16;
-  ws.seed = seed;
-  TokenBatch b;
-  make_workload(workload, ws, args)->generate(0, 0, 0, ranks * per_rank, b);
-  return b;
-}
-
-std::unique_ptr<Router> ec(int32_t E, int32_t k, std::map<std::string, std::string> args = {}) {
-  RouterSetup s;
-  s.num_experts = E;
-  s.top_k = k;
-  s.num_layers = 1;
-  return make_router("expert_choice", s, args);
+std::unique_ptr<Router> ec(int32_t E, int32_t k, const std::map<std::string, std::string>& args = {}) {
+  return moe::testing::test_router("expert_choice", E, k, args);
 }
 
 // Softmax of one row in double.
@@ -60,7 +42,7 @@ int64_t expected_capacity(int64_t T, double c, int32_t E) {
 TEST(ExpertChoice, EveryExpertTakesExactlyItsTopCTokens) {
   for (double c : {2.0, 1.0, 0.5, 3.7})
     for (int32_t E : {16, 64}) {
-      const TokenBatch b = make_batch("zipf", E, 3, 347, 7 + E, {{"s", "1.0"}});
+      const TokenBatch b = moe::testing::workload_batch("zipf", E, 3, 347, 7 + E, {{"s", "1.0"}});
       const int64_t T = b.num_tokens;
       const int64_t C = expected_capacity(T, c, E);
       auto r = ec(E, 2, {{"c", std::to_string(c)}});
@@ -103,7 +85,7 @@ TEST(ExpertChoice, EveryExpertTakesExactlyItsTopCTokens) {
 
 TEST(ExpertChoice, TokensGetZeroToManyExpertsOnASkewedWorkload) {
   const int32_t E = 32, k = 2;
-  const TokenBatch b = make_batch("zipf", E, 4, 256, 3, {{"s", "1.2"}});
+  const TokenBatch b = moe::testing::workload_batch("zipf", E, 4, 256, 3, {{"s", "1.2"}});
   auto r = ec(E, k);
   RoutingPlan plan;
   r->route(b, Comm::self(), plan);
@@ -128,7 +110,7 @@ TEST(ExpertChoice, TokensGetZeroToManyExpertsOnASkewedWorkload) {
 TEST(ExpertChoice, TiesGoToTheLowerTokenIndex) {
   // All tokens identical: every expert takes the first C tokens.
   const int32_t E = 8;
-  TokenBatch b = make_batch("uniform", E, 1, 40, 1);
+  TokenBatch b = moe::testing::workload_batch("uniform", E, 1, 40, 1);
   for (int64_t t = 1; t < b.num_tokens; ++t) std::copy(b.logits.begin(), b.logits.begin() + E, b.logits.begin() + t * E);
   auto r = ec(E, 2);
   RoutingPlan plan;
@@ -144,7 +126,7 @@ TEST(ExpertChoice, TiesGoToTheLowerTokenIndex) {
 
 TEST(ExpertChoice, CapacityClampsToTheGroupSize) {
   const int32_t E = 4;
-  const TokenBatch b = make_batch("uniform", E, 1, 10, 2);
+  const TokenBatch b = moe::testing::workload_batch("uniform", E, 1, 10, 2);
   auto r = ec(E, 1, {{"c", "9"}});  // T*c/E = 22.5 > T
   RoutingPlan plan;
   r->route(b, Comm::self(), plan);
@@ -159,7 +141,7 @@ TEST(ExpertChoice, KnobsAreValidatedAndInputsChecked) {
   EXPECT_THROW(ec(8, 2, {{"c", "-1"}}), InputError);
   EXPECT_THROW(ec(8, 2, {{"c", "inf"}}), InputError);
   EXPECT_THROW(ec(8, 2, {{"capacity", "2"}}), InputError);
-  TokenBatch b = make_batch("uniform", 8, 1, 4, 1);
+  TokenBatch b = moe::testing::workload_batch("uniform", 8, 1, 4, 1);
   EXPECT_EQ(ec(8, 2)->missing_input(b), "");
   b.full_logits = false;
   EXPECT_NE(ec(8, 2)->missing_input(b).find("full router logits"), std::string::npos);

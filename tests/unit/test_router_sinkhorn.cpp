@@ -9,34 +9,12 @@
 
 #include "harness/core/error.hpp"
 #include "harness/routing/router.hpp"
+#include "tests/unit/router_fixtures.hpp"
 #include "workloads/workload.hpp"
 
 using namespace moe;
 
 namespace {
-
-TokenBatch make_batch(const std::string& workload, int32_t E, int64_t ranks, int64_t per_rank, uint64_t seed,
-                      std::map<std::string, std::string> args = {}) {
-  WorkloadSetup ws;
-  ws.num_experts = E;
-  ws.num_layers = 1;
-  ws.top_k = 2;
-  ws.ep_size = static_cast<int32_t>(ranks);
-  ws.tokens_per_rank = per_rank;
-  ws.seq_len = 16;
-  ws.seed = seed;
-  TokenBatch b;
-  make_workload(workload, ws, args)->generate(0, 0, 0, ranks * per_rank, b);
-  return b;
-}
-
-std::unique_ptr<Router> make(const std::string& name, int32_t E, int32_t k, std::map<std::string, std::string> args = {}) {
-  RouterSetup s;
-  s.num_experts = E;
-  s.top_k = k;
-  s.num_layers = 1;
-  return make_router(name, s, args);
-}
 
 std::vector<int64_t> loads(const RoutingPlan& p) {
   std::vector<int64_t> l(p.num_experts, 0);
@@ -80,10 +58,10 @@ TEST(Sinkhorn, BalancesASkewedWorkloadFarBetterThanSoftmaxTopK) {
   for (int32_t k : {1, 2, 6})
     for (const char* s : {"0.5", "1.0"}) {
       const int32_t E = 32;
-      const TokenBatch b = make_batch("zipf", E, 4, 1024, 5 + k, {{"s", s}});
+      const TokenBatch b = moe::testing::workload_batch("zipf", E, 4, 1024, 5 + k, {{"s", s}});
       RoutingPlan ps, pt;
-      auto sk = make("sinkhorn", E, k);
-      make("softmax_topk", E, k)->route(b, Comm::self(), pt);
+      auto sk = moe::testing::test_router("sinkhorn", E, k);
+      moe::testing::test_router("softmax_topk", E, k)->route(b, Comm::self(), pt);
       sk->route(b, Comm::self(), ps);
       const double bal_sk = max_over_mean(ps), bal_top = max_over_mean(pt);
       const auto f = sk->figures();
@@ -102,8 +80,8 @@ TEST(Sinkhorn, BalancesASkewedWorkloadFarBetterThanSoftmaxTopK) {
 TEST(Sinkhorn, SelectionMatchesADoublePrecisionReference) {
   const int32_t E = 16;
   for (int32_t k : {1, 3}) {
-    const TokenBatch b = make_batch("zipf", E, 2, 300, 11, {{"s", "0.8"}});
-    auto sk = make("sinkhorn", E, k, {{"tol", "1e-9"}, {"max_iters", "2000"}});
+    const TokenBatch b = moe::testing::workload_batch("zipf", E, 2, 300, 11, {{"s", "0.8"}});
+    auto sk = moe::testing::test_router("sinkhorn", E, k, {{"tol", "1e-9"}, {"max_iters", "2000"}});
     RoutingPlan p;
     sk->route(b, Comm::self(), p);
     ASSERT_EQ(sk->figures()[2], 1.0);
@@ -124,10 +102,10 @@ TEST(Sinkhorn, SelectionMatchesADoublePrecisionReference) {
 
 TEST(Sinkhorn, IterationCapAndConvergenceFlag) {
   const int32_t E = 32;
-  const TokenBatch b = make_batch("zipf", E, 2, 512, 3, {{"s", "1.0"}});
-  auto one = make("sinkhorn", E, 2, {{"max_iters", "1"}});
-  auto loose = make("sinkhorn", E, 2, {{"tol", "1e-2"}});
-  auto tight = make("sinkhorn", E, 2, {{"tol", "1e-7"}, {"max_iters", "1000"}});
+  const TokenBatch b = moe::testing::workload_batch("zipf", E, 2, 512, 3, {{"s", "1.0"}});
+  auto one = moe::testing::test_router("sinkhorn", E, 2, {{"max_iters", "1"}});
+  auto loose = moe::testing::test_router("sinkhorn", E, 2, {{"tol", "1e-2"}});
+  auto tight = moe::testing::test_router("sinkhorn", E, 2, {{"tol", "1e-7"}, {"max_iters", "1000"}});
   RoutingPlan p;
   one->route(b, Comm::self(), p);
   EXPECT_EQ(one->figures()[0], 1.0);
@@ -141,10 +119,10 @@ TEST(Sinkhorn, IterationCapAndConvergenceFlag) {
 
 TEST(Sinkhorn, WeightsFromTheOriginalLogits) {
   const int32_t E = 16;
-  const TokenBatch b = make_batch("zipf", E, 1, 200, 8);
+  const TokenBatch b = moe::testing::workload_batch("zipf", E, 1, 200, 8);
   for (int32_t k : {1, 4}) {
     RoutingPlan p;
-    make("sinkhorn", E, k)->route(b, Comm::self(), p);
+    moe::testing::test_router("sinkhorn", E, k)->route(b, Comm::self(), p);
     ASSERT_EQ(p.assignments(), b.num_tokens * k);
     for (int64_t t = 0; t < b.num_tokens; ++t) {
       const auto z = b.row(t);
@@ -163,8 +141,8 @@ TEST(Sinkhorn, WeightsFromTheOriginalLogits) {
 
 TEST(Sinkhorn, DeterministicAndStateless) {
   const int32_t E = 64;
-  const TokenBatch b = make_batch("zipf", E, 4, 256, 21);
-  auto r = make("sinkhorn", E, 6);
+  const TokenBatch b = moe::testing::workload_batch("zipf", E, 4, 256, 21);
+  auto r = moe::testing::test_router("sinkhorn", E, 6);
   RoutingPlan p1, p2;
   r->route(b, Comm::self(), p1);
   const auto f1 = r->figures();
@@ -175,11 +153,11 @@ TEST(Sinkhorn, DeterministicAndStateless) {
 }
 
 TEST(Sinkhorn, KnobsAreValidatedAndInputsChecked) {
-  EXPECT_THROW(make("sinkhorn", 8, 2, {{"tol", "0"}}), InputError);
-  EXPECT_THROW(make("sinkhorn", 8, 2, {{"tol", "-1e-4"}}), InputError);
-  EXPECT_THROW(make("sinkhorn", 8, 2, {{"max_iters", "0"}}), InputError);
-  EXPECT_THROW(make("sinkhorn", 8, 2, {{"iters", "5"}}), InputError);
-  TokenBatch b = make_batch("uniform", 8, 1, 4, 1);
+  EXPECT_THROW(moe::testing::test_router("sinkhorn", 8, 2, {{"tol", "0"}}), InputError);
+  EXPECT_THROW(moe::testing::test_router("sinkhorn", 8, 2, {{"tol", "-1e-4"}}), InputError);
+  EXPECT_THROW(moe::testing::test_router("sinkhorn", 8, 2, {{"max_iters", "0"}}), InputError);
+  EXPECT_THROW(moe::testing::test_router("sinkhorn", 8, 2, {{"iters", "5"}}), InputError);
+  TokenBatch b = moe::testing::workload_batch("uniform", 8, 1, 4, 1);
   b.full_logits = false;
-  EXPECT_NE(make("sinkhorn", 8, 2)->missing_input(b).find("full router logits"), std::string::npos);
+  EXPECT_NE(moe::testing::test_router("sinkhorn", 8, 2)->missing_input(b).find("full router logits"), std::string::npos);
 }
