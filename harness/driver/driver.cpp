@@ -194,6 +194,11 @@ RunOutput run_pipeline(const RunConfig& cfg, const Comm& world, const RunOptions
         if (ex.measured) {
           m.measured_dispatch_s = ex.dispatch_s;
           m.measured_combine_s = ex.combine_s;
+          m.measured_bytes_moved = ex.bytes_moved;
+          if (ex.dispatch_s > 0) {  // nccl-tests: algbw = bytes per rank / time, busbw = algbw (R-1)/R
+            m.measured_algbw_GBps = static_cast<double>(ex.bytes_moved) / R / ex.dispatch_s / 1e9;
+            m.measured_busbw_GBps = m.measured_algbw_GBps * (R - 1) / R;
+          }
           m.rank_dispatch_s = ex.rank_dispatch_s;
           m.rank_combine_s = ex.rank_combine_s;
           m.tokens_sent = ex.tokens_sent;

@@ -35,6 +35,8 @@ struct StepLayerMetrics {
   double model_dispatch_s = 0, model_combine_s = 0;
   double algbw_GBps = 0, busbw_GBps = 0;  // of the modelled dispatch
   double measured_dispatch_s = NAN, measured_combine_s = NAN;  // NaN: backend measures nothing
+  double measured_algbw_GBps = NAN, measured_busbw_GBps = NAN;  // of the measured dispatch
+  int64_t measured_bytes_moved = 0;    // dispatch bytes the backend moved (all ranks, one iteration)
   double router_s = 0;                 // wall time of route() on the slowest process
   std::vector<int64_t> expert_demand;  // [E]
   std::vector<int64_t> expert_load;    // [E]

@@ -35,6 +35,7 @@ inline constexpr IntField kIntFields[] = {
     {"combine_bytes_inter", &StepLayerMetrics::combine_bytes_inter},
     {"bottleneck_rank", &StepLayerMetrics::bottleneck_rank},
     {"bottleneck_link", &StepLayerMetrics::bottleneck_link},
+    {"bytes_moved", &StepLayerMetrics::measured_bytes_moved},
 };
 inline constexpr RealField kRealFields[] = {
     {"mean_active_experts", &StepLayerMetrics::mean_active_experts},
@@ -50,6 +51,8 @@ inline constexpr RealField kRealFields[] = {
     {"busbw_GBps", &StepLayerMetrics::busbw_GBps},
     {"dispatch_s", &StepLayerMetrics::measured_dispatch_s},
     {"combine_s", &StepLayerMetrics::measured_combine_s},
+    {"measured_algbw_GBps", &StepLayerMetrics::measured_algbw_GBps},
+    {"measured_busbw_GBps", &StepLayerMetrics::measured_busbw_GBps},
     {"router_s", &StepLayerMetrics::router_s},
 };
 
