@@ -37,7 +37,7 @@ class TokenExchanger {
 
  private:
   void hierarchical(const std::byte* send, const wire::ExchangeLayout& sl, std::byte* recv, const wire::ExchangeLayout& rl);
-  const Comm& world_;
+  Comm world_;  // by value: a Comm is a handle, and callers pass temporaries
   int32_t ranks_per_node_;
   int64_t token_bytes_;
   A2aAlgo algo_;

@@ -43,7 +43,7 @@ class ResultsWriter {
  private:
   void create_datasets();
   ResultsFileInfo info_;
-  const Comm& world_;
+  Comm world_;  // by value: a Comm is a handle, and callers pass temporaries
   h5::Handle file_;
   h5::Handle dxpl_;
   int32_t steps_done_ = 0;
