@@ -150,6 +150,7 @@ RunOutput run_pipeline(const RunConfig& cfg, const Comm& world, const RunOptions
   TrafficMatrix combine;
   Progress progress(cfg.progress, static_cast<int64_t>(cfg.steps) * L, world.root());
 
+  if (options.on_start) options.on_start();
   for (int32_t step = 0; step < cfg.steps; ++step) {
     for (int32_t layer = 0; layer < L; ++layer) {
       if (step > 0 || layer > 0) workload->generate(step, layer, first_token, num_tokens, batch);

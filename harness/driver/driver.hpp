@@ -1,4 +1,5 @@
 #pragma once
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -21,6 +22,9 @@ struct RunOptions {
   bool keep_history = false;  // tests: keep every record and group dispatch matrix in memory
   bool console = true;        // rank 0 prints the header and table
   int64_t corrupt_token = -1; // tests only: the mpi backend corrupts this received token on rank 0
+  // Called once setup is over (components built, file created) and the step loop starts: from then
+  // on an error may hit one rank only, so main aborts the job instead of exiting quietly.
+  std::function<void()> on_start;
 };
 
 // The only code that knows the order of the stages. Collective over `world`; `cfg` must have been

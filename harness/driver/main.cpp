@@ -81,8 +81,9 @@ int cmd_run(int argc, char** argv, const moe::Comm& world, bool& setup_phase) {
     }
     return 2;
   }
-  moe::run_pipeline(cfg, world);  // file-exists and component errors are thrown identically on every rank
-  setup_phase = false;
+  moe::RunOptions options;
+  options.on_start = [&] { setup_phase = false; };  // before: config, component and file errors hit every rank alike
+  moe::run_pipeline(cfg, world, options);
   return 0;
 }
 
