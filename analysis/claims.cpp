@@ -152,7 +152,7 @@ std::string format_claims(const ResultsFile& f) {
     h5::Handle file(H5Fopen(f.path.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT), H5Fclose);
     if (file.get() >= 0 && h5::has_link(file, "/runs/" + r + "/active_experts_hist")) {
       std::vector<hsize_t> dims;
-      const auto h = h5::read_int64(file, "/runs/" + r + "/active_experts_hist", &dims);
+      const auto h = h5::read_int64(file, "/runs/" + r + "/active_experts_hist", &dims, f.steps_done);
       const size_t bins = dims.back();
       std::vector<double> sum(bins, 0.0);
       const size_t rows = std::min<size_t>(h.size() / bins, static_cast<size_t>(f.steps_done * L));

@@ -61,14 +61,14 @@ ResultsFile read_results(const std::string& path) {
     for (const auto& fld : schema::kIntFields) {
       if (!h5::has_link(file, g + fld.name)) throw InputError(path + ": missing dataset " + g + fld.name);
       std::vector<hsize_t> dims;
-      auto v = h5::read_int64(file, g + fld.name, &dims);
+      auto v = h5::read_int64(file, g + fld.name, &dims, r.steps_done);
       rows_ok(dims, fld.name);
       for (size_t i = 0; i < recs.size(); ++i) recs[i].*(fld.member) = v[i];
     }
     for (const auto& fld : schema::kRealFields) {
       if (!h5::has_link(file, g + fld.name)) throw InputError(path + ": missing dataset " + g + fld.name);
       std::vector<hsize_t> dims;
-      auto v = h5::read_double(file, g + fld.name, &dims);
+      auto v = h5::read_double(file, g + fld.name, &dims, r.steps_done);
       rows_ok(dims, fld.name);
       for (size_t i = 0; i < recs.size(); ++i) recs[i].*(fld.member) = v[i];
     }
@@ -81,7 +81,7 @@ ResultsFile read_results(const std::string& path) {
         char name[256] = {};
         if (H5Lget_name_by_idx(group, ".", H5_INDEX_NAME, H5_ITER_INC, i, name, sizeof name, H5P_DEFAULT) < 0) continue;
         std::vector<hsize_t> dims;
-        auto v = h5::read_double(group, name, &dims);
+        auto v = h5::read_double(group, name, &dims, r.steps_done);
         rows_ok(dims, std::string("figures/") + name);
         v.resize(recs.size());
         r.figures[router][name] = std::move(v);

@@ -22,6 +22,13 @@ class InputError : public Error {
   using Error::Error;
 };
 
+// Raised identically on every rank, from data all ranks share (e.g. allgathered integrity
+// counts): unwinding is safe, since every rank takes part in the same collective destructors.
+class CollectiveError : public Error {
+ public:
+  using Error::Error;
+};
+
 [[noreturn]] void fail(const std::string& what, std::source_location where = std::source_location::current());
 
 // Checked wrapper for MPI return codes (MPI_ERRORS_RETURN is set on the communicators we use).

@@ -9,6 +9,7 @@ namespace moe {
 
 namespace {
 uint32_t order_key(float w) {
+  if (w == 0.0f) w = 0.0f;  // -0.0 == +0.0: one key, so they tie as the header promises
   const uint32_t u = std::bit_cast<uint32_t>(w);
   return (u & 0x80000000u) ? ~u : (u | 0x80000000u);
 }

@@ -151,87 +151,98 @@ RunOutput run_pipeline(const RunConfig& cfg, const Comm& world, const RunOptions
   Progress progress(cfg.progress, static_cast<int64_t>(cfg.steps) * L, world.root());
 
   if (options.on_start) options.on_start();
-  for (int32_t step = 0; step < cfg.steps; ++step) {
-    for (int32_t layer = 0; layer < L; ++layer) {
-      if (step > 0 || layer > 0) workload->generate(step, layer, first_token, num_tokens, batch);
-      for (size_t ri = 0; ri < NR; ++ri) {
-        StepLayerMetrics& m = step_records[ri][layer];
-        m = StepLayerMetrics{};
-        const auto t0 = std::chrono::steady_clock::now();
-        if (gpu_route[ri])
-          (*gpu_route[ri])(batch, cfg.top_k, args_of(cfg.routers[ri]), plan);
-        else
-          routers[ri]->route(batch, world, plan);
-        m.router_s = world.max(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
-        m.figures = routers[ri]->figures();
-        if (labelled) {
-          const auto tf = transition_figures(batch, plan, world);
-          m.figures.insert(m.figures.end(), tf.begin(), tf.end());
-        }
-        apply_capacity(plan, cap_spec, global_capacity ? global_tokens : num_tokens, global_capacity ? world : self, cap);
-        if (!global_capacity) {  // per-process capacity: the counts above are local, make them global
-          world.sum(cap.expert_demand);
-          world.sum(cap.expert_load);
-          cap.dropped_assignments = world.sum(cap.dropped_assignments);
-          cap.dropped_tokens = world.sum(cap.dropped_tokens);
-        }
-        fill_load_metrics(plan, cap, global_tokens, cfg.top_k, world, m);
-        TrafficMatrix& dispatch = step_matrices[ri][step_matrices_needed ? layer : 0];
-        dispatch.reset(R);
-        account_dispatch(plan, cap.kept, first_token, out.placement, topo, traffic_spec, dispatch);
-        world.sum(dispatch.tokens);
-        world.sum(dispatch.bytes);
-        combine_from_dispatch(dispatch, cfg.payload_bytes(), combine);
-        fill_traffic_metrics(dispatch, combine, topo, m);
-        const ModelTime md = model_alltoall(dispatch, topo);
-        const ModelTime mc = model_alltoall(combine, topo);
-        m.model_dispatch_s = md.seconds;
-        m.model_combine_s = mc.seconds;
-        m.algbw_GBps = md.algbw_GBps;
-        m.busbw_GBps = md.busbw_GBps;
-        m.bottleneck_rank = md.bottleneck_rank;
-        m.bottleneck_link = static_cast<int64_t>(md.bottleneck_link);
-        const ExchangeResult ex = backend->exchange(dispatch, combine, topo, world);
-        if (ex.measured) {
-          m.measured_dispatch_s = ex.dispatch_s;
-          m.measured_combine_s = ex.combine_s;
-          m.measured_bytes_moved = ex.bytes_moved;
-          if (ex.dispatch_s > 0) {  // nccl-tests: algbw = bytes per rank / time, busbw = algbw (R-1)/R
-            m.measured_algbw_GBps = static_cast<double>(ex.bytes_moved) / R / ex.dispatch_s / 1e9;
-            m.measured_busbw_GBps = m.measured_algbw_GBps * (R - 1) / R;
-          }
-          m.rank_dispatch_s = ex.rank_dispatch_s;
-          m.rank_combine_s = ex.rank_combine_s;
-          m.tokens_sent = ex.tokens_sent;
-          m.tokens_received = ex.tokens_received;
-          m.tokens_lost = ex.tokens_lost;
-          m.tokens_corrupted = ex.tokens_corrupted;
-        }
-      }
-      progress.update(static_cast<int64_t>(step) * L + layer + 1, "step " + std::to_string(step + 1) + "/" + std::to_string(cfg.steps));
-    }
-    for (auto& r : routers) r->end_step(world);
-    if (writer) writer->write_step(step, step_records, step_matrices);
-    // Integrity: the only acceptable figure for lost and corrupted copies is 0. The step is in the
-    // file (status partial) before the run stops.
-    for (size_t ri = 0; ri < NR; ++ri)
+  // From here an error may hit one rank only: abort the job before unwinding, whose destructors
+  // (the HDF5 file close, communicators) are collective and would wait for the other ranks.
+  try {
+    for (int32_t step = 0; step < cfg.steps; ++step) {
       for (int32_t layer = 0; layer < L; ++layer) {
-        const auto& m = step_records[ri][layer];
-        for (size_t r = 0; r < m.tokens_lost.size(); ++r)
-          if (m.tokens_lost[r] != 0 || m.tokens_corrupted[r] != 0)
-            throw Error("integrity check failed: router " + cfg.routers[ri] + ", step " + std::to_string(step) + ", layer " +
-                        std::to_string(layer) + ", rank " + std::to_string(r) + ": " + std::to_string(m.tokens_lost[r]) +
-                        " token copies lost, " + std::to_string(m.tokens_corrupted[r]) + " corrupted");
+        if (step > 0 || layer > 0) workload->generate(step, layer, first_token, num_tokens, batch);
+        for (size_t ri = 0; ri < NR; ++ri) {
+          StepLayerMetrics& m = step_records[ri][layer];
+          m = StepLayerMetrics{};
+          const auto t0 = std::chrono::steady_clock::now();
+          if (gpu_route[ri])
+            (*gpu_route[ri])(batch, cfg.top_k, args_of(cfg.routers[ri]), plan);
+          else
+            routers[ri]->route(batch, world, plan);
+          m.router_s = world.max(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+          m.figures = routers[ri]->figures();
+          if (labelled) {
+            const auto tf = transition_figures(batch, plan, world);
+            m.figures.insert(m.figures.end(), tf.begin(), tf.end());
+          }
+          apply_capacity(plan, cap_spec, global_capacity ? global_tokens : num_tokens, global_capacity ? world : self, cap);
+          if (!global_capacity) {  // per-process capacity: the counts above are local, make them global
+            world.sum(cap.expert_demand);
+            world.sum(cap.expert_load);
+            cap.dropped_assignments = world.sum(cap.dropped_assignments);
+            cap.dropped_tokens = world.sum(cap.dropped_tokens);
+          }
+          fill_load_metrics(plan, cap, global_tokens, cfg.top_k, world, m);
+          TrafficMatrix& dispatch = step_matrices[ri][step_matrices_needed ? layer : 0];
+          dispatch.reset(R);
+          account_dispatch(plan, cap.kept, first_token, out.placement, topo, traffic_spec, dispatch);
+          world.sum(dispatch.tokens);
+          world.sum(dispatch.bytes);
+          combine_from_dispatch(dispatch, cfg.payload_bytes(), combine);
+          fill_traffic_metrics(dispatch, combine, topo, m);
+          const ModelTime md = model_alltoall(dispatch, topo);
+          const ModelTime mc = model_alltoall(combine, topo);
+          m.model_dispatch_s = md.seconds;
+          m.model_combine_s = mc.seconds;
+          m.algbw_GBps = md.algbw_GBps;
+          m.busbw_GBps = md.busbw_GBps;
+          m.bottleneck_rank = md.bottleneck_rank;
+          m.bottleneck_link = static_cast<int64_t>(md.bottleneck_link);
+          const ExchangeResult ex = backend->exchange(dispatch, combine, topo, world);
+          if (ex.measured) {
+            m.measured_dispatch_s = ex.dispatch_s;
+            m.measured_combine_s = ex.combine_s;
+            m.measured_bytes_moved = ex.bytes_moved;
+            if (ex.dispatch_s > 0) {  // nccl-tests: algbw = bytes per rank / time, busbw = algbw (R-1)/R
+              m.measured_algbw_GBps = static_cast<double>(ex.bytes_moved) / R / ex.dispatch_s / 1e9;
+              m.measured_busbw_GBps = m.measured_algbw_GBps * (R - 1) / R;
+            }
+            m.rank_dispatch_s = ex.rank_dispatch_s;
+            m.rank_combine_s = ex.rank_combine_s;
+            m.tokens_sent = ex.tokens_sent;
+            m.tokens_received = ex.tokens_received;
+            m.tokens_lost = ex.tokens_lost;
+            m.tokens_corrupted = ex.tokens_corrupted;
+          }
+        }
+        progress.update(static_cast<int64_t>(step) * L + layer + 1, "step " + std::to_string(step + 1) + "/" + std::to_string(cfg.steps));
       }
-    for (size_t ri = 0; ri < NR; ++ri) {
-      for (const auto& m : step_records[ri]) summaries[ri].add(m);
-      if (!options.keep_history) continue;
-      out.records[ri].insert(out.records[ri].end(), step_records[ri].begin(), step_records[ri].end());
-      out.matrices[ri].insert(out.matrices[ri].end(), step_matrices[ri].begin(), step_matrices[ri].end());
+      for (auto& r : routers) r->end_step(world);
+      if (writer) writer->write_step(step, step_records, step_matrices);
+      // Integrity: the only acceptable figure for lost and corrupted copies is 0. The step is in the
+      // file (status partial) before the run stops.
+      for (size_t ri = 0; ri < NR; ++ri)
+        for (int32_t layer = 0; layer < L; ++layer) {
+          const auto& m = step_records[ri][layer];
+          for (size_t r = 0; r < m.tokens_lost.size(); ++r)
+            if (m.tokens_lost[r] != 0 || m.tokens_corrupted[r] != 0)
+              throw CollectiveError("integrity check failed: router " + cfg.routers[ri] + ", step " + std::to_string(step) + ", layer " +
+                          std::to_string(layer) + ", rank " + std::to_string(r) + ": " + std::to_string(m.tokens_lost[r]) +
+                          " token copies lost, " + std::to_string(m.tokens_corrupted[r]) + " corrupted");
+        }
+      for (size_t ri = 0; ri < NR; ++ri) {
+        for (const auto& m : step_records[ri]) summaries[ri].add(m);
+        if (!options.keep_history) continue;
+        out.records[ri].insert(out.records[ri].end(), step_records[ri].begin(), step_records[ri].end());
+        out.matrices[ri].insert(out.matrices[ri].end(), step_matrices[ri].begin(), step_matrices[ri].end());
+      }
     }
+    progress.done();
+    if (writer) writer->finish();
+  } catch (const std::exception& e) {
+    if (world.size() > 1 && !dynamic_cast<const CollectiveError*>(&e)) {
+      const auto* input = dynamic_cast<const InputError*>(&e);
+      std::fprintf(stderr, "moebench: error: %s\n", e.what());
+      MPI_Abort(world.raw(), input ? 2 : 1);
+    }
+    throw;
   }
-  progress.done();
-  if (writer) writer->finish();
   for (const auto& acc : summaries) out.summaries.push_back(acc.result());
   if (options.console && world.root()) {
     std::printf("%s", format_summary_table(out.summaries).c_str());

@@ -98,26 +98,34 @@ bool has_link(hid_t loc, const std::string& path) {
 
 namespace {
 template <class T>
-std::vector<T> read_all(hid_t loc, const std::string& path, hid_t mem_type, std::vector<hsize_t>* dims) {
+std::vector<T> read_all(hid_t loc, const std::string& path, hid_t mem_type, std::vector<hsize_t>* dims, int64_t max_rows) {
   Handle d(check(H5Dopen2(loc, path.c_str(), H5P_DEFAULT), ("H5Dopen " + path).c_str()), H5Dclose);
   Handle space(check(H5Dget_space(d), "H5Dget_space"), H5Sclose);
   const int rank = H5Sget_simple_extent_ndims(space);
   std::vector<hsize_t> shape(static_cast<size_t>(std::max(rank, 0)));
   H5Sget_simple_extent_dims(space, shape.data(), nullptr);
+  if (max_rows >= 0 && !shape.empty() && shape[0] > static_cast<hsize_t>(max_rows)) {
+    shape[0] = static_cast<hsize_t>(max_rows);
+    const std::vector<hsize_t> start(shape.size(), 0);
+    check_status(H5Sselect_hyperslab(space, H5S_SELECT_SET, start.data(), nullptr, shape.data(), nullptr), "H5Sselect_hyperslab");
+  }
   hsize_t n = 1;
   for (auto x : shape) n *= x;
   std::vector<T> out(n);
-  if (n) check_status(H5Dread(d, mem_type, H5S_ALL, H5S_ALL, H5P_DEFAULT, out.data()), ("H5Dread " + path).c_str());
+  if (n) {
+    Handle mem(check(H5Screate_simple(rank, shape.data(), nullptr), "H5Screate_simple"), H5Sclose);
+    check_status(H5Dread(d, mem_type, mem, space, H5P_DEFAULT, out.data()), ("H5Dread " + path).c_str());
+  }
   if (dims) *dims = shape;
   return out;
 }
 }  // namespace
 
-std::vector<int64_t> read_int64(hid_t loc, const std::string& path, std::vector<hsize_t>* dims) {
-  return read_all<int64_t>(loc, path, H5T_NATIVE_INT64, dims);
+std::vector<int64_t> read_int64(hid_t loc, const std::string& path, std::vector<hsize_t>* dims, int64_t max_rows) {
+  return read_all<int64_t>(loc, path, H5T_NATIVE_INT64, dims, max_rows);
 }
-std::vector<double> read_double(hid_t loc, const std::string& path, std::vector<hsize_t>* dims) {
-  return read_all<double>(loc, path, H5T_NATIVE_DOUBLE, dims);
+std::vector<double> read_double(hid_t loc, const std::string& path, std::vector<hsize_t>* dims, int64_t max_rows) {
+  return read_all<double>(loc, path, H5T_NATIVE_DOUBLE, dims, max_rows);
 }
 
 }  // namespace moe::h5

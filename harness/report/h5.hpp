@@ -51,8 +51,10 @@ std::string read_attr_string(hid_t obj, const std::string& name);
 int64_t read_attr_int(hid_t obj, const std::string& name);
 
 bool has_link(hid_t loc, const std::string& path);
-// Whole dataset as int64 / double (converted by HDF5), with its dims.
-std::vector<int64_t> read_int64(hid_t loc, const std::string& path, std::vector<hsize_t>* dims = nullptr);
-std::vector<double> read_double(hid_t loc, const std::string& path, std::vector<hsize_t>* dims = nullptr);
+// Dataset as int64 / double (converted by HDF5), with its dims. max_rows >= 0 reads only the first
+// max_rows rows of axis 0 (a partial results file may hold an extended but unwritten last row);
+// dims then reports the rows read.
+std::vector<int64_t> read_int64(hid_t loc, const std::string& path, std::vector<hsize_t>* dims = nullptr, int64_t max_rows = -1);
+std::vector<double> read_double(hid_t loc, const std::string& path, std::vector<hsize_t>* dims = nullptr, int64_t max_rows = -1);
 
 }  // namespace moe::h5

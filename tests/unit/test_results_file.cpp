@@ -110,9 +110,19 @@ TEST(ResultsFile, PartialFileSaysSoAndReportsCompletedSteps) {
     w.write_step(0, recs, mats);
     // no finish(): the run "died" after one step
   }
+  {
+    // A run killed between extending a dataset and bumping steps_done leaves an extra row that
+    // may hold anything: readers take only the first steps_done rows.
+    h5::Handle f(H5Fopen(path.c_str(), H5F_ACC_RDWR, H5P_DEFAULT), H5Fclose);
+    ASSERT_GE(f.get(), 0);
+    h5::Handle d(H5Dopen2(f, "/runs/softmax_topk/tokens", H5P_DEFAULT), H5Dclose);
+    const hsize_t dims[2] = {2, 2};
+    ASSERT_GE(H5Dset_extent(d, dims), 0);
+  }
   const auto file = read_results(path);
   EXPECT_EQ(file.status, "partial");
   EXPECT_EQ(file.steps_done, 1);
+  EXPECT_EQ(file.records.at("softmax_topk")[0].tokens, out.records[0][0].tokens);
   EXPECT_EQ(file.records.at("softmax_topk").size(), 2u);
   const auto text = format_report(file);
   EXPECT_NE(text.find("partial"), std::string::npos) << text;
