@@ -13,6 +13,17 @@ std::unique_ptr<ExchangeBackend> make_backend(const std::string& name, const Bac
   return entry->factory(setup, topology, group);
 }
 
+PeerCounts exchange_counts(const TrafficMatrix& dispatch, const Comm& group) {
+  const int P = group.size(), r = group.rank();
+  PeerCounts c;
+  c.send.resize(P);
+  c.recv.resize(P);
+  for (int d = 0; d < P; ++d) c.send[d] = dispatch.tok(r, d);
+  MOE_MPI(MPI_Alltoall(c.send.data(), 1, MPI_INT64_T, c.recv.data(), 1, MPI_INT64_T, group.raw()));
+  for (int s = 0; s < P; ++s) c.lost += std::max<int64_t>(0, dispatch.tok(s, r) - c.recv[s]);
+  return c;
+}
+
 ExchangeResult gather_exchange(const RankExchange& mine, const Comm& group) {
   const int P = group.size();
   std::vector<double> times(2 * static_cast<size_t>(P));

@@ -46,6 +46,15 @@ struct RankExchange {
 };
 ExchangeResult gather_exchange(const RankExchange& mine, const Comm& group);
 
+// The counts a real dispatcher exchanges before any payload: send[p] = copies from this rank to p
+// (its row of the dispatch matrix), recv[p] = what p announces to this rank (MPI_Alltoall), and
+// lost = copies the matrix says should arrive but no peer announced. Collective.
+struct PeerCounts {
+  std::vector<int64_t> send, recv;
+  int64_t lost = 0;
+};
+PeerCounts exchange_counts(const TrafficMatrix& dispatch, const Comm& group);
+
 using BackendFactory = std::function<std::unique_ptr<ExchangeBackend>(const BackendSetup&, const Topology&, const Comm&)>;
 using BackendRegistry = Registry<BackendFactory>;
 

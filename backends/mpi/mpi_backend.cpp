@@ -31,9 +31,9 @@ class MpiBackend final : public ExchangeBackend {
     const int P = group.size(), r = group.rank();
     const int64_t tb = exchanger_.token_bytes();
     // Counts first: what I send to each peer, and what each peer announces to me.
-    std::vector<int64_t> send_counts(P), recv_counts(P);
-    for (int d = 0; d < P; ++d) send_counts[d] = dispatch.tok(r, d);
-    MOE_MPI(MPI_Alltoall(send_counts.data(), 1, MPI_INT64_T, recv_counts.data(), 1, MPI_INT64_T, group.raw()));
+    const PeerCounts counts = exchange_counts(dispatch, group);
+    const std::vector<int64_t>& send_counts = counts.send;
+    const std::vector<int64_t>& recv_counts = counts.recv;
     const auto sl = wire::make_layout(send_counts, tb);
     const auto rl = wire::make_layout(recv_counts, tb);
     send_.resize(static_cast<size_t>(sl.bytes));
@@ -48,7 +48,7 @@ class MpiBackend final : public ExchangeBackend {
       recv_[static_cast<size_t>(setup_.corrupt_token * tb + tb - 1)] ^= std::byte{0x5a};
     // Dispatch check: every copy from s must be s's j-th copy to me, intact; missing ones are lost.
     mine.corrupted = wire::count_corrupted<int>(recv_.data(), tb, recv_counts, rl.displs, r, true);
-    for (int s = 0; s < P; ++s) mine.lost += std::max<int64_t>(0, dispatch.tok(s, r) - recv_counts[s]);
+    mine.lost = counts.lost;
     // Combine: the received copies go back to their sources (the layouts swap roles).
     mine.combine_s = timed([&] { exchanger_.exchange(recv_.data(), rl, back_.data(), sl); }, group);
     mine.corrupted += wire::count_corrupted<int>(back_.data(), tb, send_counts, sl.displs, r, false);

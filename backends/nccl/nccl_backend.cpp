@@ -88,9 +88,9 @@ class NcclBackend final : public ExchangeBackend {
 
   ExchangeResult exchange(const TrafficMatrix& dispatch, const TrafficMatrix&, const Topology&, const Comm& group) override {
     const int P = group.size(), r = group.rank();
-    std::vector<int64_t> send_counts(P), recv_counts(P);
-    for (int d = 0; d < P; ++d) send_counts[d] = dispatch.tok(r, d);
-    MOE_MPI(MPI_Alltoall(send_counts.data(), 1, MPI_INT64_T, recv_counts.data(), 1, MPI_INT64_T, group.raw()));
+    const PeerCounts counts = exchange_counts(dispatch, group);
+    const std::vector<int64_t>& send_counts = counts.send;
+    const std::vector<int64_t>& recv_counts = counts.recv;
     std::vector<int64_t> sd(P), rd(P);
     int64_t st = 0, rt = 0;
     for (int p = 0; p < P; ++p) {
@@ -135,7 +135,7 @@ class NcclBackend final : public ExchangeBackend {
     mine.combine_s = timed([&] { exchange_once(d_recv, recv_counts, rd, d_back, send_counts, sd); });
     host_back_.resize(host_send_.size());
     cuda_check(cudaMemcpy(host_back_.data(), d_back, host_back_.size(), cudaMemcpyDeviceToHost), "cudaMemcpy D2H");
-    for (int s = 0; s < P; ++s) mine.lost += std::max<int64_t>(0, dispatch.tok(s, r) - recv_counts[s]);
+    mine.lost = counts.lost;
     mine.corrupted = wire::count_corrupted<int64_t>(host_recv_.data(), tb_, recv_counts, rd, r, true) +
                      wire::count_corrupted<int64_t>(host_back_.data(), tb_, send_counts, sd, r, false);
     mine.sent = mine.received = st + rt;
