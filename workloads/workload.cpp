@@ -4,6 +4,26 @@
 
 namespace moe {
 
+void Workload::rank_layout(int32_t, std::vector<int64_t>& first_token_of_rank) {
+  first_token_of_rank.resize(static_cast<size_t>(setup_.ep_size) + 1);
+  for (int32_t r = 0; r <= setup_.ep_size; ++r) first_token_of_rank[r] = r * setup_.tokens_per_rank;
+}
+
+void Workload::generate_ranks(int32_t step, int32_t layer, int32_t first_rank, int32_t num_ranks, TokenBatch& out) {
+  if (first_rank < 0 || num_ranks < 1 || first_rank + num_ranks > setup_.ep_size)
+    fail("generate_ranks: ranks [" + std::to_string(first_rank) + ", " + std::to_string(first_rank + num_ranks) +
+         ") outside the EP size " + std::to_string(setup_.ep_size));
+  if (step != layout_step_) {
+    rank_layout(step, layout_);
+    layout_step_ = step;
+  }
+  const int64_t first = layout_[first_rank];
+  generate(step, layer, first, layout_[first_rank + num_ranks] - first, out);
+  out.first_rank = first_rank;
+  out.rank_offsets.resize(static_cast<size_t>(num_ranks) + 1);
+  for (int32_t i = 0; i <= num_ranks; ++i) out.rank_offsets[i] = layout_[first_rank + i] - first;
+}
+
 void Workload::generate(int32_t step, int32_t layer, int64_t first_token, int64_t num_tokens, TokenBatch& out) {
   out.step = step;
   out.layer = layer;
@@ -21,6 +41,13 @@ void Workload::generate(int32_t step, int32_t layer, int64_t first_token, int64_
     out.sequence[t] = stream / setup_.seq_len;
     out.position[t] = static_cast<int32_t>(stream % setup_.seq_len);
   }
+  out.rank_offsets.clear();
+  out.first_rank = 0;
+  out.full_logits = true;
+  out.has_sequences = true;
+  out.recorded_k = 0;
+  out.recorded_expert.clear();
+  out.recorded_weight.clear();
   out.domain.clear();
   out.domain_experts.clear();
   out.experts_per_domain = 0;

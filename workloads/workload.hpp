@@ -1,4 +1,6 @@
 #pragma once
+#include <mpi.h>
+
 #include <functional>
 #include <memory>
 #include <string>
@@ -17,21 +19,39 @@ struct WorkloadSetup {
   int64_t tokens_per_rank = 0;
   int64_t seq_len = 1;
   uint64_t seed = 0;
+  // Trace replay only: the trace file, the processes that read it together (MPI-IO), and whether
+  // any router needs logits (an assignment trace's reconstruction is skipped otherwise).
+  std::string trace_file;
+  MPI_Comm comm = MPI_COMM_SELF;
+  bool need_logits = true;
 };
 
 // Makes the router logits of global tokens [first_token, first_token + num_tokens) for one step and
-// layer. Every value is drawn from the counter-based RNG keyed by (seed, step, layer, global token
-// index), so any split of the tokens over processes gives identical logits. Not collective.
+// layer. Synthetic workloads draw every value from the counter-based RNG keyed by (seed, step,
+// layer, global token index), so any split of the tokens over processes gives identical logits.
 class Workload {
  public:
   explicit Workload(const WorkloadSetup& setup) : setup_(setup) {}
   virtual ~Workload() = default;
-  void generate(int32_t step, int32_t layer, int64_t first_token, int64_t num_tokens, TokenBatch& out);
+  // The tokens of EP ranks [first_rank, first_rank + num_ranks) for one step and layer, with the
+  // batch's rank layout set. Collective over setup.comm for trace replay (every process calls it
+  // for the same step and layer); synthetic workloads are not collective.
+  void generate_ranks(int32_t step, int32_t layer, int32_t first_rank, int32_t num_ranks, TokenBatch& out);
+  // Global tokens [first_token, first_token + num_tokens) of one step and layer. Synthetic:
+  // metadata, then fill_logits.
+  virtual void generate(int32_t step, int32_t layer, int64_t first_token, int64_t num_tokens, TokenBatch& out);
+  // First global token of each of the ep_size ranks at `step`, and the step's total: [R + 1].
+  // The same on every process. Synthetic: tokens_per_rank each.
+  virtual void rank_layout(int32_t step, std::vector<int64_t>& first_token_of_rank);
 
  protected:
   // Fills out.logits; metadata (sequence, position, counts) is already set.
   virtual void fill_logits(TokenBatch& out) = 0;
   WorkloadSetup setup_;
+
+ private:
+  int32_t layout_step_ = -1;
+  std::vector<int64_t> layout_;
 };
 
 using WorkloadFactory = std::function<std::unique_ptr<Workload>(const WorkloadSetup&, ComponentArgs&)>;

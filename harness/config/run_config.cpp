@@ -106,7 +106,7 @@ void add_named_arg(NamedArgs& args, const std::string& option, const std::string
 
 std::string RunConfig::to_json() const {
   std::ostringstream os;
-  os << "{" << q("workload") << ":" << q(workload) << "," << q("workload_args") << ":" << named_args_json(workload_args)
+  os << "{" << q("workload") << ":" << q(workload) << "," << q("trace") << ":" << q(trace_file) << "," << q("workload_args") << ":" << named_args_json(workload_args)
      << "," << q("experts") << ":" << experts << "," << q("top_k") << ":" << top_k << "," << q("layers") << ":"
      << layers << "," << q("steps") << ":" << steps << "," << q("tokens_per_rank") << ":" << tokens_per_rank << ","
      << q("seq_len") << ":" << seq_len << "," << q("seed") << ":" << seed << "," << q("hidden") << ":" << hidden << ","
@@ -136,6 +136,7 @@ RunConfig parse_run_config(int argc, const char* const* argv, std::string* help_
     ("config", po::value(&c.config_file), "INI file with any of these options; command-line values win")
     ("workload", po::value(&c.workload)->default_value(c.workload), "synthetic workload (see `moebench list workloads`)")
     ("workload-arg", po::value(&workload_args)->composing(), "workload knob NAME.key=value (repeatable)")
+    ("trace", po::value(&c.trace_file), "--workload trace: the trace file to replay (workloads/TRACE_FORMAT.md); E, layers, steps and k default to the trace's")
     ("experts", po::value(&c.experts)->default_value(c.experts), "routed experts per MoE layer (E)")
     ("top-k", po::value(&c.top_k)->default_value(c.top_k), "experts per token (k)")
     ("layers", po::value(&c.layers)->default_value(c.layers), "MoE layers")
@@ -195,6 +196,8 @@ RunConfig parse_run_config(int argc, const char* const* argv, std::string* help_
   } catch (const po::error& e) {
     throw InputError(std::string("command line: ") + e.what());
   }
+  for (const auto& [name, value] : vm)
+    if (!value.defaulted()) c.explicit_options.insert(name);
   c.routers = split_list(routers);
   for (const auto& spec : router_args) add_named_arg(c.router_args, "router-arg", spec);
   for (const auto& spec : workload_args) add_named_arg(c.workload_args, "workload-arg", spec);
@@ -254,6 +257,12 @@ void check_name(std::vector<std::string>& problems, const std::string& field, co
 std::vector<std::string> resolve_and_validate(RunConfig& c, int world_size) {
   std::vector<std::string> p;
   if (!c.topology_file.empty()) load_topology_file(c, p);
+  if (c.workload == "trace") {
+    if (c.trace_file.empty()) p.push_back("--workload trace: needs --trace FILE");
+    else apply_trace_defaults(c, p);
+  } else if (!c.trace_file.empty()) {
+    p.push_back("--trace " + c.trace_file + ": only used with --workload trace (got --workload " + c.workload + ")");
+  }
   if (c.experts < 1) p.push_back("--experts: must be >= 1 (got " + std::to_string(c.experts) + ")");
   if (c.top_k < 1 || c.top_k > c.experts)
     p.push_back("--top-k: must be in [1, experts=" + std::to_string(c.experts) + "] (got " + std::to_string(c.top_k) + ")");

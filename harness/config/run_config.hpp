@@ -1,6 +1,7 @@
 #pragma once
 #include <cstdint>
 #include <map>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -55,6 +56,8 @@ struct RunConfig {
   std::string dispatch_matrix = "auto";  // auto (saved when ep_size <= 256) | on | off
   std::string progress = "auto";         // auto | bar | lines | off
   std::string config_file;
+  std::string trace_file;              // --workload trace: the trace to replay
+  std::set<std::string> explicit_options;  // options given on the command line or in the INI file
   std::string command_line;
 
   int64_t dtype_bytes() const;

@@ -1,4 +1,5 @@
 #pragma once
+#include <algorithm>
 #include <cstdint>
 #include <span>
 #include <string>
@@ -15,7 +16,12 @@ struct TokenBatch {
   int64_t num_tokens = 0;
   int64_t first_token = 0;       // global index of token 0 of this batch
   int64_t global_tokens = 0;     // tokens in the whole EP group for this (step, layer)
-  int64_t tokens_per_rank = 0;   // token t belongs to EP rank (first_token + t) / tokens_per_rank
+  int64_t tokens_per_rank = 0;   // uniform layouts: token t belongs to EP rank (first_token + t) / tokens_per_rank
+  // The EP ranks this batch covers, in order: rank first_rank + i owns batch tokens
+  // [rank_offsets[i], rank_offsets[i+1]). Empty: the uniform layout above (or one rank when
+  // tokens_per_rank is 0). Traces split by sequence give ranks different token counts.
+  int32_t first_rank = 0;
+  std::vector<int64_t> rank_offsets;
   std::vector<float> logits;     // [num_tokens, num_experts], row-major
   std::vector<int64_t> sequence; // [num_tokens] global sequence id
   std::vector<int32_t> position; // [num_tokens] position inside the sequence
@@ -28,9 +34,48 @@ struct TokenBatch {
   int32_t experts_per_domain = 0;
   std::vector<int32_t> domain_experts;
 
+  // Recorded choices of an assignment trace (empty otherwise): [num_tokens, recorded_k], first
+  // choice first, -1 pads rows with fewer experts.
+  int32_t recorded_k = 0;
+  std::vector<int32_t> recorded_expert;
+  std::vector<float> recorded_weight;
+
+  int32_t ranks_here() const {
+    if (!rank_offsets.empty()) return static_cast<int32_t>(rank_offsets.size()) - 1;
+    if (tokens_per_rank > 0) return static_cast<int32_t>(std::max<int64_t>(1, (num_tokens + tokens_per_rank - 1) / tokens_per_rank));
+    return 1;
+  }
+  // Batch-local token range of hosted rank i (0 <= i < ranks_here()).
+  int64_t rank_begin(int32_t i) const {
+    if (!rank_offsets.empty()) return rank_offsets[static_cast<size_t>(i)];
+    return tokens_per_rank > 0 ? std::min<int64_t>(num_tokens, i * tokens_per_rank) : 0;
+  }
+  int64_t rank_end(int32_t i) const { return i + 1 >= ranks_here() ? num_tokens : rank_begin(i + 1); }
+  // Global EP rank of hosted rank 0.
+  int32_t rank_base() const {
+    if (!rank_offsets.empty()) return first_rank;
+    return tokens_per_rank > 0 ? static_cast<int32_t>(first_token / tokens_per_rank) : 0;
+  }
+
   std::span<const float> row(int64_t t) const {
     return {logits.data() + t * num_experts, static_cast<size_t>(num_experts)};
   }
+};
+
+// Hosted-rank index of batch tokens visited in non-decreasing order: for (t...) r = cursor(t).
+class RankCursor {
+ public:
+  explicit RankCursor(const TokenBatch& b) : b_(b), n_(b.ranks_here()), end_(b.rank_end(0)) {}
+  int32_t operator()(int64_t t) {
+    while (t >= end_ && i_ + 1 < n_) end_ = b_.rank_end(++i_);
+    return i_;
+  }
+
+ private:
+  const TokenBatch& b_;
+  int32_t n_;
+  int32_t i_ = 0;
+  int64_t end_;
 };
 
 // Which experts each token was sent to, in priority order (first choice first), CSR layout so

@@ -53,13 +53,14 @@ RunOutput run_pipeline(const RunConfig& cfg, const Comm& world, const RunOptions
   const int32_t L = cfg.layers;
   const int32_t ranks_here = R / world.size();  // EP (virtual) ranks this process hosts
   const int32_t first_rank = world.rank() * ranks_here;
-  const int64_t first_token = static_cast<int64_t>(first_rank) * cfg.tokens_per_rank;
-  const int64_t num_tokens = static_cast<int64_t>(ranks_here) * cfg.tokens_per_rank;
-  const int64_t global_tokens = static_cast<int64_t>(R) * cfg.tokens_per_rank;
   const bool global_capacity = cfg.capacity_scope == "global";
   const Comm self = Comm::self();
 
   WorkloadSetup ws{cfg.experts, cfg.layers, cfg.top_k, R, cfg.tokens_per_rank, cfg.seq_len, cfg.seed};
+  ws.trace_file = cfg.trace_file;
+  ws.comm = world.raw();
+  ws.need_logits = false;
+  for (const auto& name : cfg.routers) ws.need_logits = ws.need_logits || router_registry_name(name) != "recorded";
   auto workload = make_workload(cfg.workload, ws, cfg.workload_args.count(cfg.workload) ? cfg.workload_args.at(cfg.workload) : std::map<std::string, std::string>{});
   RouterSetup rs{cfg.experts, cfg.top_k, cfg.layers, topo};
   std::vector<std::unique_ptr<Router>> routers;
@@ -85,12 +86,12 @@ RunOutput run_pipeline(const RunConfig& cfg, const Comm& world, const RunOptions
   auto backend = make_backend(cfg.backend, backend_setup, topo, world);
   const bool measured_backend = cfg.backend != "sim";
   const CapacitySpec cap_spec{cfg.capacity_factor, cfg.top_k, cfg.drop_policy};
-  const TrafficSpec traffic_spec{parse_dedup(cfg.dedup), cfg.payload_bytes(), 8, cfg.tokens_per_rank};
+  const TrafficSpec traffic_spec{parse_dedup(cfg.dedup), cfg.payload_bytes(), 8};
 
   // The first batch tells what the source provides: routers refuse inputs they cannot use, and
   // labelled workloads add the transition figures.
   TokenBatch batch;
-  workload->generate(0, 0, first_token, num_tokens, batch);
+  workload->generate_ranks(0, 0, first_rank, ranks_here, batch);
   for (size_t ri = 0; ri < routers.size(); ++ri) {
     const std::string missing = routers[ri]->missing_input(batch);
     if (!missing.empty())
@@ -128,9 +129,11 @@ RunOutput run_pipeline(const RunConfig& cfg, const Comm& world, const RunOptions
     writer = std::make_unique<ResultsWriter>(info, world);
   }
   if (options.console && world.root()) {
-    std::printf("moebench: workload %s, E=%d k=%d, %d layers x %d steps, %lld tokens/rank, EP %d = %d nodes x %d ranks "
+    const std::string tokens = cfg.workload == "trace" ? "trace " + cfg.trace_file + " (" + std::to_string(batch.global_tokens) + " tokens in step 0)"
+                                                        : std::to_string(cfg.tokens_per_rank) + " tokens/rank";
+    std::printf("moebench: workload %s, E=%d k=%d, %d layers x %d steps, %s, EP %d = %d nodes x %d ranks "
                 "(%d processes), capacity factor %g (%s, %s), placement %s, dedup %s, backend %s\n",
-                cfg.workload.c_str(), cfg.experts, cfg.top_k, L, cfg.steps, static_cast<long long>(cfg.tokens_per_rank), R,
+                cfg.workload.c_str(), cfg.experts, cfg.top_k, L, cfg.steps, tokens.c_str(), R,
                 topo.nodes, topo.ranks_per_node, world.size(), cfg.capacity_factor, cfg.drop_policy.c_str(),
                 cfg.capacity_scope.c_str(), cfg.placement.c_str(), cfg.dedup.c_str(), cfg.backend.c_str());
     std::fflush(stdout);
@@ -156,7 +159,8 @@ RunOutput run_pipeline(const RunConfig& cfg, const Comm& world, const RunOptions
   try {
     for (int32_t step = 0; step < cfg.steps; ++step) {
       for (int32_t layer = 0; layer < L; ++layer) {
-        if (step > 0 || layer > 0) workload->generate(step, layer, first_token, num_tokens, batch);
+        if (step > 0 || layer > 0) workload->generate_ranks(step, layer, first_rank, ranks_here, batch);
+        const int64_t global_tokens = batch.global_tokens;
         for (size_t ri = 0; ri < NR; ++ri) {
           StepLayerMetrics& m = step_records[ri][layer];
           m = StepLayerMetrics{};
@@ -171,7 +175,7 @@ RunOutput run_pipeline(const RunConfig& cfg, const Comm& world, const RunOptions
             const auto tf = transition_figures(batch, plan, world);
             m.figures.insert(m.figures.end(), tf.begin(), tf.end());
           }
-          apply_capacity(plan, cap_spec, global_capacity ? global_tokens : num_tokens, global_capacity ? world : self, cap);
+          apply_capacity(plan, cap_spec, global_capacity ? global_tokens : batch.num_tokens, global_capacity ? world : self, cap);
           if (!global_capacity) {  // per-process capacity: the counts above are local, make them global
             world.sum(cap.expert_demand);
             world.sum(cap.expert_load);
@@ -181,7 +185,7 @@ RunOutput run_pipeline(const RunConfig& cfg, const Comm& world, const RunOptions
           fill_load_metrics(plan, cap, global_tokens, cfg.top_k, world, m);
           TrafficMatrix& dispatch = step_matrices[ri][step_matrices_needed ? layer : 0];
           dispatch.reset(R);
-          account_dispatch(plan, cap.kept, first_token, out.placement, topo, traffic_spec, dispatch);
+          account_dispatch(plan, cap.kept, batch, out.placement, topo, traffic_spec, dispatch);
           world.sum(dispatch.tokens);
           world.sum(dispatch.bytes);
           combine_from_dispatch(dispatch, cfg.payload_bytes(), combine);

@@ -6,6 +6,7 @@
 #include "harness/core/error.hpp"
 #include "harness/placement/placement.hpp"
 #include "harness/routing/router.hpp"
+#include "workloads/trace_file.hpp"
 #include "workloads/workload.hpp"
 
 namespace moe {
@@ -29,11 +30,32 @@ std::string check_router_args(const RunConfig& cfg, const std::string& router) {
 std::string check_workload_args(const RunConfig& cfg) {
   try {
     WorkloadSetup ws{cfg.experts, cfg.layers, cfg.top_k, cfg.ep_size, cfg.tokens_per_rank, cfg.seq_len, cfg.seed};
+    ws.trace_file = cfg.trace_file;
     make_workload(cfg.workload, ws, cfg.workload_args.count(cfg.workload) ? cfg.workload_args.at(cfg.workload) : std::map<std::string, std::string>{});
   } catch (const InputError& e) {
     return e.what();
   }
   return "";
+}
+
+void apply_trace_defaults(RunConfig& cfg, std::vector<std::string>& problems) {
+  try {
+    const TraceReader reader(cfg.trace_file);
+    const TraceHeader& h = reader.header();
+    auto given = [&](const char* name) { return cfg.explicit_options.count(name) > 0; };
+    if (!given("experts")) cfg.experts = h.num_experts;
+    else if (cfg.experts != h.num_experts)
+      problems.push_back("--experts " + std::to_string(cfg.experts) + ": the trace " + cfg.trace_file + " has num_experts = " +
+                         std::to_string(h.num_experts));
+    if (!given("layers")) cfg.layers = h.num_layers;
+    if (!given("steps")) cfg.steps = h.num_steps;
+    if (!given("top-k") && h.top_k > 0) cfg.top_k = h.top_k;
+    if (given("tokens-per-rank"))
+      problems.push_back("--tokens-per-rank: does not apply to --workload trace (the trace's steps set the tokens; " +
+                         std::to_string(h.num_tokens / h.num_steps) + " per step on average in " + cfg.trace_file + ")");
+  } catch (const InputError& e) {
+    problems.push_back(std::string("--trace: ") + e.what());
+  }
 }
 
 }  // namespace moe

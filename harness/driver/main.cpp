@@ -16,6 +16,7 @@
 #include "harness/driver/driver.hpp"
 #include "harness/placement/placement.hpp"
 #include "harness/routing/router.hpp"
+#include "workloads/trace_cli.hpp"
 #include "workloads/workload.hpp"
 
 namespace {
@@ -26,6 +27,7 @@ constexpr const char* kUsage =
     "                          (mpirun -np N moebench run --help for the options)\n"
     "  list [KIND]             routers, workloads, placements, backends with one-line descriptions\n"
     "  report FILE [--claims]  per-router summary of a results file, from the file alone; --claims: the seed claims\n"
+    "  trace convert|gen|info   import captures (csv, jsonl, megatron, npy) into a trace, make synthetic ones, summarise\n"
     "  bench-a2a [options]     nccl-tests-style all-to-all sweep (mpi backend) beside a bare MPI loop\n"
     "  calibrate --out FILE    measure latency/bandwidth per link class, write a topology file for the model\n"
     "  --version               version, git sha and what the build found\n";
@@ -107,6 +109,8 @@ int main(int argc, char** argv) {
       rc = moe::bench_a2a_command(argc - 1, argv + 1, world);
     } else if (cmd == "calibrate") {
       rc = moe::calibrate_command(argc - 1, argv + 1, world);
+    } else if (cmd == "trace") {
+      rc = moe::trace_command(argc - 1, argv + 1, world);
     } else if (cmd == "report") {
       rc = cmd_report(argc, argv, world);
     } else if (cmd == "--version" || cmd == "version") {

@@ -61,14 +61,15 @@ std::vector<std::string> transition_figure_names() {
 }
 
 std::vector<double> transition_figures(const TokenBatch& b, const RoutingPlan& plan, const Comm& group) {
-  const int32_t ranks_here = static_cast<int32_t>(b.num_tokens / b.tokens_per_rank);
+  const int32_t ranks_here = b.ranks_here();
+  RankCursor rank_of(b);
   // Per EP rank: [transitions, acc hits, p_correct sum, coverage@1..4 hits].
   constexpr int kFields = 7;
   std::vector<double> per_rank(static_cast<size_t>(ranks_here) * kFields, 0.0);
   const int32_t m = b.experts_per_domain;
   for (int64_t t = 0; t + 1 < b.num_tokens; ++t) {
-    const int64_t r = t / b.tokens_per_rank;
-    if ((t + 1) / b.tokens_per_rank != r || b.sequence[t + 1] != b.sequence[t] || b.domain[t + 1] == b.domain[t]) continue;
+    const int64_t r = rank_of(t);
+    if (t + 1 >= b.rank_end(static_cast<int32_t>(r)) || b.sequence[t + 1] != b.sequence[t] || b.domain[t + 1] == b.domain[t]) continue;
     const int32_t* correct = b.domain_experts.data() + static_cast<size_t>(b.domain[t + 1]) * m;
     auto is_correct = [&](int32_t e) {
       for (int32_t i = 0; i < m; ++i)

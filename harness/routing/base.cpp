@@ -75,9 +75,7 @@ class Base final : public Router {
     const int64_t n = batch.num_tokens;
     const int32_t E = batch.num_experts;
     const int64_t T = batch.global_tokens > 0 ? batch.global_tokens : group.sum(n);
-    const int64_t per_rank = batch.tokens_per_rank > 0 ? batch.tokens_per_rank : std::max<int64_t>(n, 1);
-    if (n % per_rank != 0) fail("base: batch of " + std::to_string(n) + " tokens is not whole EP ranks of " + std::to_string(per_rank));
-    const int32_t ranks_here = static_cast<int32_t>(std::max<int64_t>(1, n / per_rank));
+    const int32_t ranks_here = batch.ranks_here();
     const float* z = batch.logits.data();
 
     // Group-wide logit range (max and min are exact in any order) and a finiteness check.
@@ -225,12 +223,13 @@ class Base final : public Router {
     // Plan, and the duality gap: per-EP-rank partial sums of each token's slack, in rank order.
     plan.reset(n, E, n);
     std::vector<double> slack(static_cast<size_t>(ranks_here), 0.0);
+    RankCursor rank_of(batch);
     for (int64_t t = 0; t < n; ++t) {
       const float* row = z + t * E;
       const int32_t a = assigned_[t];
       double best = -std::numeric_limits<double>::infinity();
       for (int32_t e = 0; e < active; ++e) best = std::max(best, static_cast<double>(row[e]) - price_[e]);
-      slack[t / per_rank] += best - (static_cast<double>(row[a]) - price_[a]);
+      slack[static_cast<size_t>(rank_of(t))] += best - (static_cast<double>(row[a]) - price_[a]);
       plan.expert.push_back(a);
       plan.weight.push_back(static_cast<float>(1.0 / (1.0 + std::exp(-static_cast<double>(row[a])))));
       plan.offsets[t + 1] = t + 1;

@@ -68,6 +68,7 @@ namespace {
 struct RankRecord {
   int64_t first_seq = 0;
   int64_t last_seq = 0;
+  int64_t tokens = 0;          // tokens of this rank (ranks may differ: traces split by sequence)
   int32_t first_pos = 0;
   int32_t internal_start = 0;  // a sequence starts at a token of this rank other than its first
 };
@@ -179,10 +180,13 @@ void Beta::route(const TokenBatch& b, const Comm& group, RoutingPlan& plan) {
   const int32_t E = b.num_experts;
   const int32_t k = k_;
   LayerState& st = layer_state(b.layer, E);
-  // EP ranks of this batch; a batch without the layout (hand-built) is one rank.
-  const int64_t n_rank =
-      (b.tokens_per_rank > 0 && T % b.tokens_per_rank == 0) ? b.tokens_per_rank : T;
-  const int32_t ranks_here = static_cast<int32_t>(T / n_rank);
+  // EP ranks of this batch (every rank holds >= 1 token; a hand-built batch is one rank).
+  const int32_t ranks_here = b.ranks_here();
+  int64_t longest_rank = 1;
+  for (int32_t r = 0; r < ranks_here; ++r) {
+    if (b.rank_end(r) <= b.rank_begin(r)) fail("beta: EP rank " + std::to_string(b.rank_base() + r) + " has no tokens");
+    longest_rank = std::max(longest_rank, b.rank_end(r) - b.rank_begin(r));
+  }
   const int32_t P = group.size();
   const int64_t R = static_cast<int64_t>(ranks_here) * P;
   const int64_t first_global_rank = static_cast<int64_t>(group.rank()) * ranks_here;
@@ -202,8 +206,9 @@ void Beta::route(const TokenBatch& b, const Comm& group, RoutingPlan& plan) {
   std::vector<RankRecord> local(static_cast<size_t>(ranks_here));
   first_start_.assign(static_cast<size_t>(ranks_here), 0);
   for (int32_t r = 0; r < ranks_here; ++r) {
-    const int64_t t0 = r * n_rank, t1 = t0 + n_rank;
+    const int64_t t0 = b.rank_begin(r), t1 = b.rank_end(r);
     RankRecord& rec = local[r];
+    rec.tokens = t1 - t0;
     rec.first_seq = b.sequence[t0];
     rec.last_seq = b.sequence[t1 - 1];
     rec.first_pos = b.position[t0];
@@ -238,7 +243,7 @@ void Beta::route(const TokenBatch& b, const Comm& group, RoutingPlan& plan) {
   std::memcpy(blob_.data(), local.data(), rec_bytes);
   if (integrate)
     for (int32_t r = 0; r < ranks_here; ++r)
-      std::memcpy(blob_.data() + rec_bytes + sizeof(float) * E * r, srow((r + 1) * n_rank - 1),
+      std::memcpy(blob_.data() + rec_bytes + sizeof(float) * E * r, srow(b.rank_end(r) - 1),
                   sizeof(float) * E);
   if (lookahead_) std::memcpy(blob_.data() + rec_bytes + part_bytes, zrow(0), row_bytes);
   all_.resize(blob_size * P);
@@ -272,16 +277,15 @@ void Beta::route(const TokenBatch& b, const Comm& group, RoutingPlan& plan) {
   // 3. Fold the states in EP-rank order (the same arithmetic on every process), then correct the
   // tokens of each local rank that come before its first sequence start.
   if (integrate) {
-    if (static_cast<int64_t>(powers_.size()) != n_rank || powers_.empty() || powers_[0] != beta) {
-      powers_.resize(static_cast<size_t>(n_rank));
+    if (static_cast<int64_t>(powers_.size()) < longest_rank || powers_.empty() || powers_[0] != beta) {
+      powers_.resize(static_cast<size_t>(longest_rank));
       float p = 1.f;
-      for (int64_t j = 0; j < n_rank; ++j) {
+      for (int64_t j = 0; j < longest_rank; ++j) {
         p *= beta;
         if (p < 1e-30f) p = 0.f;
         powers_[j] = p;
       }
     }
-    const float decay = powers_[n_rank - 1];
     in_.assign(static_cast<size_t>(E) * ranks_here, 0.f);  // state entering each local rank
     std::vector<float> state(st.carry_u);
     next_.resize(E);
@@ -294,6 +298,17 @@ void Beta::route(const TokenBatch& b, const Comm& group, RoutingPlan& plan) {
       if (records_[g].internal_start || !cont) {
         std::copy(part, part + E, state.begin());
       } else {
+        // beta^n for this rank's n tokens (ranks of other processes may be longer than ours).
+        float decay = 1.f;
+        const int64_t n = records_[g].tokens;
+        if (n <= static_cast<int64_t>(powers_.size())) {
+          decay = powers_[n - 1];
+        } else {
+          for (int64_t j = 0; j < n && decay != 0.f; ++j) {
+            decay *= beta;
+            if (decay < 1e-30f) decay = 0.f;
+          }
+        }
         for (int32_t e = 0; e < E; ++e) next_[e] = part[e] + decay * state[e];
         std::copy(next_.begin(), next_.end(), state.begin());
       }
@@ -302,7 +317,7 @@ void Beta::route(const TokenBatch& b, const Comm& group, RoutingPlan& plan) {
     for (int32_t r = 0; r < ranks_here; ++r) {
       if (!rank_continues(first_global_rank + r)) continue;
       const float* in = in_.data() + static_cast<size_t>(r) * E;
-      const int64_t t0 = r * n_rank;
+      const int64_t t0 = b.rank_begin(r);
       for (int64_t t = t0; t < first_start_[r]; ++t) {
         const float w = powers_[t - t0];
         if (w == 0.f) break;

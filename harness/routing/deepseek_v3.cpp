@@ -158,9 +158,8 @@ class DeepSeekV3 final : public Router {
     for (int64_t t = 0; t < T; ++t) plan.offsets[t + 1] = (t + 1) * k;
 
     // EP ranks of this batch, for the per-rank partial sums of score_mass_removed.
-    const int64_t tpr = batch.tokens_per_rank > 0 ? batch.tokens_per_rank : std::max<int64_t>(T, 1);
-    const int64_t rank0 = batch.first_token / tpr;
-    const int64_t ranks_here = T > 0 ? (batch.first_token + T - 1) / tpr - rank0 + 1 : 0;
+    const int32_t ranks_here = batch.ranks_here();
+    RankCursor rank_of(batch);
     std::vector<double> removed(static_cast<size_t>(limited_ ? ranks_here : 0), 0.0);
 
     // Stats: [E] selections per expert, distinct groups summed over tokens, tokens.
@@ -252,7 +251,7 @@ class DeepSeekV3 final : public Router {
             all += free_val_[t * k + j];
             kept += w[j];
           }
-          removed[static_cast<size_t>((batch.first_token + t0 + t) / tpr - rank0)] += all - kept;
+          removed[static_cast<size_t>(rank_of(t0 + t))] += all - kept;
         }
         const float* zr = z + t * E;
         float norm = 0.f;
@@ -292,7 +291,7 @@ class DeepSeekV3 final : public Router {
     double babs = 0;
     for (float x : bias_[layer]) babs += std::fabs(static_cast<double>(x));
     double mass = 0;
-    if (limited_) mass = ordered_rank_sum(group, removed, 1, static_cast<int32_t>(ranks_here))[0];
+    if (limited_) mass = ordered_rank_sum(group, removed, 1, ranks_here)[0];
     figures_ = {mean > 0 ? (static_cast<double>(cmax) - mean) / mean : 0.0, babs / E,
                 tokens > 0 ? static_cast<double>(stats[E]) / static_cast<double>(tokens) : 0.0,
                 tokens > 0 ? mass / static_cast<double>(tokens) : 0.0};

@@ -630,10 +630,8 @@ class LapSum final : public Router {
     plan.reset(T, E,
                static_cast<int64_t>(static_cast<double>(T) * std::min<double>(E, 4.0 * k + 4.0)));
     rb_.size(E);
-    const int64_t per_rank =
-        batch.tokens_per_rank > 0 ? batch.tokens_per_rank : std::max<int64_t>(T, 1);
-    const int32_t ranks_here =
-        static_cast<int32_t>(std::max<int64_t>(1, (T + per_rank - 1) / per_rank));
+    const int32_t ranks_here = batch.ranks_here();
+    RankCursor rank_of(batch);
     std::vector<double> rank_mass(static_cast<size_t>(ranks_here), 0.0);
     int64_t kept = 0;
     for (int64_t t0 = 0; t0 < T; t0 += kBlock) {
@@ -647,7 +645,7 @@ class LapSum final : public Router {
       for (int64_t t = t0; t < t1; ++t) {
         n += rb_.count[t - t0];
         plan.offsets[t + 1] = plan.offsets[t] + rb_.count[t - t0];
-        rank_mass[static_cast<size_t>(t / per_rank)] +=
+        rank_mass[static_cast<size_t>(rank_of(t))] +=
             rb_.mass[t - t0];  // token order within a rank
       }
       plan.expert.insert(plan.expert.end(), rb_.out_e.begin(), rb_.out_e.begin() + n);

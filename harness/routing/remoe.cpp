@@ -224,17 +224,10 @@ class ReMoE final : public Router {
     last_sign_.resize(static_cast<size_t>(layers), 0);
   }
 
-  // EP ranks hosted here and their token count (a batch without rank information is one rank).
-  static std::pair<int32_t, int64_t> ranks_of(const TokenBatch& batch) {
-    const int64_t T = batch.num_tokens;
-    const int64_t per_rank =
-        batch.tokens_per_rank > 0 ? batch.tokens_per_rank : std::max<int64_t>(T, 1);
-    return {static_cast<int32_t>(std::max<int64_t>(1, (T + per_rank - 1) / per_rank)), per_rank};
-  }
-
   // Population std of every logit of the batch over the group. Collective.
   static double logit_std(const TokenBatch& batch, const Comm& group, int64_t T_group) {
-    const auto [ranks_here, per_rank] = ranks_of(batch);
+    const int32_t ranks_here = batch.ranks_here();
+    RankCursor rank_of(batch);
     const int64_t E = batch.num_experts;
     std::vector<double> part(static_cast<size_t>(ranks_here) * 2, 0.0);
     for (int64_t t = 0; t < batch.num_tokens; ++t) {
@@ -244,8 +237,9 @@ class ReMoE final : public Router {
         s += z;
         q += z * z;
       }
-      part[static_cast<size_t>(t / per_rank) * 2] += s;
-      part[static_cast<size_t>(t / per_rank) * 2 + 1] += q;
+      const size_t r = static_cast<size_t>(rank_of(t));
+      part[r * 2] += s;
+      part[r * 2 + 1] += q;
     }
     const auto tot = ordered_rank_sum(group, part, 2, ranks_here);
     const double n = static_cast<double>(T_group * E);

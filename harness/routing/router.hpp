@@ -39,6 +39,15 @@ class Router {
   virtual std::string missing_input(const TokenBatch& /*batch*/) const { return ""; }
 };
 
+// For routers that pick the top k by a score monotone in the logit (softmax_topk, sigmoid_topk): on
+// reconstructed logits (an assignment trace) their top k are the recorded experts as long as k does
+// not exceed the recorded k; beyond it the choice would fall among experts the trace does not know.
+inline std::string topk_input_check(const TokenBatch& batch, int32_t k) {
+  if (batch.full_logits || k <= batch.recorded_k) return "";
+  return "full router logits for k = " + std::to_string(k) + " (the trace recorded " + std::to_string(batch.recorded_k) +
+         " experts per token; use --top-k <= " + std::to_string(batch.recorded_k) + ")";
+}
+
 using RouterFactory = std::function<std::unique_ptr<Router>(const RouterSetup&, ComponentArgs&)>;
 using RouterRegistry = Registry<RouterFactory>;
 

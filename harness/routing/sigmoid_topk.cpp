@@ -14,6 +14,8 @@ class SigmoidTopK final : public Router {
         renormalize_(args.get_bool("renormalize", true)),
         scale_(static_cast<float>(args.get_double("scaling_factor", 1.0))) {}
 
+  std::string missing_input(const TokenBatch& batch) const override { return topk_input_check(batch, k_); }
+
   void route(const TokenBatch& batch, const Comm&, RoutingPlan& plan) override {
     const int64_t T = batch.num_tokens;
     plan.reset(T, batch.num_experts, T * k_);

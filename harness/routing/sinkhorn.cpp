@@ -83,9 +83,7 @@ class Sinkhorn final : public Router {
     const int32_t k = std::min(k_, E);
     const int64_t T = batch.global_tokens > 0 ? batch.global_tokens : group.sum(n);
     // EP ranks hosted here; without rank information the process counts as one rank.
-    const int64_t per_rank = batch.tokens_per_rank > 0 ? batch.tokens_per_rank : std::max<int64_t>(n, 1);
-    if (n % per_rank != 0) fail("sinkhorn: batch of " + std::to_string(n) + " tokens is not whole EP ranks of " + std::to_string(per_rank));
-    const int32_t ranks_here = static_cast<int32_t>(std::max<int64_t>(1, n / per_rank));
+    const int32_t ranks_here = batch.ranks_here();
 
     cost_.resize(static_cast<size_t>(n) * E);
     row_sum_.resize(static_cast<size_t>(n));
@@ -108,6 +106,7 @@ class Sinkhorn final : public Router {
     while (iterations < max_iters_) {
       // One pass over cost: d0_t from d1, then this rank's column partials of cost * d0.
       std::fill(partial_.begin(), partial_.end(), 0.0);
+      RankCursor rank_of(batch);
       for (int64_t t = 0; t < n; ++t) {
         const float* c = cost_.data() + t * E;
         double a0 = 0, a1 = 0, a2 = 0, a3 = 0;
@@ -120,7 +119,7 @@ class Sinkhorn final : public Router {
         }
         for (; e < E; ++e) a0 += c[e] * d1_[e];
         const double d0 = inv_T / ((a0 + a1) + (a2 + a3) + kEps);
-        double* p = partial_.data() + (t / per_rank) * E;
+        double* p = partial_.data() + static_cast<size_t>(rank_of(t)) * E;
         for (int32_t j = 0; j < E; ++j) p[j] += c[j] * d0;
       }
       const std::vector<double> col = ordered_rank_sum(group, partial_, E, ranks_here);

@@ -13,6 +13,8 @@ class SoftmaxTopK final : public Router {
       : k_(setup.top_k),
         renormalize_(args.get_bool("renormalize", true)) {}
 
+  std::string missing_input(const TokenBatch& batch) const override { return topk_input_check(batch, k_); }
+
   void route(const TokenBatch& batch, const Comm&, RoutingPlan& plan) override {
     const int64_t T = batch.num_tokens;
     plan.reset(T, batch.num_experts, T * k_);

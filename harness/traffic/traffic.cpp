@@ -11,7 +11,7 @@ Dedup parse_dedup(const std::string& name) {
   throw InputError("--dedup: unknown value '" + name + "' (known: token_expert, token_rank, token_node)");
 }
 
-void account_dispatch(const RoutingPlan& plan, const std::vector<uint8_t>& kept, int64_t first_token,
+void account_dispatch(const RoutingPlan& plan, const std::vector<uint8_t>& kept, const TokenBatch& batch,
                       const Placement& placement, const Topology& topo, const TrafficSpec& spec,
                       TrafficMatrix& m) {
   if (m.ranks != topo.ep_size()) fail("account_dispatch: matrix not reset to the EP size");
@@ -21,8 +21,11 @@ void account_dispatch(const RoutingPlan& plan, const std::vector<uint8_t>& kept,
   // Per token: distinct destination ranks and how many experts each serves (tiny, reused).
   std::vector<int32_t> dest;
   std::vector<int64_t> per_dest;
+  if (plan.num_tokens != batch.num_tokens) fail("account_dispatch: plan and batch token counts differ");
+  RankCursor source_of(batch);
+  const int32_t rank0 = batch.rank_base();
   for (int64_t t = 0; t < plan.num_tokens; ++t) {
-    const int32_t src = static_cast<int32_t>((first_token + t) / spec.tokens_per_rank);
+    const int32_t src = rank0 + source_of(t);
     if (spec.dedup == Dedup::token_expert) {
       for (int64_t a = plan.offsets[t]; a < plan.offsets[t + 1]; ++a) {
         if (!kept.empty() && !kept[a]) continue;

@@ -20,13 +20,13 @@ struct TrafficSpec {
   Dedup dedup = Dedup::token_expert;
   int64_t payload_bytes = 0;           // hidden * dtype bytes, per token copy
   int64_t meta_bytes_per_assignment = 8;  // int32 expert id + fp32 weight, for each expert a copy serves
-  int64_t tokens_per_rank = 1;         // token t's source rank is (first_token + t) / tokens_per_rank
 };
 
-// Adds the dispatch traffic of `plan`'s kept assignments (kept empty = all kept) to `dispatch`
+// Adds the dispatch traffic of `plan`'s kept assignments (kept empty = all kept) to `dispatch`,
+// token t coming from the EP rank that owns it in `batch`'s rank layout
 // (which must be reset to R = topology.ep_size() first). Pure and local: sum the matrices of all
 // processes to get the group's. tokens[s][d] counts copies, bytes[s][d] their bytes.
-void account_dispatch(const RoutingPlan& plan, const std::vector<uint8_t>& kept, int64_t first_token,
+void account_dispatch(const RoutingPlan& plan, const std::vector<uint8_t>& kept, const TokenBatch& batch,
                       const Placement& placement, const Topology& topology, const TrafficSpec& spec,
                       TrafficMatrix& dispatch);
 

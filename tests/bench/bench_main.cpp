@@ -85,6 +85,10 @@ const Inputs& build_inputs(const Shape& shape) {
     rs.num_layers = 1;
     rs.topology = single_rank();
     moe::make_router("softmax_topk", rs, {})->route(in->batch, moe::Comm::self(), in->softmax_plan);
+    // What an assignment trace of these tokens would hold, for the `recorded` router.
+    in->batch.recorded_k = shape.top_k;
+    in->batch.recorded_expert = in->softmax_plan.expert;
+    in->batch.recorded_weight = in->softmax_plan.weight;
     slot = std::move(in);
   }
   return *slot;
@@ -166,12 +170,14 @@ void bm_dispatch(benchmark::State& state, moe::Dedup dedup, Shape shape) {
   moe::TrafficSpec spec;
   spec.dedup = dedup;
   spec.payload_bytes = 7168 * 2;  // DeepSeek-V3 hidden size in bf16
-  spec.tokens_per_rank = in.batch.num_tokens / R;
+  moe::TokenBatch layout;  // the batch's tokens spread evenly over the R ranks
+  layout.num_tokens = in.batch.num_tokens;
+  layout.tokens_per_rank = in.batch.num_tokens / R;
   const std::vector<uint8_t> all_kept;  // empty: every assignment kept
   moe::TrafficMatrix m;
   for (auto _ : state) {
     m.reset(R);
-    moe::account_dispatch(in.softmax_plan, all_kept, 0, placement, topo, spec, m);
+    moe::account_dispatch(in.softmax_plan, all_kept, layout, placement, topo, spec, m);
     benchmark::DoNotOptimize(m.tokens.data());
     benchmark::DoNotOptimize(m.bytes.data());
     benchmark::ClobberMemory();

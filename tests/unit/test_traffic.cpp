@@ -25,7 +25,10 @@ struct Fixture {
   TrafficMatrix run(Dedup dedup) {
     TrafficMatrix m;
     m.reset(4);
-    account_dispatch(plan, kept, 0, placement, topo, TrafficSpec{dedup, 100, 8, 1}, m);
+    TokenBatch layout;  // token t on rank t
+    layout.num_tokens = 2;
+    layout.tokens_per_rank = 1;
+    account_dispatch(plan, kept, layout, placement, topo, TrafficSpec{dedup, 100, 8}, m);
     return m;
   }
 };

@@ -1,0 +1,39 @@
+#pragma once
+// Importers of routing captures into the moebench trace format (`moebench trace convert`).
+// Malformed input is an InputError naming the file, line (or element) and field; the output is
+// written under OUT.tmp and renamed only when the whole input was read, so a failed import leaves
+// no output file.
+#include <cstdint>
+#include <map>
+#include <string>
+#include <vector>
+
+namespace moe {
+
+struct ImportOptions {
+  std::vector<std::string> inputs;
+  std::string out;
+  bool force = false;
+  std::vector<int64_t> layer_ids;             // --layers: the model's layer numbers of the inputs
+  std::map<std::string, std::string> fields;  // --field NAME=KEY: where each trace field comes from
+  std::vector<std::pair<std::string, std::string>> skip_if;  // --skip-if KEY=VALUE
+  bool skip_incomplete = false;               // skip records lacking a mapped field (else an error)
+  int32_t experts = 0;                        // 0: from the input
+  int64_t tokens_per_step = 0;                // csv/npy: split the token stream into steps (0: one step)
+  std::string kind = "auto";                  // csv: auto | logits | assignments
+  std::string values = "logits";              // csv dense rows / npy: logits | probabilities
+  std::string weights_are = "unknown";        // assignments: probabilities | renormalized | gates | unknown
+  std::string expert_prefix = "expert_";      // csv: expert column names
+  bool fp16 = true;                           // logits stored as float16
+  std::string model, created_by;
+};
+
+// "2-9" or "0,1,4" or "0-3,8" -> layer numbers; throws InputError.
+std::vector<int64_t> parse_layer_list(const std::string& spec);
+
+void import_csv(const ImportOptions& options);
+// preset "" (plain field mapping) or "megatron" (Megatron-Core routing-trace records).
+void import_jsonl(const ImportOptions& options, const std::string& preset);
+void import_npy(const ImportOptions& options);
+
+}  // namespace moe

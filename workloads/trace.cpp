@@ -1,0 +1,138 @@
+// trace: replays a moebench trace file (workloads/TRACE_FORMAT.md, "Replay").
+//
+// Run step s replays trace step s mod S, run layer l trace layer l mod L. Each step's tokens are
+// split over the R EP ranks by whole sequences (or in contiguous blocks: trace.split=block, or when
+// the trace has no sequences); the split depends on R only. Each process reads only its ranks'
+// rows of each (step, layer) with collective parallel-HDF5 hyperslab reads, so a trace larger than
+// memory streams. Logit traces give logits; assignment traces give the recorded choices (for the
+// `recorded` router) and, when another router needs them, reconstructed logits
+// (batch.full_logits = false; routers that need the unrecorded part refuse).
+//
+// Knobs: split=sequence|block (default sequence).
+#include <algorithm>
+#include <memory>
+
+#include "harness/core/error.hpp"
+#include "workloads/trace_file.hpp"
+#include "workloads/workload.hpp"
+
+namespace moe {
+namespace {
+
+class TraceWorkload final : public Workload {
+ public:
+  TraceWorkload(const WorkloadSetup& setup, ComponentArgs& args) : Workload(setup) {
+    const std::string split = args.get_string("split", "sequence");
+    if (split != "sequence" && split != "block")
+      throw InputError("--workload-arg trace.split=" + split + ": unknown value (known: sequence, block)");
+    if (setup.trace_file.empty()) throw InputError("--workload trace: needs --trace FILE");
+    reader_ = std::make_unique<TraceReader>(setup.trace_file, setup.comm, true);
+    const TraceHeader& h = reader_->header();
+    by_sequence_ = split == "sequence" && h.has_sequences;
+    if (h.num_experts != setup.num_experts)
+      throw InputError("trace " + setup.trace_file + ": num_experts = " + std::to_string(h.num_experts) + " but --experts " +
+                       std::to_string(setup.num_experts));
+  }
+
+  void rank_layout(int32_t step, std::vector<int64_t>& first) override {
+    const TraceHeader& h = reader_->header();
+    const int32_t s = step % h.num_steps;
+    const int64_t base = h.step_offsets[s], N = h.step_offsets[s + 1] - base;
+    const int32_t R = setup_.ep_size;
+    first.assign(static_cast<size_t>(R) + 1, N);
+    first[0] = 0;
+    if (!by_sequence_) {
+      for (int32_t r = 0; r < R; ++r) first[r] = r * (N / R) + std::min<int64_t>(r, N % R);
+    } else {
+      // Rank r starts at the first sequence start at or after r*N/R (every process reads the
+      // step's sequence ids, so every process computes the same split).
+      reader_->read_sequences(base, N, seq_);
+      int32_t r = 1;
+      for (int64_t t = 0; t < N && r < R; ++t) {
+        if (t > 0 && seq_[t] == seq_[t - 1]) continue;
+        while (r < R && t * R >= r * N) first[r++] = t;
+      }
+    }
+    for (int32_t r = 0; r < R; ++r)
+      if (first[r + 1] <= first[r])
+        throw CollectiveError("trace " + setup_.trace_file + ": step " + std::to_string(s) + " has " + std::to_string(N) +
+                              " tokens" + (by_sequence_ ? " in too few sequences" : "") + " for " + std::to_string(R) +
+                              " EP ranks: rank " + std::to_string(r) + " would route none" +
+                              (by_sequence_ ? " (use --workload-arg trace.split=block, or fewer ranks)" : " (use fewer ranks)"));
+  }
+
+  void generate(int32_t step, int32_t layer, int64_t first_token, int64_t num_tokens, TokenBatch& out) override {
+    const TraceHeader& h = reader_->header();
+    const int32_t s = step % h.num_steps;
+    const int32_t tl = layer % h.num_layers;
+    const int64_t base = h.step_offsets[s], N = h.step_offsets[s + 1] - base;
+    if (first_token < 0 || num_tokens < 0 || first_token + num_tokens > N)
+      fail("trace: tokens outside step " + std::to_string(s));
+    const int32_t E = h.num_experts;
+    out.step = step;
+    out.layer = layer;
+    out.num_experts = E;
+    out.num_tokens = num_tokens;
+    out.first_token = first_token;
+    out.global_tokens = N;
+    out.tokens_per_rank = 0;
+    out.rank_offsets.clear();
+    out.first_rank = 0;
+    out.has_sequences = h.has_sequences;
+    out.domain.clear();
+    out.domain_experts.clear();
+    out.experts_per_domain = 0;
+    if (meta_step_ != step || meta_first_ != first_token || meta_n_ != num_tokens) {
+      reader_->read_tokens(base + first_token, num_tokens, tokens_, false);
+      meta_step_ = step;
+      meta_first_ = first_token;
+      meta_n_ = num_tokens;
+    }
+    out.sequence = tokens_.sequence;
+    out.position = tokens_.position;
+    if (!h.has_sequences)  // one stream: positions index it; sequence ids unknown (-1)
+      for (int64_t t = 0; t < num_tokens; ++t) out.sequence[t] = -1;
+    if (h.logits()) {
+      out.full_logits = true;
+      out.recorded_k = 0;
+      out.recorded_expert.clear();
+      out.recorded_weight.clear();
+      out.logits.resize(static_cast<size_t>(num_tokens) * E);
+      reader_->read_logits(tl, base + first_token, num_tokens, out.logits.data());
+      return;
+    }
+    const int32_t k = h.top_k;
+    out.recorded_k = k;
+    out.recorded_expert.resize(static_cast<size_t>(num_tokens) * k);
+    out.recorded_weight.resize(static_cast<size_t>(num_tokens) * k);
+    reader_->read_assignments(tl, base + first_token, num_tokens, out.recorded_expert.data(), out.recorded_weight.data());
+    out.full_logits = false;
+    if (!setup_.need_logits) {
+      out.logits.clear();
+      return;
+    }
+    out.logits.resize(static_cast<size_t>(num_tokens) * E);
+    const bool probabilities = h.weights_are == "probabilities";
+    for (int64_t t = 0; t < num_tokens; ++t)
+      reconstruct_logits(out.recorded_expert.data() + t * k, out.recorded_weight.data() + t * k, k, E, probabilities,
+                         out.logits.data() + t * E);
+  }
+
+ protected:
+  void fill_logits(TokenBatch&) override { fail("trace: fill_logits is not used"); }
+
+ private:
+  std::unique_ptr<TraceReader> reader_;
+  bool by_sequence_ = true;
+  std::vector<int64_t> seq_;
+  TraceTokens tokens_;
+  int32_t meta_step_ = -1;
+  int64_t meta_first_ = -1, meta_n_ = -1;
+};
+
+const WorkloadRegistry::Registrar reg(
+    "trace", "replays a trace file (--trace FILE; workloads/TRACE_FORMAT.md), split over ranks by sequence",
+    [](const WorkloadSetup& s, ComponentArgs& a) -> std::unique_ptr<Workload> { return std::make_unique<TraceWorkload>(s, a); });
+
+}  // namespace
+}  // namespace moe

@@ -1,0 +1,265 @@
+// moebench trace convert | gen | info: importers, synthetic traces, and a summary of a trace file.
+#include "workloads/trace_cli.hpp"
+
+#include <boost/program_options.hpp>
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <numeric>
+#include <set>
+#include <sstream>
+
+#include "harness/core/build_info.hpp"
+#include "harness/core/error.hpp"
+#include "harness/routing/topk_rows.hpp"
+#include "workloads/import/importers.hpp"
+#include "workloads/trace_file.hpp"
+#include "workloads/workload.hpp"
+
+namespace moe {
+namespace po = boost::program_options;
+
+namespace {
+
+constexpr const char* kUsage =
+    "usage: moebench trace <convert|gen|info> ...\n"
+    "  convert --from csv|jsonl|megatron|npy --in FILE [FILE...] --out TRACE.h5 [options]   import a capture\n"
+    "  gen --workload NAME --experts E --top-k K --layers L --steps S --tokens N --out TRACE.h5   synthetic logit trace\n"
+    "  info TRACE.h5                      kind, experts, layers, tokens, sequences, top-k, size, per-layer load\n"
+    "  (moebench trace <command> --help for the options; the format: workloads/TRACE_FORMAT.md)\n";
+
+std::string joined(int argc, char** argv) {
+  std::string s = "moebench trace";
+  for (int i = 0; i < argc; ++i) s += std::string(" ") + argv[i];
+  return s;
+}
+
+po::variables_map parse(int argc, char** argv, const po::options_description& opts, const po::positional_options_description* pos = nullptr) {
+  po::variables_map vm;
+  try {
+    auto parser = po::command_line_parser(argc, argv).options(opts);
+    if (pos) parser.positional(*pos);
+    po::store(parser.run(), vm);
+    po::notify(vm);
+  } catch (const po::error& e) {
+    throw InputError(std::string("trace ") + argv[0] + ": " + e.what());
+  }
+  return vm;
+}
+
+void add_kv(std::map<std::string, std::string>& m, const std::string& spec, const char* option) {
+  const size_t eq = spec.find('=');
+  if (eq == std::string::npos || eq == 0) throw InputError(std::string("--") + option + " '" + spec + "': expected NAME=VALUE");
+  m[spec.substr(0, eq)] = spec.substr(eq + 1);
+}
+
+int convert(int argc, char** argv) {
+  ImportOptions o;
+  std::string from, layers, dtype = "fp16";
+  std::vector<std::string> fields, skip_if;
+  po::options_description opts("moebench trace convert options");
+  // clang-format off
+  opts.add_options()
+    ("help,h", "show this help")
+    ("from", po::value(&from)->required(), "input format: csv | jsonl | megatron | npy")
+    ("in", po::value(&o.inputs)->multitoken()->required(), "input file(s): csv and npy one per layer (or one [L,T,E] npy); jsonl any number")
+    ("out", po::value(&o.out)->required(), "trace file to write")
+    ("force", po::bool_switch(&o.force), "replace an existing output file")
+    ("layers", po::value(&layers), "the model's layer numbers of the inputs, e.g. 2-9 or 0,3,5 (csv, npy)")
+    ("field", po::value(&fields)->composing(), "jsonl: NAME=KEY, NAME one of experts weights layer step sequence position token rank; csv: position|sequence|token=COLUMN")
+    ("skip-if", po::value(&skip_if)->composing(), "jsonl: drop records whose KEY equals VALUE (KEY=VALUE, repeatable)")
+    ("skip-incomplete", po::bool_switch(&o.skip_incomplete), "jsonl: drop records lacking a mapped key (default: an error)")
+    ("experts", po::value(&o.experts)->default_value(0), "routed experts E (required for jsonl/megatron; checked for csv/npy)")
+    ("tokens-per-step", po::value(&o.tokens_per_step)->default_value(0), "csv/npy: split the token stream into steps of N tokens (0: one step)")
+    ("kind", po::value(&o.kind)->default_value("auto"), "csv: auto | logits | assignments")
+    ("values", po::value(&o.values)->default_value("logits"), "csv dense rows / npy: logits | probabilities (stored as log)")
+    ("weights-are", po::value(&o.weights_are)->default_value("unknown"), "recorded weights are: probabilities | renormalized | gates | unknown")
+    ("expert-prefix", po::value(&o.expert_prefix)->default_value("expert_"), "csv: expert column name prefix")
+    ("dtype", po::value(&dtype)->default_value("fp16"), "logit storage: fp16 | fp32")
+    ("model", po::value(&o.model)->default_value(""), "model name for the trace's attributes");
+  // clang-format on
+  for (int i = 1; i < argc; ++i)
+    if (std::string(argv[i]) == "--help" || std::string(argv[i]) == "-h") return std::printf("%s", (std::ostringstream() << opts).str().c_str()), 0;
+  parse(argc, argv, opts);
+  for (const auto& f : fields) add_kv(o.fields, f, "field");
+  for (const auto& s : skip_if) {
+    std::map<std::string, std::string> one;
+    add_kv(one, s, "skip-if");
+    o.skip_if.emplace_back(*one.begin());
+  }
+  if (!layers.empty()) o.layer_ids = parse_layer_list(layers);
+  if (dtype != "fp16" && dtype != "fp32") throw InputError("--dtype " + dtype + ": unknown (known: fp16, fp32)");
+  static const std::set<std::string> weights{"probabilities", "renormalized", "gates", "unknown"};
+  if (!weights.count(o.weights_are)) throw InputError("--weights-are " + o.weights_are + ": unknown (known: probabilities, renormalized, gates, unknown)");
+  o.fp16 = dtype == "fp16";
+  o.created_by = joined(argc, argv);
+  if (from == "csv") import_csv(o);
+  else if (from == "jsonl") import_jsonl(o, "");
+  else if (from == "megatron") import_jsonl(o, "megatron");
+  else if (from == "npy") import_npy(o);
+  else throw InputError("--from " + from + ": unknown format (known: csv, jsonl, megatron, npy)");
+  std::printf("wrote %s\n", o.out.c_str());
+  return 0;
+}
+
+int gen(int argc, char** argv) {
+  std::string workload = "zipf", out, dtype = "fp16";
+  int32_t E = 64, k = 6, L = 4, S = 2;
+  int64_t tokens = 4096, seq_len = 1024;
+  uint64_t seed = 1;
+  bool force = false;
+  std::vector<std::string> wargs;
+  po::options_description opts("moebench trace gen options");
+  // clang-format off
+  opts.add_options()
+    ("help,h", "show this help")
+    ("workload", po::value(&workload)->default_value(workload), "synthetic workload (moebench list workloads)")
+    ("workload-arg", po::value(&wargs)->composing(), "workload knob NAME.key=value (repeatable)")
+    ("experts", po::value(&E)->default_value(E), "experts E")
+    ("top-k", po::value(&k)->default_value(k), "the model's k, stored as the trace's top_k")
+    ("layers", po::value(&L)->default_value(L), "layers")
+    ("steps", po::value(&S)->default_value(S), "steps")
+    ("tokens", po::value(&tokens)->default_value(tokens), "tokens per step")
+    ("seq-len", po::value(&seq_len)->default_value(seq_len), "tokens per sequence")
+    ("seed", po::value(&seed)->default_value(seed), "RNG seed")
+    ("dtype", po::value(&dtype)->default_value(dtype), "fp16 | fp32")
+    ("out", po::value(&out)->required(), "trace file to write")
+    ("force", po::bool_switch(&force), "replace an existing output file");
+  // clang-format on
+  for (int i = 1; i < argc; ++i)
+    if (std::string(argv[i]) == "--help" || std::string(argv[i]) == "-h") return std::printf("%s", (std::ostringstream() << opts).str().c_str()), 0;
+  parse(argc, argv, opts);
+  if (E < 1 || k < 1 || k > E || L < 1 || S < 1 || tokens < 1 || seq_len < 1)
+    throw InputError("trace gen: need experts >= 1, 1 <= top-k <= experts, layers, steps, tokens, seq-len >= 1");
+  if (dtype != "fp16" && dtype != "fp32") throw InputError("--dtype " + dtype + ": unknown (known: fp16, fp32)");
+  if (workload == "trace") throw InputError("trace gen: --workload trace is not synthetic");
+  std::map<std::string, std::string> args;
+  for (const auto& spec : wargs) {
+    const size_t dot = spec.find('.');
+    if (dot == std::string::npos || spec.substr(0, dot) != workload)
+      throw InputError("--workload-arg " + spec + ": expected " + workload + ".key=value");
+    add_kv(args, spec.substr(dot + 1), "workload-arg");
+  }
+  WorkloadSetup ws{E, L, k, 1, tokens, seq_len, seed};
+  auto w = make_workload(workload, ws, args);
+  TokenBatch b;
+  w->generate(0, 0, 0, tokens, b);
+  TraceWriterOptions o;
+  o.kind = "logits";
+  o.num_experts = E;
+  o.num_layers = L;
+  o.top_k = k;
+  o.fp16 = dtype == "fp16";
+  o.has_sequences = true;
+  o.has_domain = !b.domain.empty();
+  o.force = force;
+  o.model = "synthetic " + workload;
+  o.source = "moebench workload " + workload + " seed " + std::to_string(seed);
+  o.capture_method = "generated";
+  o.created_by = joined(argc, argv);
+  TraceWriter writer(out, o);
+  for (int32_t s = 0; s < S; ++s) {
+    w->generate(s, 0, 0, tokens, b);
+    const int64_t first = writer.append_tokens(s, tokens, b.sequence, b.position, {}, b.domain);
+    for (int32_t l = 0; l < L; ++l) {
+      if (l > 0) w->generate(s, l, 0, tokens, b);
+      writer.write_logits(l, first, tokens, b.logits.data());
+    }
+  }
+  writer.finish();
+  std::printf("wrote %s\n", out.c_str());
+  return 0;
+}
+
+int info(int argc, char** argv) {
+  std::string path;
+  int32_t k_opt = 0;
+  po::options_description opts("moebench trace info options");
+  opts.add_options()("help,h", "show this help")("trace", po::value(&path)->required(), "trace file")(
+      "top-k", po::value(&k_opt)->default_value(0), "logit traces: k for the load summary (default: the trace's top_k, else 1)");
+  po::positional_options_description pos;
+  pos.add("trace", 1);
+  for (int i = 1; i < argc; ++i)
+    if (std::string(argv[i]) == "--help" || std::string(argv[i]) == "-h") return std::printf("%s", (std::ostringstream() << opts).str().c_str()), 0;
+  parse(argc, argv, opts, &pos);
+  TraceReader r(path);
+  const TraceHeader& h = r.header();
+  const int32_t E = h.num_experts;
+  // Distinct sequences, streamed.
+  constexpr int64_t kBlock = 1 << 16;
+  int64_t sequences = 0, prev = std::numeric_limits<int64_t>::min();
+  std::vector<int64_t> seq;
+  if (h.has_sequences)
+    for (int64_t first = 0; first < h.num_tokens; first += kBlock) {
+      const int64_t n = std::min(kBlock, h.num_tokens - first);
+      r.read_sequences(first, n, seq);
+      for (int64_t x : seq) sequences += x != prev, prev = x;
+    }
+  std::string layers;
+  for (size_t i = 0; i < h.layer_ids.size(); ++i) layers += (i ? "," : "") + std::to_string(h.layer_ids[i]);
+  std::printf("trace %s\n", path.c_str());
+  std::printf("  format      moebench-trace v%lld, kind %s%s\n", static_cast<long long>(kTraceFormatVersion), h.kind.c_str(),
+              h.logits() ? (h.logits_fp16 ? " (float16)" : " (float32)") : (" (weights: " + h.weights_are + ")").c_str());
+  std::printf("  experts     %d\n  layers      %d (model layers %s)\n  steps       %d\n  tokens      %lld (per layer)\n", E, h.num_layers,
+              layers.c_str(), h.num_steps, static_cast<long long>(h.num_tokens));
+  if (h.has_sequences) std::printf("  sequences   %lld\n", static_cast<long long>(sequences));
+  else std::printf("  sequences   unknown (replay splits tokens in contiguous blocks)\n");
+  std::printf("  top-k       %d%s\n", h.top_k, h.variable_k ? " (variable: rows padded)" : (h.logits() && h.top_k == 0 ? " (unknown)" : ""));
+  std::printf("  size        %.1f MB on disk\n", static_cast<double>(std::filesystem::file_size(path)) / 1e6);
+  std::printf("  model       %s\n  source      %s\n  captured by %s\n  created by  %s\n", h.model.empty() ? "-" : h.model.c_str(),
+              h.source.empty() ? "-" : h.source.c_str(), h.capture_method.empty() ? "-" : h.capture_method.c_str(),
+              h.created_by.empty() ? "-" : h.created_by.c_str());
+  const int32_t k = h.logits() ? (k_opt > 0 ? k_opt : (h.top_k > 0 ? h.top_k : 1)) : h.top_k;
+  if (k > E) throw InputError("--top-k " + std::to_string(k) + " exceeds the trace's " + std::to_string(E) + " experts");
+  std::printf("  per-layer load (assignments per expert over all steps%s):\n", h.logits() ? (", top-" + std::to_string(k) + " of the logits").c_str() : "");
+  std::printf("    %-6s %12s %10s %10s %8s %8s %8s\n", "layer", "assignments", "mean", "max", "max/mean", "cv", "unused");
+  std::vector<float> logits, weights, val;
+  std::vector<int32_t> ids;
+  for (int32_t l = 0; l < h.num_layers; ++l) {
+    std::vector<int64_t> load(static_cast<size_t>(E), 0);
+    for (int64_t first = 0; first < h.num_tokens; first += kBlock) {
+      const int64_t n = std::min(kBlock, h.num_tokens - first);
+      ids.resize(static_cast<size_t>(n * k));
+      if (h.logits()) {
+        logits.resize(static_cast<size_t>(n * E));
+        val.resize(static_cast<size_t>(n * k));
+        r.read_logits(l, first, n, logits.data());
+        topk_rows(logits.data(), n, E, k, TopKWeights::logits, ids.data(), val.data());
+      } else {
+        weights.resize(static_cast<size_t>(n * k));
+        r.read_assignments(l, first, n, ids.data(), weights.data());
+      }
+      for (int32_t e : ids)
+        if (e >= 0) ++load[static_cast<size_t>(e)];
+    }
+    const int64_t total = std::accumulate(load.begin(), load.end(), int64_t{0});
+    const double mean = static_cast<double>(total) / E;
+    double var = 0;
+    int64_t mx = 0, unused = 0;
+    for (int64_t x : load) {
+      var += (x - mean) * (x - mean);
+      mx = std::max(mx, x);
+      unused += x == 0;
+    }
+    std::printf("    %-6lld %12lld %10.1f %10lld %8.3f %8.3f %8lld\n", static_cast<long long>(h.layer_ids[l]), static_cast<long long>(total), mean,
+                static_cast<long long>(mx), mean > 0 ? mx / mean : 0.0, mean > 0 ? std::sqrt(var / E) / mean : 0.0, static_cast<long long>(unused));
+  }
+  return 0;
+}
+
+}  // namespace
+
+int trace_command(int argc, char** argv, const Comm& world) {
+  const std::string sub = argc > 1 ? argv[1] : "";
+  if (sub.empty() || sub == "--help" || sub == "-h" || sub == "help") {
+    if (world.root()) std::printf("%s", kUsage);
+    return sub.empty() ? 2 : 0;
+  }
+  if (world.size() > 1) throw InputError("trace " + sub + ": runs as one process (not under mpirun -np " + std::to_string(world.size()) + ")");
+  if (sub == "convert") return convert(argc - 1, argv + 1);
+  if (sub == "gen") return gen(argc - 1, argv + 1);
+  if (sub == "info") return info(argc - 1, argv + 1);
+  throw InputError("trace: unknown command '" + sub + "' (known: convert, gen, info)");
+}
+
+}  // namespace moe
