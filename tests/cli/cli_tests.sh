@@ -154,6 +154,113 @@ claims_all_routers_np2)
   grep -qE "expert_choice: expert max/mean load 1\.0000" claims.txt || fail "expert choice should be exactly balanced"
   expect_error "unknown option '--claim'" "$mb" report c.h5 --claim
   ;;
+trace_flame_np2)
+  # The real FLAME-MoE trace: convert, replay with the recorded router on 2 processes, and compare
+  # the per-expert loads with counts computed independently from the CSV files (awk).
+  flame=${MOEBENCH_SHARED:-$(dirname "$mb")/../../../shared}/traces/flame-moe-290m
+  [ -f "$flame/layer02.csv" ] || { echo "SKIP: $flame not found (../shared is not beside the project)"; exit 77; }
+  "$mb" trace convert --from csv --in "$flame"/layer0{2..9}.csv --layers 2-9 --weights-are probabilities \
+    --model flame-moe-290m --out flame.h5 || fail "convert failed"
+  info=$("$mb" trace info flame.h5) || fail "info failed"
+  echo "$info"
+  echo "$info" | grep -q "kind assignments" || fail "info: kind"
+  echo "$info" | grep -qE "top-k +6" || fail "info: top-k"
+  echo "$info" | grep -qE "tokens +2048" || fail "info: tokens"
+  $mpiexec -n 2 "$mb" run --workload trace --trace flame.h5 --routers recorded,softmax_topk --capacity-factor 0 \
+    --progress off --out r.h5 > run.log || { cat run.log; fail "replay failed"; }
+  for router in recorded softmax_topk; do
+    h5dump -y -w 0 -d /runs/$router/expert_demand r.h5 | sed -n '/DATA {/,/}/p' | tr -c '0-9\n' ' ' | tr -s ' ' '\n' | grep -v '^$' > got_$router.txt
+  done
+  for l in 2 3 4 5 6 7 8 9; do
+    awk -F, '{ sub(/\r$/, "") } NR == 1 { for (i = 1; i <= NF; i++) if ($i ~ /^expert_/) col[i] = substr($i, 8); next }
+             { for (i in col) if ($i + 0 != 0) n[col[i]]++ }
+             END { for (e = 0; e < 64; e++) print n[e] + 0 }' "$flame/layer0$l.csv"
+  done > want.txt
+  [ "$(wc -l < want.txt)" -eq 512 ] || fail "expected 8 x 64 counts"
+  cmp -s want.txt got_recorded.txt || { paste want.txt got_recorded.txt | head; fail "recorded loads differ from the CSV counts"; }
+  cmp -s want.txt got_softmax_topk.txt || fail "softmax_topk (k=6) on the reconstructed logits should pick the recorded experts"
+  ;;
+trace_import_errors)
+  # Malformed input: one line naming file, line and field; non-zero exit; no output file left.
+  printf 'layer_id,token_id,expert_0,expert_1,expert_2,expert_3\n0,0,0.5,0,0.25,0\n0,1,0,0.7,0,0.1\n' > ok.csv
+  "$mb" trace convert --from csv --in ok.csv --out ok.h5 > /dev/null || fail "valid csv refused"
+  "$mb" trace info ok.h5 | grep -q "kind assignments" || fail "sparse csv should be an assignment trace"
+  check() {  # check REGEX ARGS...: the convert fails with REGEX and leaves no bad.h5
+    expect_error "$1" "$mb" trace convert "${@:2}" --out bad.h5
+    [ "$(echo "$out" | grep -c .)" -le 1 ] || true
+    [ ! -e bad.h5 ] && [ ! -e bad.h5.tmp ] || fail "an output file was left behind"
+  }
+  printf 'layer_id,token_id,expert_0,expert_1,expert_2,expert_3\n0,0,0.5,0,0.25\n' > short.csv
+  check "short.csv: line 2: 5 fields, the header has 6" --from csv --in short.csv
+  printf 'layer_id,token_id,expert_0,expert_1,expert_2,expert_3\n0,0,0.5,abc,0.25,0\n' > text.csv
+  check "text.csv: line 2: field expert_1: 'abc' is not a number" --from csv --in text.csv
+  printf 'layer_id,token_id,expert_0,expert_1,expert_2,expert_3\n0,0,0.5,nan,0.25,0\n' > nan.csv
+  check "nan.csv: line 2: field expert_1: 'nan' is not finite" --from csv --in nan.csv
+  check "missing.csv: cannot open file" --from csv --in missing.csv
+  printf '{"layer": 0, "ids": [1, 2], "w": [0.5, 0.2]}\n{"layer": 0, "ids": [1, 9], "w": [0.5, 0.2]}\n' > big.jsonl
+  check "big.jsonl: line 2: field experts \(key 'ids'\): expert id 9 outside \[0, 8\)" --from jsonl --in big.jsonl --experts 8 --field experts=ids --field weights=w --field layer=layer
+  printf '{"layer": 0, "ids": [1, 2], "w": [0.5]}\n' > len.jsonl
+  check "len.jsonl: line 1: field weights \(key 'w'\): token 0: 1 weights for 2 expert ids" --from jsonl --in len.jsonl --experts 8 --field experts=ids --field weights=w
+  printf '{"layer": 0, "ids": [1, 2]\n' > broken.jsonl
+  check "broken.jsonl: line 1: malformed JSON" --from jsonl --in broken.jsonl --experts 8 --field experts=ids
+  printf '{"layer": 0, "w": [0.5]}\n' > lacks.jsonl
+  check "lacks.jsonl: line 1: field experts \(key 'ids'\) is missing" --from jsonl --in lacks.jsonl --experts 8 --field experts=ids
+  printf 'not numpy' > bad.npy
+  check "bad.npy: not a NumPy .npy file" --from npy --in bad.npy
+  expect_error "run: unknown|unknown format" "$mb" trace convert --from xml --in ok.csv --out bad.h5
+  # A trace that is not one, and a run that contradicts its trace.
+  expect_error "trace ok.csv: not an HDF5 file" "$mb" trace info ok.csv
+  expect_error "--experts 16: the trace ok.h5 has num_experts = 4" "$mb" run --workload trace --trace ok.h5 --experts 16 --routers recorded --progress off
+  ;;
+trace_jsonl_npy_np2)
+  # JSON lines with a field mapping, filters and per-token lists; the Megatron preset; NumPy logits.
+  cat > routes.jsonl <<'JSON'
+{"type": "meta", "model": "tiny"}
+{"type": "route", "step": 0, "layer": 3, "req_id": 7, "token_idx": 0, "topk_ids": [1, 2], "topk_weights": [0.6, 0.3]}
+{"type": "route", "step": 0, "layer": 3, "req_id": 7, "token_idx": 1, "topk_ids": [3, 0], "topk_weights": [0.5, 0.4]}
+{"type": "warmup", "step": 0, "layer": 3, "req_id": 1, "token_idx": 0, "topk_ids": [5, 5], "topk_weights": [0.5, 0.5]}
+{"type": "route", "step": 0, "layer": 5, "req_id": 7, "token_idx": 0, "topk_ids": [2, 1], "topk_weights": [0.7, 0.2]}
+{"type": "route", "step": 0, "layer": 5, "req_id": 7, "token_idx": 1, "topk_ids": [0, 3], "topk_weights": [0.8, 0.1]}
+{"type": "route", "step": 1, "layer": 3, "req_id": 8, "token_idx": 0, "topk_ids": [1, 3], "topk_weights": [0.6, 0.3]}
+{"type": "route", "step": 1, "layer": 3, "req_id": 8, "token_idx": 1, "topk_ids": [1, 0], "topk_weights": [0.6, 0.3]}
+{"type": "route", "step": 1, "layer": 5, "req_id": 8, "token_idx": 1, "topk_ids": [3, 0], "topk_weights": [0.6, 0.3]}
+{"type": "route", "step": 1, "layer": 5, "req_id": 8, "token_idx": 0, "topk_ids": [1, 2], "topk_weights": [0.6, 0.3]}
+{"type": "route", "step": 1, "layer": 5, "req_id": 8, "topk_ids": [1, 2]}
+JSON
+  "$mb" trace convert --from jsonl --in routes.jsonl --experts 4 --field layer=layer --field experts=topk_ids \
+    --field weights=topk_weights --field position=token_idx --field sequence=req_id --field step=step \
+    --skip-if type=warmup --skip-incomplete --out t.h5 || fail "jsonl convert failed"
+  info=$("$mb" trace info t.h5) || fail "info failed"
+  echo "$info"
+  echo "$info" | grep -qE "layers +2 \(model layers 3,5\)" || fail "layers"
+  echo "$info" | grep -qE "steps +2" || fail "steps"
+  echo "$info" | grep -qE "sequences +2" || fail "sequences"
+  # layer 3 over both steps: experts 1,2,3,0,1,3 -> loads 1,2,1,2
+  h5dump -y -w 0 -d /expert_ids t.h5 | sed -n '/DATA {/,/}/p' | tr -c '0-9\n-' ' ' | tr -s ' ' '\n' | grep -v '^$' | tr '\n' ' ' > ids.txt
+  # [layers, tokens, k]; tokens sorted by (sequence, position) inside a step
+  [ "$(cat ids.txt)" = "1 2 3 0 1 3 1 0 2 1 0 3 1 2 3 0 " ] || fail "expert ids $(cat ids.txt)"
+  # one sequence per step cannot feed 2 ranks by sequence; contiguous blocks can
+  expect_error "step 0 has 2 tokens in too few sequences for 2 EP ranks" $mpiexec -n 2 "$mb" run --workload trace --trace t.h5 --routers recorded --progress off
+  $mpiexec -n 2 "$mb" run --workload trace --trace t.h5 --workload-arg trace.split=block --routers recorded --progress off --out r.h5 > run.log \
+    || { cat run.log; fail "replay failed"; }
+  h5dump -y -w 0 -d /runs/recorded/expert_demand r.h5 | sed -n '/DATA {/,/}/p' | tr -c '0-9\n' ' ' | tr -s ' ' '\n' | grep -v '^$' | tr '\n' ' ' > demand.txt
+  # steps x layers x experts: step 0 layer 3 {1,2,3,0}, layer 5 {2,1,0,3}; step 1 layer 3 {1,3,1,0}, layer 5 {1,2,3,0}
+  [ "$(cat demand.txt)" = "1 1 1 1 1 1 1 1 1 2 0 1 1 1 1 1 " ] || fail "replayed loads $(cat demand.txt)"
+  cat > mega.jsonl <<'JSON'
+{"step": 0, "layer": 1, "rank": 0, "top_indices": [[0, 1], [2, 3]]}
+{"step": 0, "layer": 1, "rank": 1, "top_indices": [[1, 0], [3, 3]]}
+JSON
+  "$mb" trace convert --from megatron --in mega.jsonl --experts 4 --out m.h5 || fail "megatron preset failed"
+  "$mb" trace info m.h5 | grep -qE "tokens +4" || fail "megatron: 4 tokens expected"
+  # NumPy [layers, tokens, experts] float32 written with perl: 2 layers x 3 tokens x 4 experts
+  perl -e 'my $h = "{\x27descr\x27: \x27<f4\x27, \x27fortran_order\x27: False, \x27shape\x27: (2, 3, 4), }";
+           $h .= " " x (64 - 10 - length($h) - 1) . "\n";
+           print "\x93NUMPY\x01\x00", pack("v", length($h)), $h, pack("f<*", map { $_ * 0.25 } 0 .. 23);' > l.npy
+  "$mb" trace convert --from npy --in l.npy --out n.h5 || fail "npy convert failed"
+  "$mb" trace info n.h5 --top-k 1 | tee n.txt | grep -q "kind logits (float16)" || fail "npy: kind"
+  # top-1 of rows increasing along the experts: expert 3 takes every token
+  grep -E "^ +0 +3 +0\.8 +3 " n.txt || fail "npy: top-1 loads"
+  ;;
 *) fail "unknown case $case_name" ;;
 esac
 echo "PASS: $case_name"
