@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Tests of workloads/capture/capture_router_trace.py, one case per call:
 
-    test_capture.py CASE WORKDIR [MOEBENCH]     CASE: library cli errors no_python replay
+    test_capture.py CASE WORKDIR [MOEBENCH]     CASE: library cli hf errors no_python replay
 
 Runs under an interpreter with torch, h5py and numpy (re-executes itself under /usr/bin/python3 or a
 python3.N on PATH that has them); exits 77 (ctest skip) when there is none.
@@ -81,7 +81,7 @@ def reference(model, batches):
     for i, b in enumerate(batches):
         ids = b if isinstance(b, torch.Tensor) else b["input_ids"]
         mask = torch.ones_like(ids) if isinstance(b, torch.Tensor) else b["attention_mask"]
-        domain = None if isinstance(b, torch.Tensor) else b["domain"][:, None].expand_as(ids)
+        domain = None if isinstance(b, torch.Tensor) or "domain" not in b else b["domain"][:, None].expand_as(ids)
         steps.append(([model.logit_log[l][i].numpy() for l in model.moe_layers], mask.numpy() != 0, ids.numpy(),
                       None if domain is None else domain.numpy()))
     return steps
@@ -240,6 +240,57 @@ def case_cli(work):
           and "shared_expert_gate" not in so and "gate_proj" not in so, "--list-gates: rc %d %s %s" % (rc, so, se))
 
 
+FAKE_TRANSFORMERS = """
+# A stand-in for the transformers package: just what capture_router_trace.py --hf-model calls.
+import sys, types
+sys.path.insert(0, %r)
+import toy_moe
+
+class AutoTokenizer:
+    pad_token_id = None
+    eos_token_id = 1
+    @classmethod
+    def from_pretrained(cls, path, trust_remote_code=False):
+        return cls()
+    def __call__(self, text):
+        return {"input_ids": [2 + ord(ch) %% 60 for ch in text]}
+
+class AutoModelForCausalLM:
+    @staticmethod
+    def from_pretrained(path, torch_dtype=None, trust_remote_code=False):
+        model = toy_moe.ToyMoeModel(style="deepseek", layers=3, first_dense=1)
+        model.config = types.SimpleNamespace(model_type="deepseek_v3", num_experts_per_tok=2,
+                                             _name_or_path="fake/" + path.rstrip("/").split("/")[-1])
+        return model
+"""
+
+
+def case_hf(work):
+    """--hf-model with a stand-in transformers package: tokenizing, cutting, padding, preset from model_type."""
+    fake = os.path.join(work, "fake")
+    os.makedirs(os.path.join(fake, "transformers"))
+    with open(os.path.join(fake, "transformers", "__init__.py"), "w") as fh:
+        fh.write(FAKE_TRANSFORMERS % HERE)
+    text = os.path.join(work, "text.txt")
+    with open(text, "w") as fh:
+        fh.write("the quick brown fox\n\njumps over\nthe lazy dog, twice over\n")
+    out = os.path.join(work, "hf.h5")
+    rc, so, se = run_cli(["--hf-model", os.path.join(work, "toy-ds-hf"), "--text-file", text, "--seq-len", "8",
+                          "--batch-size", "3", "--out", out], env={"PYTHONPATH": fake})
+    check(rc == 0, "--hf-model: rc %d stderr %s" % (rc, se))
+    sys.path.insert(0, fake)
+    import transformers
+    batches = crt.hf_batches(transformers.AutoTokenizer(), text, 8, 3)
+    check([tuple(b["input_ids"].shape) for b in batches] == [(3, 8), (3, 8), (2, 8)]
+          and [int(b["attention_mask"].sum()) for b in batches] == [19, 18, 16],
+          "hf batches: %s" % [(tuple(b["input_ids"].shape), int(b["attention_mask"].sum())) for b in batches])
+    model = transformers.AutoModelForCausalLM.from_pretrained("x")
+    steps = [(r, m, i, None) for r, m, i, _ in reference(model, batches)]
+    check_trace(out, steps, [1, 2], 2, np.float16, "fake/toy-ds-hf", text, with_domain=False)
+    with h5py.File(out, "r") as f:
+        check("preset deepseek" in attr(f, "capture_method"), "capture_method %r" % attr(f, "capture_method"))
+
+
 def expect_capture_error(argv, needle, what):
     try:
         crt.main(argv)
@@ -388,7 +439,8 @@ def main():
     case, work = sys.argv[1], sys.argv[2]
     shutil.rmtree(work, ignore_errors=True)
     os.makedirs(work)
-    cases = {"library": case_library, "cli": case_cli, "errors": case_errors, "no_python": case_no_python,
+    cases = {"library": case_library, "cli": case_cli, "hf": case_hf, "errors": case_errors,
+             "no_python": case_no_python,
              "replay": lambda w: case_replay(w, sys.argv[3] if len(sys.argv) > 3 else None)}
     if case not in cases:
         print("unknown case %r (known: %s)" % (case, ", ".join(cases)))
