@@ -140,7 +140,7 @@ class ToyMoeModel(nn.Module):
         self.moe_layers = [i for i in range(layers) if style == "mixtral" or i >= first_dense]
         self.num_experts = experts
 
-    def forward(self, input_ids, attention_mask=None):
+    def forward(self, input_ids, attention_mask=None, **unused):
         h = self.model.embed_tokens(input_ids)
         for layer in self.model.layers:
             h = layer(h)

@@ -303,7 +303,10 @@ class TraceRecorder:
             return self
         for g in self.gates:
             g.handle = self._register(g.module, self._make_hook(g))
-        self._root_handle = self.model.register_forward_pre_hook(self._root_pre_hook)
+        try:  # torch >= 2.0: the model's keyword arguments too (input_ids=...)
+            self._root_handle = self.model.register_forward_pre_hook(self._root_pre_hook, with_kwargs=True)
+        except TypeError:
+            self._root_handle = self.model.register_forward_pre_hook(lambda m, a: self._root_pre_hook(m, a, {}))
         self._installed = True
         return self
 
@@ -331,12 +334,13 @@ class TraceRecorder:
         except TypeError:
             return module.register_forward_hook(lambda m, a, o: hook(m, a, {}, o))
 
-    def _root_pre_hook(self, module, args):
+    def _root_pre_hook(self, module, args, kwargs):
+        """The batch shape (B, S) from the model's first argument: integer ids [B, S] or embeddings [B, S, H]."""
         if self._in_step and self._root_shape is None:
-            for a in args:
-                if isinstance(a, torch.Tensor) and a.dim() in (2, 3):
-                    self._root_shape = tuple(a.shape[:2])
-                    break
+            first = args[0] if args else kwargs.get("input_ids", kwargs.get("inputs_embeds"))
+            if isinstance(first, torch.Tensor) and (first.dim() == 3 or (first.dim() == 2 and not
+                                                                        first.is_floating_point())):
+                self._root_shape = tuple(first.shape[:2])
 
     def _make_hook(self, gate):
         def hook(module, args, kwargs, output):
@@ -373,7 +377,8 @@ class TraceRecorder:
             else:
                 raise CaptureError("module '%s': input of shape %s; expected [batch, seq, hidden] or "
                                    "[tokens, hidden]" % (gate.name, list(x.shape)))
-            gate.calls.append((logits.detach().reshape(-1, logits.shape[-1]).to("cpu", torch.float32), shape))
+            rows = logits.detach().reshape(-1, logits.shape[-1]).to("cpu", torch.float32, copy=True)
+            gate.calls.append((rows, shape))
         return hook
 
     # ---------------------------------------------------------------- steps
@@ -384,7 +389,8 @@ class TraceRecorder:
         position of a token is the number of real tokens before it in its row. input_ids [B, S]
         are stored as /tokens/token_id; domain (an int, or [B] or [B, S] ints) as /tokens/domain.
         batch_shape (B, S) is needed only when gates see flattened [B*S, H] input and neither
-        input_ids, attention_mask nor a [B, S(, H)] positional argument of the model tells it."""
+        input_ids, attention_mask nor the model's first argument (ids [B, S] or embeddings
+        [B, S, H]) tell it."""
         if self._in_step:
             raise CaptureError("step(): steps cannot be nested")
         installed_here = not self._installed
@@ -685,7 +691,7 @@ def hf_batches(tokenizer, text_file, seq_len, batch_size):
         for r, p in enumerate(group):
             ids[r, :len(p)] = torch.tensor(p, dtype=torch.int64)
             mask[r, :len(p)] = 1
-        batches.append({"input_ids": ids, "attention_mask": mask})
+        batches.append({"input_ids": ids, "attention_mask": mask, "use_cache": False})
     return batches
 
 
