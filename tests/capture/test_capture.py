@@ -406,36 +406,48 @@ def case_replay(work, moebench):
     if "--trace" not in help_text:
         print("SKIP: this moebench has no 'run --trace' yet; replay not tested")
         sys.exit(77)
-    model, batches = toy_moe.build(style="mixtral", batches=3)
-    rec = crt.TraceRecorder(model, preset="mixtral")
-    crt.capture(model, batches, rec)
-    trace = os.path.join(work, "replay.h5")
-    rec.write(trace, model="toy-mixtral", source="make_batches(3)")
-    results = os.path.join(work, "results.h5")
     env = dict(os.environ, OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1")
-    p = subprocess.run([moebench, "run", "--workload", "trace", "--trace", trace, "--routers", "softmax_topk",
-                        "--top-k", "2", "--progress", "off", "--out", results],
-                       capture_output=True, text=True, env=env, timeout=120)
-    print(p.stdout[-2000:], p.stderr[-2000:])
-    check(p.returncode == 0, "moebench run --workload trace: rc %d" % p.returncode)
-    if p.returncode != 0:
-        return
-    # Expert demand per step and layer = top-2 counts of the stored logits (softmax keeps the order).
-    with h5py.File(trace, "r") as f:
-        z = f["logits"][:].astype(np.float32)
-        offset = f["steps/offset"][:]
-    with h5py.File(results, "r") as f:
-        demand = f["runs/softmax_topk/expert_demand"][:]
-    S, L, E = len(offset) - 1, z.shape[0], z.shape[2]
-    check(demand.shape == (S, L, E), "expert_demand shape %s, want %s" % (demand.shape, (S, L, E)))
-    if demand.shape == (S, L, E):
-        for s in range(S):
-            for l in range(L):
-                top = np.argsort(-z[l, offset[s]:offset[s + 1]], axis=1, kind="stable")[:, :2]
-                want = np.bincount(top.reshape(-1), minlength=E)
-                check((demand[s, l] == want).all(), "step %d layer %d: demand %s, top-2 of the trace %s"
-                      % (s, l, demand[s, l].tolist(), want.tolist()))
-    print("replayed %s with moebench: expert demand matches the trace's top-2 counts" % trace)
+    launchers = [("1 process", [])]
+    if os.environ.get("MOEBENCH_MPIEXEC"):
+        launchers.append(("2 processes", os.environ["MOEBENCH_MPIEXEC"].split() + ["-n", "2"]))
+    traces = []
+    for style, first_dense in (("mixtral", 0), ("deepseek", 1)):
+        model, batches = toy_moe.build(style=style, first_dense=first_dense, batches=3)
+        rec = crt.TraceRecorder(model, preset=style)
+        crt.capture(model, batches, rec)
+        trace = os.path.join(work, "replay_%s.h5" % style)
+        rec.write(trace, model="toy-" + style, source="make_batches(3)")
+        traces.append(trace)
+        with h5py.File(trace, "r") as f:
+            z = f["logits"][:].astype(np.float32)
+            offset = f["steps/offset"][:]
+            k = int(f.attrs["top_k"])
+        check(k == 2, "%s: top_k attribute %d, want the toy model's 2" % (style, k))
+        S, L, E = len(offset) - 1, z.shape[0], z.shape[2]
+        # Expert demand per step and layer = top-k counts of the stored logits (softmax keeps the order),
+        # on one process and on two (the sequences split over 2 EP ranks); E, k, layers, steps from the trace.
+        for what, launcher in launchers:
+            results = os.path.join(work, "results_%s_%s.h5" % (style, what.replace(" ", "_")))
+            p = subprocess.run(launcher + [moebench, "run", "--workload", "trace", "--trace", trace, "--routers",
+                                           "softmax_topk", "--progress", "off", "--out", results],
+                               capture_output=True, text=True, env=env, timeout=120)
+            print(p.stdout[-1500:], p.stderr[-1500:])
+            check(p.returncode == 0, "%s, %s: moebench run --workload trace: rc %d" % (style, what, p.returncode))
+            if p.returncode != 0:
+                continue
+            with h5py.File(results, "r") as f:
+                demand = f["runs/softmax_topk/expert_demand"][:]
+            check(demand.shape == (S, L, E), "%s, %s: expert_demand shape %s, want %s"
+                  % (style, what, demand.shape, (S, L, E)))
+            if demand.shape != (S, L, E):
+                continue
+            for s in range(S):
+                for l in range(L):
+                    top = np.argsort(-z[l, offset[s]:offset[s + 1]], axis=1, kind="stable")[:, :k]
+                    want = np.bincount(top.reshape(-1), minlength=E)
+                    check((demand[s, l] == want).all(), "%s, %s, step %d layer %d: demand %s, top-%d of the trace %s"
+                          % (style, what, s, l, demand[s, l].tolist(), k, want.tolist()))
+    print("replayed %s with moebench on %s" % (", ".join(traces), " and ".join(w for w, _ in launchers)))
 
 
 def main():
