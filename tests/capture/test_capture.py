@@ -315,6 +315,8 @@ def case_errors(work):
     check(open(out).read() == "keep me", "existing out was modified")
     os.remove(out)
 
+    expect_capture_error(["--model-module", toy, "--preset", "mixtral", "--out", os.path.join(work, "no", "t.h5")],
+                         "/no does not exist", "missing output directory")
     expect_capture_error(["--model-module", toy, "--preset", "bogus", "--out", out], "preset 'bogus' is unknown",
                          "bad preset")
     expect_capture_error(["--model-module", os.path.join(work, "missing.py"), "--preset", "mixtral", "--out", out],

@@ -810,6 +810,8 @@ def main(argv=None):
         parser.error("--out FILE.h5 is required")
     if args.out and os.path.exists(args.out) and not args.force:
         raise CaptureError("%s: file exists; refusing to overwrite (--force)" % args.out)
+    if args.out and not os.path.isdir(os.path.dirname(os.path.abspath(args.out))):
+        raise CaptureError("--out %s: directory %s does not exist" % (args.out, os.path.dirname(os.path.abspath(args.out))))
     log = (lambda msg: None) if args.quiet else (lambda msg: print("%s: %s" % (PROG, msg), file=sys.stderr))
 
     if args.model_module:
