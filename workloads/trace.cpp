@@ -3,7 +3,7 @@
 // Run step s replays trace step s mod S, run layer l trace layer l mod L. Each step's tokens are
 // split over the R EP ranks by whole sequences (or in contiguous blocks: trace.split=block, or when
 // the trace has no sequences); the split depends on R only. Each process reads only its ranks'
-// rows of each (step, layer) with collective parallel-HDF5 hyperslab reads, so a trace larger than
+// rows of each (step, layer) with parallel-HDF5 (MPI-IO) hyperslab reads, so a trace larger than
 // memory streams. Logit traces give logits; assignment traces give the recorded choices (for the
 // `recorded` router) and, when another router needs them, reconstructed logits
 // (batch.full_logits = false; routers that need the unrecorded part refuse).
@@ -32,6 +32,14 @@ class TraceWorkload final : public Workload {
     if (h.num_experts != setup.num_experts)
       throw InputError("trace " + setup.trace_file + ": num_experts = " + std::to_string(h.num_experts) + " but --experts " +
                        std::to_string(setup.num_experts));
+    // Every step must give every EP rank a token: checked here, before the run, from the sequence
+    // ids alone (the same answer on every process).
+    std::vector<int64_t> layout;
+    try {
+      for (int32_t s = 0; s < h.num_steps; ++s) rank_layout(s, layout);
+    } catch (const CollectiveError& e) {
+      throw InputError(e.what());
+    }
   }
 
   void rank_layout(int32_t step, std::vector<int64_t>& first) override {

@@ -181,7 +181,9 @@ TraceReader::TraceReader(const std::string& path, MPI_Comm comm, bool collective
   if (f < 0) m.bad("cannot open (unreadable HDF5 file)");
   m.file = Handle(f, H5Fclose);
   m.dxpl = Handle(check(H5Pcreate(H5P_DATASET_XFER), "H5Pcreate"), H5Pclose);
-  if (collective) check_status(H5Pset_dxpl_mpio(m.dxpl, H5FD_MPIO_COLLECTIVE), "H5Pset_dxpl_mpio");
+  // Independent transfers: each process reads its own hyperslabs as often as it needs (ragged
+  // rank layouts give processes different row counts); opening the file is collective.
+  if (collective) check_status(H5Pset_dxpl_mpio(m.dxpl, H5FD_MPIO_INDEPENDENT), "H5Pset_dxpl_mpio");
 
   TraceHeader& h = m.h;
   auto attr_s = [&](const char* name, bool required) -> std::string {
@@ -321,9 +323,17 @@ void TraceReader::read_logits(int32_t layer, int64_t first, int64_t n, float* ou
     m.read(m.d_logits, H5T_NATIVE_FLOAT, start, count, out, "H5Dread /logits");
     return;
   }
-  m.half_buf.resize(static_cast<size_t>(n * E));
-  m.read(m.d_logits, m.logits_file_type, start, count, m.half_buf.data(), "H5Dread /logits");
-  for (size_t i = 0; i < m.half_buf.size(); ++i) out[i] = half_to_float(m.half_buf[i]);
+  // Blocks of rows through a small buffer: memory stays at the float32 output.
+  constexpr int64_t kRows = 4096;
+  for (int64_t r = 0; r < n; r += kRows) {
+    const int64_t rows = std::min(kRows, n - r);
+    m.half_buf.resize(static_cast<size_t>(rows * E));
+    const std::vector<hsize_t> st{static_cast<hsize_t>(layer), static_cast<hsize_t>(first + r), 0},
+        ct{1, static_cast<hsize_t>(rows), static_cast<hsize_t>(E)};
+    m.read(m.d_logits, m.logits_file_type, st, ct, m.half_buf.data(), "H5Dread /logits");
+    float* o = out + r * E;
+    for (size_t i = 0; i < m.half_buf.size(); ++i) o[i] = half_to_float(m.half_buf[i]);
+  }
 }
 
 void TraceReader::read_assignments(int32_t layer, int64_t first, int64_t n, int32_t* ids, float* weights) {

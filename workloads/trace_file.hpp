@@ -41,9 +41,9 @@ struct TraceTokens {
   std::vector<int32_t> rank;
 };
 
-// Reads a trace. With `collective`, the file is opened with the MPI-IO driver on `comm` and every
-// read is a collective parallel-HDF5 hyperslab read (all processes of comm call the same reads,
-// each with its own row range); otherwise one process reads alone. Errors name the file.
+// Reads a trace. With `collective`, the file is opened (collectively) with the MPI-IO driver on
+// `comm` and each process reads its own hyperslabs with independent parallel-HDF5 transfers;
+// otherwise one process reads alone. Errors name the file.
 class TraceReader {
  public:
   TraceReader(const std::string& path, MPI_Comm comm = MPI_COMM_SELF, bool collective = false);

@@ -1,12 +1,23 @@
 #!/usr/bin/env bash
 # Installs what moebench needs on Debian 12 (bookworm) or newer, then configures and builds it.
-#   cluster/local/setup-debian.sh [PRESET]      (PRESET: release (default), dev, asan)
+#   cluster/local/setup-debian.sh [PRESET]                   (PRESET: release (default), dev, asan)
+#   cluster/local/setup-debian.sh [PRESET] --test-packages   also what the tests use (.ci/run)
 # Runs apt-get only for packages that are missing; needs root (or sudo) for that.
 set -euo pipefail
-preset=${1:-release}
+preset=release
+test_packages=0
+for a in "$@"; do
+  case $a in
+  --test-packages) test_packages=1 ;;
+  *) preset=$a ;;
+  esac
+done
 root=$(cd "$(dirname "$0")/../.." && pwd)
 pkgs=(build-essential cmake ninja-build git libopenmpi-dev openmpi-bin libhdf5-openmpi-dev hdf5-tools
       libboost-program-options-dev libgtest-dev libbenchmark-dev)
+# The tests also exercise the PyTorch capture script (skipped without these).
+trace_test_pkgs=(python3-torch python3-h5py python3-numpy)
+[ "$test_packages" -eq 1 ] && pkgs+=("${trace_test_pkgs[@]}")
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

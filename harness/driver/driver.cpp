@@ -114,6 +114,14 @@ RunOutput run_pipeline(const RunConfig& cfg, const Comm& world, const RunOptions
     info.config_json = cfg.to_json();
     info.command_line = cfg.command_line;
     info.topology_json = topology_json(topo);
+    if (cfg.workload != "trace")
+      info.workload_source = "synthetic workload " + cfg.workload;
+    else if (batch.recorded_k > 0)
+      info.workload_source = "assignment trace " + cfg.trace_file +
+                             ": recorded replays it; other routers see logits reconstructed from the recorded top-" +
+                             std::to_string(batch.recorded_k) + " (workloads/TRACE_FORMAT.md)";
+    else
+      info.workload_source = "logit trace " + cfg.trace_file;
     info.routers = cfg.routers;
     info.figure_names = figure_names;
     info.hosts = gather_hosts(world);

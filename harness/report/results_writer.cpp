@@ -82,6 +82,7 @@ ResultsWriter::ResultsWriter(const ResultsFileInfo& info, const Comm& world) : i
   h5::write_attr(file_, "command_line", info_.command_line);
   h5::write_attr(file_, "config", info_.config_json);
   h5::write_attr(file_, "topology", info_.topology_json);
+  h5::write_attr(file_, "workload_source", info_.workload_source);
   h5::write_attr(file_, "world_size", static_cast<int64_t>(world_.size()));
   h5::write_attr(file_, "ep_size", static_cast<int64_t>(info_.topology.ep_size()));
   h5::write_attr(file_, "hosts", join(info_.hosts, ","));

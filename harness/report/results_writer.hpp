@@ -15,6 +15,7 @@ struct ResultsFileInfo {
   std::string config_json;
   std::string command_line;
   std::string topology_json;
+  std::string workload_source;  // what the tokens came from (synthetic workload or trace, and how)
   std::vector<std::string> routers;
   std::vector<std::vector<std::string>> figure_names;  // [router]: /runs/<router>/figures/<name>
   std::vector<std::string> hosts;  // one per process

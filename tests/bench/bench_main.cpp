@@ -3,6 +3,9 @@
 //   capacity/<policy>/E<E>_k<k>       apply_capacity on a softmax_topk plan, CF 1.0, tokens/s
 //   dispatch/<dedup>/E<E>_k<k>        account_dispatch on 2 nodes x 4 ranks, contiguous placement, tokens/s
 //   model_alltoall/R1024              the analytical all-to-all model on a 1024 x 1024 matrix, s/call
+//   trace_replay/recorded/T<N>        replay of an assignment trace (E64, top-6, N tokens per step) with
+//                                     the recorded router: read the step's rows from HDF5, route, account
+//                                     the dispatch over 8 ranks; tokens/s (the trace is written once, untimed)
 // Everything runs on MPI_COMM_SELF; the binary needs no launcher. Each benchmark runs for at least
 // 0.2 s unless --benchmark_min_time is given. Exits 1 if any benchmark reported an error.
 #include <benchmark/benchmark.h>
@@ -11,6 +14,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
+#include <unistd.h>
 #include <exception>
 #include <map>
 #include <memory>
@@ -24,6 +28,7 @@
 #include "harness/core/types.hpp"
 #include "harness/routing/router.hpp"
 #include "harness/traffic/traffic.hpp"
+#include "workloads/trace_file.hpp"
 #include "workloads/workload.hpp"
 
 namespace {
@@ -223,7 +228,82 @@ const char* dedup_name(moe::Dedup d) {
   return "?";
 }
 
+// An assignment trace of `tokens` tokens (one step, one layer, E64 top-6 from a Zipf workload),
+// written once per process to a temporary file.
+std::string replay_trace(int64_t tokens) {
+  struct Paths : std::map<int64_t, std::string> {
+    ~Paths() {
+      for (const auto& [n, p] : *this) std::remove(p.c_str());
+    }
+  };
+  static Paths paths;
+  auto& path = paths[tokens];
+  if (!path.empty()) return path;
+  path = "/tmp/moebench_bench_trace_" + std::to_string(::getpid()) + "_" + std::to_string(tokens) + ".h5";
+  moe::WorkloadSetup ws{64, 1, 6, 1, tokens, 512, kSeed};
+  moe::TokenBatch b;
+  moe::make_workload("zipf", ws, {})->generate(0, 0, 0, tokens, b);
+  moe::RouterSetup rs;
+  rs.num_experts = 64;
+  rs.top_k = 6;
+  rs.num_layers = 1;
+  rs.topology = single_rank();
+  moe::RoutingPlan plan;
+  moe::make_router("softmax_topk", rs, {})->route(b, moe::Comm::self(), plan);
+  moe::TraceWriterOptions o;
+  o.kind = "assignments";
+  o.num_experts = 64;
+  o.num_layers = 1;
+  o.top_k = 6;
+  o.has_sequences = true;
+  o.force = true;
+  moe::TraceWriter w(path, o);
+  const int64_t first = w.append_tokens(0, tokens, b.sequence, b.position);
+  w.write_assignments(0, first, tokens, plan.expert.data(), plan.weight.data());
+  w.finish();
+  return path;
+}
+
+void bm_trace_replay(benchmark::State& state, int64_t tokens) {
+  try {
+    const std::string path = replay_trace(tokens);
+    const moe::Topology topo = two_by_four();
+    moe::WorkloadSetup ws{64, 1, 6, topo.ep_size(), 0, 1, kSeed};
+    ws.trace_file = path;
+    ws.need_logits = false;
+    auto workload = moe::make_workload("trace", ws, {});
+    moe::RouterSetup rs;
+    rs.num_experts = 64;
+    rs.top_k = 6;
+    rs.num_layers = 1;
+    rs.topology = topo;
+    auto router = moe::make_router("recorded", rs, {});
+    moe::Placement placement;
+    for (int32_t e = 0; e < 64; ++e) placement.rank_of_expert.push_back(e * topo.ep_size() / 64);
+    moe::TrafficSpec spec;
+    spec.payload_bytes = 7168 * 2;
+    moe::TokenBatch batch;
+    moe::RoutingPlan plan;
+    moe::TrafficMatrix m;
+    const std::vector<uint8_t> all_kept;
+    int32_t step = 0;
+    for (auto _ : state) {
+      workload->generate_ranks(step++, 0, 0, topo.ep_size(), batch);  // a new step each time: no caching
+      router->route(batch, moe::Comm::self(), plan);
+      m.reset(topo.ep_size());
+      moe::account_dispatch(plan, all_kept, batch, placement, topo, spec, m);
+      benchmark::DoNotOptimize(m.tokens.data());
+    }
+    state.SetItemsProcessed(state.iterations() * tokens);
+  } catch (const std::exception& e) {
+    skip(state, e.what());
+  }
+}
+
 void register_all() {
+  for (int64_t tokens : {int64_t{1} << 16, int64_t{1} << 20})
+    benchmark::RegisterBenchmark(("trace_replay/recorded/T" + std::to_string(tokens)).c_str(), bm_trace_replay, tokens)
+        ->Unit(benchmark::kMillisecond);
   for (const std::string& name : moe::RouterRegistry::instance().names())
     for (const Shape& s : kShapes)
       benchmark::RegisterBenchmark(("route/" + name + "/" + s.label()).c_str(), bm_route, name, s)
