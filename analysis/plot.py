@@ -302,9 +302,10 @@ def claims_rows(moebench, path):
 
 
 def fmt(v, scale=1.0, digits=3):
+    """digits: decimals, or None for 4 significant digits (times span many decades)."""
     if v is None or (isinstance(v, float) and np.isnan(v)):
         return "n/a"
-    return "%.*f" % (digits, v * scale)
+    return "%.4g" % (v * scale) if digits is None else "%.*f" % (digits, v * scale)
 
 
 SUMMARY_COLUMNS = [
@@ -312,8 +313,8 @@ SUMMARY_COLUMNS = [
     ("rank imbal", "mean_rank_imbalance", 1, 3), ("cf req", "max_capacity_factor_required", 1, 3),
     ("max tok/expert", "max_tokens_per_expert", 1, 0), ("drop %", "drop_rate", 100, 2),
     ("local MB", "mean_dispatch_bytes_local", 1e-6, 3), ("intra MB", "mean_dispatch_bytes_intra", 1e-6, 3),
-    ("inter MB", "mean_dispatch_bytes_inter", 1e-6, 3), ("a2a ms (model)", "mean_model_a2a_s", 1e3, 4),
-    ("busbw GB/s", "mean_busbw_GBps", 1, 1), ("a2a ms (measured)", "mean_measured_a2a_s", 1e3, 4),
+    ("inter MB", "mean_dispatch_bytes_inter", 1e-6, 3), ("a2a ms (model)", "mean_model_a2a_s", 1e3, None),
+    ("busbw GB/s", "mean_busbw_GBps", 1, 1), ("a2a ms (measured)", "mean_measured_a2a_s", 1e3, None),
 ]
 
 
@@ -350,7 +351,8 @@ def write_html(res, figs, out_dir, moebench):
     parts.append("<h2>Configuration</h2><table id='config'>")
     rows = [("command", res.command_line), ("status", "%s, %d of %d steps" % (res.status, res.steps_done, res.steps_planned)),
             ("EP ranks", "%d on %d processes (%s)" % (res.ep_size, res.world_size, res.hosts)),
-            ("experts, layers", "%d, %d" % (res.experts, res.layers)), ("topology", json.dumps(res.topology))]
+            ("experts, layers", "%d, %d" % (res.experts, res.layers)),
+            ("topology (resolved)", json.dumps(res.topology))]
     rows += [(k, json.dumps(v) if isinstance(v, (dict, list)) else str(v)) for k, v in res.config.items()]
     parts += ["<tr><th>%s</th><td><code>%s</code></td></tr>" % (e(k), e(v)) for k, v in rows]
     parts.append("</table>")
