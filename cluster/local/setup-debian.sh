@@ -7,8 +7,10 @@ preset=${1:-release}
 root=$(cd "$(dirname "$0")/../.." && pwd)
 pkgs=(build-essential cmake ninja-build git libopenmpi-dev openmpi-bin libhdf5-openmpi-dev hdf5-tools
       libboost-program-options-dev libgtest-dev libbenchmark-dev)
+# analysis/plot.py, analysis/realism.py and their tests (tests/analysis; the HTML check runs chromium).
+analysis_test_pkgs=(python3 python3-h5py python3-numpy python3-matplotlib chromium fonts-dejavu-core)
 missing=()
-for p in "${pkgs[@]}"; do
+for p in "${pkgs[@]}" "${analysis_test_pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
 if [ ${#missing[@]} -gt 0 ]; then
