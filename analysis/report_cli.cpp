@@ -681,7 +681,9 @@ std::string format_json(const std::vector<ResultsFile>& files, const ReportOptio
   }
   if (o.claims) {
     os << "  \"claims\": [";
-    for (size_t i = 0; i < files.size(); ++i) os << (i ? ", " : "") << json_escape(format_claims(files[i]));
+    for (size_t i = 0; i < files.size(); ++i)
+      os << (i ? ", " : "") << "{\"run\": " << json_escape(label_of(files[i], files)) << ", \"text\": " << json_escape(format_claims(files[i]))
+         << "}";
     os << "]\n";
   }
   os << "}\n";
