@@ -782,6 +782,17 @@ int report_command(int argc, const char* const* argv, const Comm& world) {
     for (const auto& f : files)
       if (!has_router(f, o.baseline))
         throw InputError("report: --baseline '" + o.baseline + "' is not a router of " + f.path + " (routers: " + join(f.routers, ", ") + ")");
+  if (!o.vary.empty()) {
+    std::set<std::string> known{"cluster", "placement", "workload", "capacity", "dedup", "shape", "routers"};
+    for (const auto& c : configs_of(files))
+      for (const auto& [k, v] : c) known.insert(k);
+    std::istringstream is(o.vary);
+    std::string d;
+    while (std::getline(is, d, ','))
+      if (!known.count(d))
+        throw InputError("report: --vary '" + d +
+                         "' is neither a dimension (cluster, placement, workload, capacity, dedup, shape, routers) nor a config key of the files");
+  }
   const std::string text = format_results_report(files, o);
   std::fwrite(text.data(), 1, text.size(), stdout);
   bool partial = false;

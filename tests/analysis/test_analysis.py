@@ -262,6 +262,8 @@ def case_report_compare(work):
     check(out.count("| softmax_topk |") == 2 and out.count("| sigmoid_topk |") == 1, "rows per router:\n" + out)
     csv_rows = list(csv.DictReader(io.StringIO(sh([MB, "report", a, b, c, "--compare", "--format", "csv"]).stdout)))
     check(len(csv_rows) == 6 and {r["run"] for r in csv_rows} == {"a.h5", "b.h5", "c.h5"}, "three-way csv")
+    p = sh([MB, "report", a, b, "--compare", "--vary", "placment"], ok=(2,))
+    check("--vary 'placment' is neither a dimension" in p.stderr, p.stderr)
     p = sh([MB, "report", a, "--compare"], ok=(2,))
     check("--compare needs at least two" in p.stderr, p.stderr)
     print("compare: matched by router, placement inferred, seed flagged, cluster inferred, missing router noted")
