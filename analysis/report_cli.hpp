@@ -8,7 +8,8 @@
 
 namespace moe {
 
-// `moebench report FILE... [--format text|md|csv|json] [--baseline ROUTER] [--per-layer] [--per-step]
+// `moebench report FILE... [--format text|md|csv|json] [--baseline ROUTER] [--per-layer]
+// [--per-step]
 // [--compare [--vary DIM]] [--claims]`, argv[0] = "report". Reads the files alone; rank 0 prints.
 // Returns 0, or 3 when a file is partial (the report then covers its completed steps).
 int report_command(int argc, const char* const* argv, const Comm& world);
@@ -27,7 +28,8 @@ struct ConfigDifference {
   std::string key, dimension;
   std::vector<std::string> values;  // one per file ("(absent)" where a file lacks the key)
 };
-std::vector<ConfigDifference> config_differences(const std::vector<std::map<std::string, std::string>>& configs);
+std::vector<ConfigDifference> config_differences(
+    const std::vector<std::map<std::string, std::string>>& configs);
 
 struct ReportOptions {
   std::string format = "text";  // text | md | csv | json
@@ -37,6 +39,7 @@ struct ReportOptions {
 };
 
 // The report of one file, or of several with options.compare, in options.format.
-std::string format_results_report(const std::vector<ResultsFile>& files, const ReportOptions& options);
+std::string format_results_report(const std::vector<ResultsFile>& files,
+                                  const ReportOptions& options);
 
 }  // namespace moe

@@ -20,12 +20,15 @@ TEST(ReportCli, FlattenJsonNestsObjectsAndKeepsArrays) {
 }
 
 TEST(ReportCli, FlattenJsonRejectsMalformedInputNamingIt) {
-  for (const char* bad : {"", "[1]", R"({"a":1)", R"({"a" 1})", R"({"a":"x)", R"({"a":[1,2})", R"({"a":1} x)"}) {
+  for (const char* bad :
+       {"", "[1]", R"({"a":1)", R"({"a" 1})", R"({"a":"x)", R"({"a":[1,2})", R"({"a":1} x)"}) {
     try {
       flatten_json(bad, "f.h5: root attribute 'config'");
       ADD_FAILURE() << "accepted " << bad;
     } catch (const InputError& e) {
-      EXPECT_NE(std::string(e.what()).find("f.h5: root attribute 'config': malformed JSON"), std::string::npos) << e.what();
+      EXPECT_NE(std::string(e.what()).find("f.h5: root attribute 'config': malformed JSON"),
+                std::string::npos)
+          << e.what();
     }
   }
 }
