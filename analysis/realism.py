@@ -225,7 +225,10 @@ def verdict(a, b, name_a, name_b):
     good = [x for x in (rg, rc) if not math.isnan(x) and x > 0]
     factor = math.exp(sum(math.log(x) for x in good) / len(good)) if good else float("nan")
     if math.isnan(factor):
-        parts.append("imbalance not comparable (an even load in %s)" % (name_b if b["cv"] == 0 else name_a))
+        empty = [n for n, p in ((name_a, a), (name_b, b)) if math.isnan(p["cv"])]
+        even = [n for n, p in ((name_a, a), (name_b, b)) if p["cv"] == 0]
+        parts.append("imbalance not comparable (%s)" % ("no routed tokens in " + ", ".join(empty) if empty
+                                                        else "a perfectly even load in " + ", ".join(even)))
     elif 1 / TOLERANCE <= factor <= TOLERANCE:
         parts.append("%s matches %s's expert imbalance within %.0f%% (%.2fx; cv %.3f vs %.3f)"
                      % (name_a, name_b, (TOLERANCE - 1) * 100, factor, a["cv"], b["cv"]))

@@ -238,6 +238,13 @@ const Column kDeltas[] = {
      +[](const RouterSummary& s) { return s.measured ? s.mean_measured_a2a_s : NAN; }},
 };
 
+// A column's value; NaN (null, n/a) for every column but `records` when there is no record
+// (a partial file with no completed step).
+double value(const Column& c, const RouterSummary& s) {
+  if (s.records == 0 && std::string(c.key) != "records") return NAN;
+  return c.get(s);
+}
+
 double relative(double value, double ref) {
   if (std::isnan(value) || std::isnan(ref)) return NAN;
   if (ref == 0) return value == 0 ? 0.0 : NAN;
@@ -443,11 +450,11 @@ std::vector<std::vector<std::string>> human_table(const std::vector<Row>& rows, 
     if (scope == "step") line.push_back(std::to_string(r.step));
     if (scope == "layer") line.push_back(std::to_string(r.layer));
     for (const auto& c : kColumns)
-      if (measured || !c.measured_only) line.push_back(display(c.kind, c.get(r.s)));
+      if (measured || !c.measured_only) line.push_back(display(c.kind, value(c, r.s)));
     if (deltas)
       for (const auto& d : kDeltas)
         if (measured || !d.measured_only)
-          line.push_back(display_rel(relative(d.get(r.s), d.get(r.ref))));
+          line.push_back(display_rel(relative(value(d, r.s), value(d, r.ref))));
     t.push_back(line);
   }
   return t;
@@ -698,10 +705,10 @@ std::string format_csv(const std::vector<ResultsFile>& files, const ReportOption
          << csv_field(r.router) << "," << scope << ","
          << (r.step >= 0 ? std::to_string(r.step) : "") << ","
          << (r.layer >= 0 ? std::to_string(r.layer) : "");
-      for (const auto& c : kColumns) os << "," << exact(c.get(r.s));
+      for (const auto& c : kColumns) os << "," << exact(value(c, r.s));
       if (deltas)
         for (const auto& d : kDeltas) {
-          const double v = d.get(r.s), ref = d.get(r.ref);
+          const double v = value(d, r.s), ref = value(d, r.ref);
           os << "," << exact(v - ref) << "," << exact(relative(v, ref));
         }
       os << "\n";
@@ -774,12 +781,12 @@ std::string format_json(const std::vector<ResultsFile>& files, const ReportOptio
          << ", \"router\": " << json_escape(r.router);
       if (r.step >= 0) os << ", \"step\": " << r.step;
       if (r.layer >= 0) os << ", \"layer\": " << r.layer;
-      for (const auto& c : kColumns) os << ", \"" << c.key << "\": " << json_number(c.get(r.s));
+      for (const auto& c : kColumns) os << ", \"" << c.key << "\": " << json_number(value(c, r.s));
       if (r.has_ref) {
         os << ", \"delta\": {";
         size_t n = 0;
         for (const auto& d : kDeltas) {
-          const double v = d.get(r.s), ref = d.get(r.ref);
+          const double v = value(d, r.s), ref = value(d, r.ref);
           os << (n++ ? ", " : "") << "\"" << d.key << "\": {\"abs\": " << json_number(v - ref)
              << ", \"rel\": " << json_number(relative(v, ref)) << "}";
         }
@@ -953,7 +960,7 @@ int report_command(int argc, const char* const* argv, const Comm& world) {
       // csv and json carry no banner a reader would see: say it on stderr as well.
       if (o.format == "csv" || o.format == "json")
         std::fprintf(stderr, "moebench: warning: %s: %s\n", f.path.c_str(),
-                     partial_line(f).c_str());
+                     partial_line(f).substr(9).c_str());
     }
   return partial ? 3 : 0;
 }

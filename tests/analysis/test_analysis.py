@@ -312,6 +312,13 @@ def case_report_errors(work):
     with h5py.File(partial, "r") as fh:
         for row in rep["summary"]:
             check_row(row, recompute(fh, row["router"]), "partial " + row["router"])
+    empty = os.path.join(work, "empty.h5")
+    shutil.copy(partial, empty)
+    with h5py.File(empty, "r+") as fh:
+        fh.attrs["steps_done"] = np.int64(0)
+    rep = json.loads(sh([MB, "report", empty, "--format", "json"], ok=(3,)).stdout)
+    check(all(row["records"] == 0 and row["mean_expert_imbalance"] is None for row in rep["summary"]),
+          "no completed step: values are null, not 0")
     md = sh([MB, "report", partial, "--format", "md"], ok=(3,)).stdout
     check("partial file" in md, "md says partial")
     out = os.path.join(work, "plot_partial")
