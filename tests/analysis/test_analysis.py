@@ -57,7 +57,10 @@ def close(a, b, what, rel=1e-9):
 
 
 def sh(cmd, ok=(0,), **kw):
-    p = subprocess.run(cmd, capture_output=True, text=True, timeout=300, **kw)
+    try:
+        p = subprocess.run(cmd, capture_output=True, text=True, timeout=240, **kw)
+    except subprocess.TimeoutExpired:
+        raise Fail("timed out after 240 s (hang?): %s" % " ".join(cmd))
     if p.returncode not in ok:
         raise Fail("exit %d from %s\nstdout: %s\nstderr: %s" % (p.returncode, " ".join(cmd), p.stdout[-2000:], p.stderr[-2000:]))
     return p
