@@ -490,7 +490,8 @@ std::string render_md(const std::vector<std::vector<std::string>>& t) {
     out += "\n";
     if (r == 0) {
       out += "|";
-      for (size_t i = 0; i < t[r].size(); ++i) out += t[0][i] == "run" || t[0][i] == "router" ? "---|" : "---:|";
+      for (size_t i = 0; i < t[r].size(); ++i)
+        out += t[0][i] == "run" || t[0][i] == "router" ? "---|" : "---:|";
       out += "\n";
     }
   }
