@@ -6,8 +6,7 @@
 #include <string>
 #include <vector>
 
-#include "analysis/claims.hpp"
-#include "analysis/results_reader.hpp"
+#include "analysis/report_cli.hpp"
 #include "backends/mpi/bench_a2a.hpp"
 #include "backends/backend.hpp"
 #include "harness/config/run_config.hpp"
@@ -26,7 +25,8 @@ constexpr const char* kUsage =
     "  run [options]           route a workload under each router, account traffic, model the all-to-all\n"
     "                          (mpirun -np N moebench run --help for the options)\n"
     "  list [KIND]             routers, workloads, placements, backends with one-line descriptions\n"
-    "  report FILE [--claims]  per-router summary of a results file, from the file alone; --claims: the seed claims\n"
+    "  report FILE [options]   per-router summary of a results file, from the file alone (--format md|csv|json,\n"
+    "                          --baseline R, --per-layer, --per-step, --claims; A.h5 B.h5 --compare; --help)\n"
     "  trace convert|gen|info   import captures (csv, jsonl, megatron, npy) into a trace, make synthetic ones, summarise\n"
     "  bench-a2a [options]     nccl-tests-style all-to-all sweep (mpi backend) beside a bare MPI loop\n"
     "  calibrate --out FILE    measure latency/bandwidth per link class, write a topology file for the model\n"
@@ -48,24 +48,6 @@ int cmd_list(int argc, char** argv, const moe::Comm& world) {
   if (kind == "all" || kind == "backends") any = true, print_registry("backends", moe::BackendRegistry::instance());
   if (!any) throw moe::InputError("list: unknown kind '" + kind + "' (known: routers, workloads, placements, backends)");
   return 0;
-}
-
-int cmd_report(int argc, char** argv, const moe::Comm& world) {
-  std::vector<std::string> files;
-  bool claims = false;
-  for (int i = 2; i < argc; ++i) {
-    const std::string a = argv[i];
-    if (a == "--claims") claims = true;
-    else if (a.rfind("--", 0) == 0) throw moe::InputError("report: unknown option '" + a + "' (known: --claims)");
-    else files.push_back(a);
-  }
-  if (files.empty()) throw moe::InputError("report: expected a results file (moebench report FILE [--claims])");
-  if (files.size() > 1) throw moe::InputError("report: one results file at a time, got " + std::to_string(files.size()));
-  if (!world.root()) return 0;
-  const auto file = moe::read_results(files[0]);
-  std::printf("%s", moe::format_report(file).c_str());
-  if (claims) std::printf("%s", moe::format_claims(file).c_str());
-  return file.status == "complete" ? 0 : 3;
 }
 
 int cmd_run(int argc, char** argv, const moe::Comm& world, bool& setup_phase) {
@@ -112,7 +94,7 @@ int main(int argc, char** argv) {
     } else if (cmd == "trace") {
       rc = moe::trace_command(argc - 1, argv + 1, world);
     } else if (cmd == "report") {
-      rc = cmd_report(argc, argv, world);
+      rc = moe::report_command(argc - 1, argv + 1, world);
     } else if (cmd == "--version" || cmd == "version") {
       if (world.root())
         std::printf("moebench %s (git %s), CUDA %s, NCCL %s\n", MOEBENCH_VERSION, MOEBENCH_GIT_SHA,

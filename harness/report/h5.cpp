@@ -67,6 +67,7 @@ std::string read_attr_string(hid_t obj, const std::string& name) {
     char* s = nullptr;
     Handle mt(check(H5Tcopy(H5T_C_S1), "H5Tcopy"), H5Tclose);
     check_status(H5Tset_size(mt, H5T_VARIABLE), "H5Tset_size");
+    check_status(H5Tset_cset(mt, H5Tget_cset(ft)), "H5Tset_cset");  // h5py writes UTF-8; HDF5 converts no charsets
     check_status(H5Aread(a, mt, &s), "H5Aread");
     std::string out = s ? s : "";
     H5free_memory(s);
