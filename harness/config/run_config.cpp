@@ -118,7 +118,11 @@ std::string RunConfig::to_json() const {
   for (size_t i = 0; i < routers.size(); ++i) os << (i ? "," : "") << q(routers[i]);
   os << "]," << q("router_args") << ":" << named_args_json(router_args) << "," << q("capacity_factor") << ":"
      << num(capacity_factor) << "," << q("drop_policy") << ":" << q(drop_policy) << "," << q("capacity_scope") << ":"
-     << q(capacity_scope) << "," << q("placement") << ":" << q(placement) << "," << q("dedup") << ":" << q(dedup)
+     << q(capacity_scope) << "," << q("placement") << ":" << q(placement) << "," << q("redundant_experts") << ":"
+     << redundant_experts << "," << q("expert_groups") << ":" << expert_groups << "," << q("replica_select") << ":"
+     << q(replica_select) << "," << q("placement_loads") << ":" << q(placement_loads) << "," << q("placement_warmup") << ":"
+     << placement_warmup << "," << q("replace_every") << ":" << replace_every << "," << q("placement_ema") << ":"
+     << num(placement_ema) << "," << q("ffn_hidden") << ":" << ffn_hidden << "," << q("dedup") << ":" << q(dedup)
      << "," << q("backend") << ":" << q(backend) << "," << q("a2a_algo") << ":" << q(a2a_algo) << "," << q("warmup") << ":"
      << warmup << "," << q("iters") << ":" << iters << "," << q("route_on") << ":" << q(route_on) << "}";
   return os.str();
@@ -160,6 +164,14 @@ RunConfig parse_run_config(int argc, const char* const* argv, std::string* help_
     ("drop-policy", po::value(&c.drop_policy)->default_value(c.drop_policy), "position | probability")
     ("capacity-scope", po::value(&c.capacity_scope)->default_value(c.capacity_scope), "global (EP group) | local (per process)")
     ("placement", po::value(&c.placement)->default_value(c.placement), "expert placement (see `moebench list placements`)")
+    ("redundant-experts", po::value(&c.redundant_experts)->default_value(c.redundant_experts), "extra expert copies for load_balanced/eplb (raised so every rank holds the same number of slots)")
+    ("expert-groups", po::value(&c.expert_groups)->default_value(c.expert_groups), "eplb: expert groups (0: one per node, as group-limited routing uses)")
+    ("replica-select", po::value(&c.replica_select)->default_value(c.replica_select), "copy of a replicated expert a token goes to: locality | round_robin | random | token_hash")
+    ("placement-loads", po::value(&c.placement_loads)->default_value(c.placement_loads), "loads a load-aware placement balances: none | oracle (the step's own) | warmup | ema; auto = ema for load_balanced/eplb, none otherwise")
+    ("placement-warmup", po::value(&c.placement_warmup)->default_value(c.placement_warmup), "warmup: place once from the mean load of the first N steps")
+    ("replace-every", po::value(&c.replace_every)->default_value(c.replace_every), "ema: re-place after every N steps")
+    ("placement-ema", po::value(&c.placement_ema)->default_value(c.placement_ema), "ema: decay d of load <- d*load + (1-d)*step load")
+    ("ffn-hidden", po::value(&c.ffn_hidden)->default_value(c.ffn_hidden), "expert FFN width for the re-placement cost, 3 x hidden x ffn-hidden x dtype bytes per moved copy (0: = hidden)")
     ("dedup", po::value(&c.dedup)->default_value(c.dedup), "token_expert | token_rank | token_node")
     ("backend", po::value(&c.backend)->default_value(c.backend), "exchange backend (see `moebench list backends`)")
     ("route-on", po::value(&c.route_on)->default_value(c.route_on), "cpu | gpu (CUDA routing kernels, builds with CUDA only)")
@@ -277,6 +289,14 @@ std::vector<std::string> resolve_and_validate(RunConfig& c, int world_size) {
   check_name(p, "--drop-policy", c.drop_policy, {"position", "probability"});
   check_name(p, "--capacity-scope", c.capacity_scope, {"global", "local"});
   check_name(p, "--dedup", c.dedup, {"token_expert", "token_rank", "token_node"});
+  check_name(p, "--replica-select", c.replica_select, {"locality", "round_robin", "random", "token_hash"});
+  check_name(p, "--placement-loads", c.placement_loads, {"auto", "none", "oracle", "warmup", "ema"});
+  if (c.redundant_experts < 0) p.push_back("--redundant-experts: must be >= 0 (got " + std::to_string(c.redundant_experts) + ")");
+  if (c.expert_groups < 0) p.push_back("--expert-groups: must be >= 0 (got " + std::to_string(c.expert_groups) + ")");
+  if (c.placement_warmup < 1) p.push_back("--placement-warmup: must be >= 1 (got " + std::to_string(c.placement_warmup) + ")");
+  if (c.replace_every < 1) p.push_back("--replace-every: must be >= 1 (got " + std::to_string(c.replace_every) + ")");
+  if (!(c.placement_ema >= 0 && c.placement_ema < 1)) p.push_back("--placement-ema: must be in [0, 1) (got " + num(c.placement_ema) + ")");
+  if (c.ffn_hidden < 0) p.push_back("--ffn-hidden: must be >= 0 (got " + std::to_string(c.ffn_hidden) + ")");
   check_name(p, "--dispatch-matrix", c.dispatch_matrix, {"auto", "on", "off"});
   check_name(p, "--a2a-algo", c.a2a_algo, {"alltoallv", "pairwise", "hierarchical"});
   check_name(p, "--route-on", c.route_on, {"cpu", "gpu"});
@@ -356,6 +376,10 @@ std::vector<std::string> resolve_and_validate(RunConfig& c, int world_size) {
   }
   for (const auto& [name, kv] : c.workload_args)
     if (name != c.workload) p.push_back("--workload-arg " + name + ".*: workload '" + name + "' is not the selected --workload " + c.workload);
+  if (p.empty()) {
+    const std::string problem = check_placement(c);
+    if (!problem.empty()) p.push_back(problem);
+  }
   if (p.empty()) {
     const std::string problem = check_workload_args(c);
     if (!problem.empty()) p.push_back(problem);

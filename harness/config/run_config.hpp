@@ -44,6 +44,14 @@ struct RunConfig {
   std::string capacity_scope = "global";
   // placement, traffic, backend
   std::string placement = "contiguous";
+  int32_t redundant_experts = 0;       // extra expert copies (load_balanced, eplb)
+  int32_t expert_groups = 0;           // eplb expert groups (0: one per node)
+  std::string replica_select = "locality";  // locality | round_robin | random | token_hash
+  std::string placement_loads = "auto";     // auto | none | oracle | warmup | ema
+  int32_t placement_warmup = 1;        // warmup: steps averaged before placing once
+  int32_t replace_every = 1;           // ema: re-place after every N steps
+  double placement_ema = 0.5;          // ema decay
+  int64_t ffn_hidden = 0;              // expert FFN width for the re-placement cost (0: = hidden)
   std::string dedup = "token_expert";
   std::string backend = "sim";
   std::string route_on = "cpu";        // cpu | gpu (routers with a CUDA implementation)
@@ -61,6 +69,8 @@ struct RunConfig {
   std::string command_line;
 
   int64_t dtype_bytes() const;
+  // Bytes of one expert's weights (3 matrices hidden x ffn_hidden, SwiGLU), moved per re-placed copy.
+  int64_t expert_bytes() const { return 3 * hidden * (ffn_hidden > 0 ? ffn_hidden : hidden) * dtype_bytes(); }
   int64_t payload_bytes() const { return hidden * dtype_bytes(); }
   bool save_dispatch_matrix() const;
   Topology topology() const;  // call after resolve()

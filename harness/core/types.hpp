@@ -136,9 +136,61 @@ struct Topology {
   }
 };
 
-// Expert -> EP rank that hosts it.
+// Expert -> EP rank(s). Every rank holds slots_per_rank expert slots; slot s is on rank
+// s / slots_per_rank and holds expert expert_of_slot[s] (-1: empty). An expert may have several
+// copies (replicas, on several slots); rank_of_expert is the rank of its first copy. A Placement
+// built with only rank_of_expert (tests, benchmarks) has one copy per expert.
 struct Placement {
-  std::vector<int32_t> rank_of_expert;  // [E]
+  int32_t slots_per_rank = 0;
+  std::vector<int32_t> expert_of_slot;   // [R * slots_per_rank]
+  std::vector<int32_t> rank_of_expert;   // [E]
+  std::vector<int64_t> replica_offsets;  // [E + 1]: copies of e are replica_ranks[offsets[e] .. offsets[e + 1])
+  std::vector<int32_t> replica_ranks;    // in slot order
+
+  int32_t copies(int32_t e) const {
+    return replica_offsets.empty() ? 1 : static_cast<int32_t>(replica_offsets[e + 1] - replica_offsets[e]);
+  }
+  const int32_t* ranks_of(int32_t e) const {
+    return replica_offsets.empty() ? &rank_of_expert[static_cast<size_t>(e)] : replica_ranks.data() + replica_offsets[e];
+  }
+  int64_t physical_experts() const {
+    int64_t n = 0;
+    for (int32_t e : expert_of_slot) n += e >= 0;
+    return expert_of_slot.empty() ? static_cast<int64_t>(rank_of_expert.size()) : n;
+  }
+  // Builds rank_of_expert and the replica lists from expert_of_slot (experts without a copy get
+  // rank -1 and no replicas: callers check).
+  void index(int32_t num_experts) {
+    rank_of_expert.assign(static_cast<size_t>(num_experts), -1);
+    replica_offsets.assign(static_cast<size_t>(num_experts) + 1, 0);
+    for (int32_t e : expert_of_slot)
+      if (e >= 0) ++replica_offsets[static_cast<size_t>(e) + 1];
+    for (int32_t e = 0; e < num_experts; ++e) replica_offsets[e + 1] += replica_offsets[e];
+    replica_ranks.assign(static_cast<size_t>(replica_offsets.back()), -1);
+    std::vector<int64_t> fill(replica_offsets.begin(), replica_offsets.end() - 1);
+    for (size_t s = 0; s < expert_of_slot.size(); ++s) {
+      const int32_t e = expert_of_slot[s];
+      if (e < 0) continue;
+      const int32_t r = static_cast<int32_t>(s / static_cast<size_t>(slots_per_rank));
+      if (rank_of_expert[e] < 0) rank_of_expert[e] = r;
+      replica_ranks[static_cast<size_t>(fill[e]++)] = r;
+    }
+  }
+  // One copy per expert on the given ranks; slots per rank = the most experts any rank holds.
+  static Placement from_ranks(const std::vector<int32_t>& rank_of, int32_t ranks) {
+    Placement p;
+    std::vector<int32_t> per_rank(static_cast<size_t>(ranks), 0);
+    for (int32_t r : rank_of) ++per_rank[static_cast<size_t>(r)];
+    p.slots_per_rank = std::max(1, *std::max_element(per_rank.begin(), per_rank.end()));
+    p.expert_of_slot.assign(static_cast<size_t>(ranks) * p.slots_per_rank, -1);
+    std::fill(per_rank.begin(), per_rank.end(), 0);
+    for (size_t e = 0; e < rank_of.size(); ++e) {
+      const int32_t r = rank_of[e];
+      p.expert_of_slot[static_cast<size_t>(r) * p.slots_per_rank + per_rank[r]++] = static_cast<int32_t>(e);
+    }
+    p.index(static_cast<int32_t>(rank_of.size()));
+    return p;
+  }
 };
 
 // Dense [R x R] matrices, row = source rank, column = destination rank.

@@ -76,7 +76,10 @@ RunOutput run_pipeline(const RunConfig& cfg, const Comm& world, const RunOptions
       if (!e) throw InputError("--route-on gpu: router " + cfg.routers[ri] + " has no GPU implementation");
       gpu_route[ri] = &e->factory;
     }
-  out.placement = make_placement(cfg.placement, PlacementSetup{cfg.experts, topo, cfg.seed});
+  // One planner per router: load-aware placements follow that router's own loads.
+  const PlannerSpec plan_spec = planner_spec(cfg);
+  std::vector<PlacementPlanner> planners(routers.size(), PlacementPlanner(plan_spec));
+  out.placement = planners.empty() ? make_placement(cfg.placement, plan_spec.setup) : planners[0].previous(0);
   BackendSetup backend_setup;
   backend_setup.payload_bytes = cfg.payload_bytes();
   backend_setup.warmup = cfg.warmup;
@@ -86,7 +89,7 @@ RunOutput run_pipeline(const RunConfig& cfg, const Comm& world, const RunOptions
   auto backend = make_backend(cfg.backend, backend_setup, topo, world);
   const bool measured_backend = cfg.backend != "sim";
   const CapacitySpec cap_spec{cfg.capacity_factor, cfg.top_k, cfg.drop_policy};
-  const TrafficSpec traffic_spec{parse_dedup(cfg.dedup), cfg.payload_bytes(), 8};
+  const TrafficSpec traffic_spec{parse_dedup(cfg.dedup), cfg.payload_bytes(), 8, parse_replica_select(cfg.replica_select), cfg.seed};
 
   // The first batch tells what the source provides: routers refuse inputs they cannot use, and
   // labelled workloads add the transition figures.
@@ -193,7 +196,8 @@ RunOutput run_pipeline(const RunConfig& cfg, const Comm& world, const RunOptions
           fill_load_metrics(plan, cap, global_tokens, cfg.top_k, world, m);
           TrafficMatrix& dispatch = step_matrices[ri][step_matrices_needed ? layer : 0];
           dispatch.reset(R);
-          account_dispatch(plan, cap.kept, batch, out.placement, topo, traffic_spec, dispatch);
+          const Placement& placement = planners[ri].placement(layer, cap.expert_demand);
+          account_dispatch(plan, cap.kept, batch, placement, topo, traffic_spec, dispatch);
           world.sum(dispatch.tokens);
           world.sum(dispatch.bytes);
           combine_from_dispatch(dispatch, cfg.payload_bytes(), combine);
@@ -206,6 +210,19 @@ RunOutput run_pipeline(const RunConfig& cfg, const Comm& world, const RunOptions
           m.busbw_GBps = md.busbw_GBps;
           m.bottleneck_rank = md.bottleneck_rank;
           m.bottleneck_link = static_cast<int64_t>(md.bottleneck_link);
+          m.expert_of_slot.assign(placement.expert_of_slot.begin(), placement.expert_of_slot.end());
+          m.replication_factor = static_cast<double>(placement.physical_experts()) / cfg.experts;
+          m.replaced_copies = planners[ri].moved_copies(layer);
+          m.replacement_bytes = m.replaced_copies * cfg.expert_bytes();
+          if (m.replaced_copies > 0) {  // the same traffic under the placement it replaced
+            TrafficMatrix before, before_combine;
+            before.reset(R);
+            account_dispatch(plan, cap.kept, batch, planners[ri].previous(layer), topo, traffic_spec, before);
+            world.sum(before.tokens);
+            world.sum(before.bytes);
+            combine_from_dispatch(before, cfg.payload_bytes(), before_combine);
+            m.a2a_saved_s = model_alltoall(before, topo).seconds + model_alltoall(before_combine, topo).seconds - md.seconds - mc.seconds;
+          }
           const ExchangeResult ex = backend->exchange(dispatch, combine, topo, world);
           if (ex.measured) {
             m.measured_dispatch_s = ex.dispatch_s;
@@ -226,6 +243,11 @@ RunOutput run_pipeline(const RunConfig& cfg, const Comm& world, const RunOptions
         progress.update(static_cast<int64_t>(step) * L + layer + 1, "step " + std::to_string(step + 1) + "/" + std::to_string(cfg.steps));
       }
       for (auto& r : routers) r->end_step(world);
+      for (size_t ri = 0; ri < NR; ++ri) {
+        std::vector<std::vector<int64_t>> demand(static_cast<size_t>(L));
+        for (int32_t layer = 0; layer < L; ++layer) demand[layer] = step_records[ri][layer].expert_demand;
+        planners[ri].end_step(step, demand);
+      }
       if (writer) writer->write_step(step, step_records, step_matrices);
       // Integrity: the only acceptable figure for lost and corrupted copies is 0. The step is in the
       // file (status partial) before the run stops.

@@ -4,6 +4,7 @@
 #include <vector>
 
 #include "harness/config/run_config.hpp"
+#include "harness/placement/planner.hpp"
 #include "harness/core/comm.hpp"
 #include "harness/metrics/metrics.hpp"
 
@@ -32,5 +33,8 @@ struct RunOptions {
 RunOutput run_pipeline(const RunConfig& cfg, const Comm& world, const RunOptions& options = {});
 
 std::string topology_json(const Topology& t);
+
+// The placement planner's settings from a resolved configuration.
+PlannerSpec planner_spec(const RunConfig& cfg);
 
 }  // namespace moe

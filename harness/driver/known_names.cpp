@@ -5,6 +5,7 @@
 #include "harness/config/run_config.hpp"
 #include "harness/core/error.hpp"
 #include "harness/placement/placement.hpp"
+#include "harness/placement/planner.hpp"
 #include "harness/routing/router.hpp"
 #include "workloads/trace_file.hpp"
 #include "workloads/workload.hpp"
@@ -32,6 +33,34 @@ std::string check_workload_args(const RunConfig& cfg) {
     WorkloadSetup ws{cfg.experts, cfg.layers, cfg.top_k, cfg.ep_size, cfg.tokens_per_rank, cfg.seq_len, cfg.seed};
     ws.trace_file = cfg.trace_file;
     make_workload(cfg.workload, ws, cfg.workload_args.count(cfg.workload) ? cfg.workload_args.at(cfg.workload) : std::map<std::string, std::string>{});
+  } catch (const InputError& e) {
+    return e.what();
+  }
+  return "";
+}
+
+PlannerSpec planner_spec(const RunConfig& cfg) {
+  PlannerSpec ps;
+  ps.placement = cfg.placement;
+  ps.setup.num_experts = cfg.experts;
+  ps.setup.topology = cfg.topology();
+  ps.setup.seed = cfg.seed;
+  ps.setup.redundant_experts = cfg.redundant_experts;
+  ps.setup.expert_groups = cfg.expert_groups;
+  ps.loads = parse_placement_loads(cfg.placement_loads);
+  ps.layers = cfg.layers;
+  ps.warmup_steps = cfg.placement_warmup;
+  ps.replace_every = cfg.replace_every;
+  ps.ema_decay = cfg.placement_ema;
+  return ps;
+}
+
+std::string check_placement(RunConfig& cfg) {
+  try {
+    if (cfg.placement_loads == "auto") cfg.placement_loads = placement_strategy(cfg.placement).uses_loads ? "ema" : "none";
+    PlannerSpec ps = planner_spec(cfg);
+    ps.layers = 1;
+    PlacementPlanner check(ps);
   } catch (const InputError& e) {
     return e.what();
   }

@@ -120,6 +120,8 @@ void fill_traffic_metrics(const TrafficMatrix& dispatch, const TrafficMatrix& co
     }
   m.rank_imbalance = max_over_mean(m.rank_recv_tokens);
   m.rank_cv = coefficient_of_variation(m.rank_recv_tokens);
+  m.node_recv_tokens.assign(static_cast<size_t>(topo.nodes), 0);
+  for (int32_t r = 0; r < R; ++r) m.node_recv_tokens[static_cast<size_t>(topo.node_of(r))] += m.rank_recv_tokens[r];
 }
 
 void SummaryAccumulator::add(const StepLayerMetrics& m) {

@@ -38,6 +38,12 @@ struct StepLayerMetrics {
   double measured_algbw_GBps = NAN, measured_busbw_GBps = NAN;  // of the measured dispatch
   int64_t measured_bytes_moved = 0;    // dispatch bytes the backend moved (all ranks, one iteration)
   double router_s = 0;                 // wall time of route() on the slowest process
+  int64_t replaced_copies = 0;         // expert copies moved to adopt this step's placement of the layer
+  int64_t replacement_bytes = 0;       // their weights: copies x 3 x hidden x ffn_hidden x dtype bytes
+  double a2a_saved_s = 0;              // modelled dispatch+combine under the previous placement minus under this one (0: unchanged)
+  double replication_factor = 1;       // physical expert copies / E
+  std::vector<int64_t> expert_of_slot; // [R x slots per rank]: expert in each slot (-1 empty); slot s on rank s / slots
+  std::vector<int64_t> node_recv_tokens;  // [nodes]: token copies each node receives
   std::vector<int64_t> expert_demand;  // [E]
   std::vector<int64_t> expert_load;    // [E]
   std::vector<int64_t> active_experts_hist;  // [E+1]: tokens with n kept experts

@@ -109,9 +109,7 @@ void ResultsWriter::create_datasets() {
     check_status(H5Pset_create_intermediate_group(lcpl, 1), "H5Pset_create_intermediate_group");
     Handle d(check(H5Dcreate2(file_, "/placement/rank_of_expert", H5T_STD_I32LE, s, lcpl, H5P_DEFAULT, H5P_DEFAULT), "H5Dcreate"), H5Dclose);
     Handle fs(check(H5Dget_space(d), "H5Dget_space"), H5Sclose);
-    if (!world_.root()) H5Sselect_none(fs);
     Handle ms(check(H5Screate_simple(1, dims_e, nullptr), "H5Screate_simple"), H5Sclose);
-    if (!world_.root()) H5Sselect_none(ms);
     check_status(H5Dwrite(d, H5T_NATIVE_INT32, ms, fs, dxpl_, info_.placement.rank_of_expert.data()), "H5Dwrite rank_of_expert");
   }
   for (size_t ri = 0; ri < info_.routers.size(); ++ri) {
@@ -124,6 +122,8 @@ void ResultsWriter::create_datasets() {
     create_extensible(file_, g + "/expert_load", H5T_STD_I64LE, {L, E});
     create_extensible(file_, g + "/active_experts_hist", H5T_STD_I64LE, {L, E + 1});
     create_extensible(file_, g + "/rank_recv_tokens", H5T_STD_I64LE, {L, R});
+    create_extensible(file_, g + "/node_recv_tokens", H5T_STD_I64LE, {L, static_cast<hsize_t>(info_.topology.nodes)});
+    create_extensible(file_, g + "/expert_of_slot", H5T_STD_I64LE, {L, R * static_cast<hsize_t>(info_.placement.slots_per_rank)});
     if (info_.save_dispatch_matrix) create_extensible(file_, g + "/dispatch_tokens", H5T_STD_I64LE, {L, R, R});
     if (info_.measured) {
       for (const char* name : {"rank_dispatch_s", "rank_combine_s"}) create_extensible(file_, g + "/" + name, H5T_IEEE_F64LE, {L, R});
@@ -138,37 +138,40 @@ void ResultsWriter::write_step(int32_t step, const std::vector<std::vector<StepL
   const size_t L = static_cast<size_t>(info_.layers);
   const hsize_t R = static_cast<hsize_t>(info_.topology.ep_size());
   const hsize_t s = static_cast<hsize_t>(step);
-  const bool root = world_.root();
   for (size_t ri = 0; ri < info_.routers.size(); ++ri) {
     const std::string g = group_of(info_.routers[ri]);
     const auto& rec = records.at(ri);
     if (rec.size() != L) fail("write_step: expected one record per layer");
-    // Group-wide values: rank 0 writes them.
+    // Group-wide values (identical on every process): every process writes the same block, so that
+    // every process makes the same chunk lookups (a metadata-cache sync point reached by one
+    // process only would deadlock the collective write).
     for (const auto& f : schema::kIntFields) {
       std::vector<int64_t> row(L);
       for (size_t l = 0; l < L; ++l) row[l] = rec[l].*(f.member);
-      append_block(file_, dxpl_, g + "/" + f.name, H5T_NATIVE_INT64, step, {s, 0}, {1, L}, root ? row.data() : nullptr);
+      append_block(file_, dxpl_, g + "/" + f.name, H5T_NATIVE_INT64, step, {s, 0}, {1, L}, row.data());
     }
     for (const auto& f : schema::kRealFields) {
       std::vector<double> row(L);
       for (size_t l = 0; l < L; ++l) row[l] = rec[l].*(f.member);
-      append_block(file_, dxpl_, g + "/" + f.name, H5T_NATIVE_DOUBLE, step, {s, 0}, {1, L}, root ? row.data() : nullptr);
+      append_block(file_, dxpl_, g + "/" + f.name, H5T_NATIVE_DOUBLE, step, {s, 0}, {1, L}, row.data());
     }
     const auto& fig_names = ri < info_.figure_names.size() ? info_.figure_names[ri] : std::vector<std::string>{};
     for (size_t fi = 0; fi < fig_names.size(); ++fi) {
       std::vector<double> row(L);
       for (size_t l = 0; l < L; ++l) row[l] = rec[l].figures.at(fi);
-      append_block(file_, dxpl_, g + "/figures/" + fig_names[fi], H5T_NATIVE_DOUBLE, step, {s, 0}, {1, L}, root ? row.data() : nullptr);
+      append_block(file_, dxpl_, g + "/figures/" + fig_names[fi], H5T_NATIVE_DOUBLE, step, {s, 0}, {1, L}, row.data());
     }
     auto per_layer = [&](const char* name, std::vector<int64_t> StepLayerMetrics::*member) {
       const hsize_t n = (rec[0].*member).size();
       std::vector<int64_t> block;
       for (size_t l = 0; l < L; ++l) block.insert(block.end(), (rec[l].*member).begin(), (rec[l].*member).end());
-      append_block(file_, dxpl_, g + "/" + name, H5T_NATIVE_INT64, step, {s, 0, 0}, {1, L, n}, root ? block.data() : nullptr);
+      append_block(file_, dxpl_, g + "/" + name, H5T_NATIVE_INT64, step, {s, 0, 0}, {1, L, n}, block.data());
     };
     per_layer("expert_demand", &StepLayerMetrics::expert_demand);
     per_layer("expert_load", &StepLayerMetrics::expert_load);
     per_layer("active_experts_hist", &StepLayerMetrics::active_experts_hist);
+    per_layer("node_recv_tokens", &StepLayerMetrics::node_recv_tokens);
+    per_layer("expert_of_slot", &StepLayerMetrics::expert_of_slot);
     // Per-rank rows: every process writes the EP ranks it hosts.
     const hsize_t r0 = static_cast<hsize_t>(info_.first_rank), nr = static_cast<hsize_t>(info_.num_ranks);
     {

@@ -36,6 +36,8 @@ inline constexpr IntField kIntFields[] = {
     {"bottleneck_rank", &StepLayerMetrics::bottleneck_rank},
     {"bottleneck_link", &StepLayerMetrics::bottleneck_link},
     {"bytes_moved", &StepLayerMetrics::measured_bytes_moved},
+    {"replaced_copies", &StepLayerMetrics::replaced_copies},
+    {"replacement_bytes", &StepLayerMetrics::replacement_bytes},
 };
 inline constexpr RealField kRealFields[] = {
     {"mean_active_experts", &StepLayerMetrics::mean_active_experts},
@@ -54,6 +56,8 @@ inline constexpr RealField kRealFields[] = {
     {"measured_algbw_GBps", &StepLayerMetrics::measured_algbw_GBps},
     {"measured_busbw_GBps", &StepLayerMetrics::measured_busbw_GBps},
     {"router_s", &StepLayerMetrics::router_s},
+    {"a2a_saved_s", &StepLayerMetrics::a2a_saved_s},
+    {"replication_factor", &StepLayerMetrics::replication_factor},
 };
 
 }  // namespace moe::schema

@@ -1,6 +1,7 @@
 #include "harness/traffic/traffic.hpp"
 
 #include "harness/core/error.hpp"
+#include "harness/core/rng.hpp"
 
 namespace moe {
 
@@ -11,13 +12,22 @@ Dedup parse_dedup(const std::string& name) {
   throw InputError("--dedup: unknown value '" + name + "' (known: token_expert, token_rank, token_node)");
 }
 
+ReplicaSelect parse_replica_select(const std::string& name) {
+  if (name == "locality") return ReplicaSelect::locality;
+  if (name == "round_robin") return ReplicaSelect::round_robin;
+  if (name == "random") return ReplicaSelect::random;
+  if (name == "token_hash") return ReplicaSelect::token_hash;
+  throw InputError("--replica-select: unknown value '" + name + "' (known: locality, round_robin, random, token_hash)");
+}
+
 void account_dispatch(const RoutingPlan& plan, const std::vector<uint8_t>& kept, const TokenBatch& batch,
                       const Placement& placement, const Topology& topo, const TrafficSpec& spec,
                       TrafficMatrix& m) {
   if (m.ranks != topo.ep_size()) fail("account_dispatch: matrix not reset to the EP size");
   const int64_t payload = spec.payload_bytes;
   const int64_t meta = spec.meta_bytes_per_assignment;
-  const auto& rank_of = placement.rank_of_expert;
+  const bool replicated = !placement.replica_offsets.empty();
+  const uint64_t step_key = rng::key(spec.seed, 0x7265706c696361ULL, static_cast<uint64_t>(batch.step), static_cast<uint64_t>(batch.layer));
   // Per token: distinct destination ranks and how many experts each serves (tiny, reused).
   std::vector<int32_t> dest;
   std::vector<int64_t> per_dest;
@@ -25,11 +35,42 @@ void account_dispatch(const RoutingPlan& plan, const std::vector<uint8_t>& kept,
   RankCursor source_of(batch);
   const int32_t rank0 = batch.rank_base();
   for (int64_t t = 0; t < plan.num_tokens; ++t) {
-    const int32_t src = rank0 + source_of(t);
+    const int32_t local_rank = source_of(t);
+    const int32_t src = rank0 + local_rank;
+    const uint64_t g = static_cast<uint64_t>(batch.first_token + t);
+    // The rank serving expert e for this token.
+    auto rank_of = [&](int32_t e) -> int32_t {
+      if (!replicated) return placement.rank_of_expert[e];
+      const int32_t n = placement.copies(e);
+      const int32_t* ranks = placement.ranks_of(e);
+      if (n == 1) return ranks[0];
+      switch (spec.replica_select) {
+        case ReplicaSelect::locality: {
+          int32_t same_node = 0;
+          for (int32_t i = 0; i < n; ++i) {
+            if (ranks[i] == src) return src;
+            same_node += topo.node_of(ranks[i]) == topo.node_of(src);
+          }
+          if (same_node == 0) return ranks[g % static_cast<uint64_t>(n)];
+          int64_t pick = static_cast<int64_t>(g % static_cast<uint64_t>(same_node));
+          for (int32_t i = 0; i < n; ++i)
+            if (topo.node_of(ranks[i]) == topo.node_of(src) && pick-- == 0) return ranks[i];
+          return ranks[0];
+        }
+        case ReplicaSelect::round_robin:
+          return ranks[(t - batch.rank_begin(local_rank)) % n];
+        case ReplicaSelect::random:
+          return ranks[rng::below(step_key, g * static_cast<uint64_t>(placement.rank_of_expert.size()) + static_cast<uint64_t>(e),
+                                  static_cast<uint64_t>(n))];
+        case ReplicaSelect::token_hash:
+          return ranks[rng::mix64(g) % static_cast<uint64_t>(n)];
+      }
+      return ranks[0];
+    };
     if (spec.dedup == Dedup::token_expert) {
       for (int64_t a = plan.offsets[t]; a < plan.offsets[t + 1]; ++a) {
         if (!kept.empty() && !kept[a]) continue;
-        const int32_t d = rank_of[plan.expert[a]];
+        const int32_t d = rank_of(plan.expert[a]);
         m.tok(src, d) += 1;
         m.byt(src, d) += payload + meta;
       }
@@ -39,7 +80,7 @@ void account_dispatch(const RoutingPlan& plan, const std::vector<uint8_t>& kept,
     per_dest.clear();
     for (int64_t a = plan.offsets[t]; a < plan.offsets[t + 1]; ++a) {
       if (!kept.empty() && !kept[a]) continue;
-      const int32_t d = rank_of[plan.expert[a]];
+      const int32_t d = rank_of(plan.expert[a]);
       size_t i = 0;
       while (i < dest.size() && dest[i] != d) ++i;
       if (i == dest.size()) {

@@ -16,10 +16,21 @@ namespace moe {
 enum class Dedup { token_expert, token_rank, token_node };
 Dedup parse_dedup(const std::string& name);
 
+// Which copy of a replicated expert a token goes to:
+//  locality:    a copy on the token's own rank, else one on its own node, else any; among several
+//               candidates the token's global index picks (spreads the load);
+//  round_robin: each source rank uses the copies in turn (its i-th token takes copy i mod n);
+//  random:      uniform from the counter RNG keyed by (seed, step, layer, token, expert);
+//  token_hash:  a hash of the token's global index (the same token always takes the same copy).
+enum class ReplicaSelect { locality, round_robin, random, token_hash };
+ReplicaSelect parse_replica_select(const std::string& name);
+
 struct TrafficSpec {
   Dedup dedup = Dedup::token_expert;
   int64_t payload_bytes = 0;           // hidden * dtype bytes, per token copy
   int64_t meta_bytes_per_assignment = 8;  // int32 expert id + fp32 weight, for each expert a copy serves
+  ReplicaSelect replica_select = ReplicaSelect::locality;
+  uint64_t seed = 0;  // random replica selection
 };
 
 // Adds the dispatch traffic of `plan`'s kept assignments (kept empty = all kept) to `dispatch`,

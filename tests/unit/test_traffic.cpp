@@ -10,7 +10,7 @@ namespace {
 // 2 nodes x 2 ranks, E = 8 contiguous (experts 2r, 2r+1 on rank r), one token per source rank.
 struct Fixture {
   Topology topo;
-  Placement placement{{0, 0, 1, 1, 2, 2, 3, 3}};
+  Placement placement = Placement::from_ranks({0, 0, 1, 1, 2, 2, 3, 3}, 4);
   RoutingPlan plan;
   std::vector<uint8_t> kept{1, 1, 1, 1, 1, 1, 0};
   Fixture() {
