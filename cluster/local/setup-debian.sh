@@ -7,8 +7,10 @@ preset=${1:-release}
 root=$(cd "$(dirname "$0")/../.." && pwd)
 pkgs=(build-essential cmake ninja-build git libopenmpi-dev openmpi-bin libhdf5-openmpi-dev hdf5-tools
       libboost-program-options-dev libgtest-dev libbenchmark-dev)
+# For the tests of cluster/ (a throw-away local Slurm, network-namespace hosts); installed the same way.
+cluster_test_pkgs=(slurm-wlm munge iproute2 iputils-ping)
 missing=()
-for p in "${pkgs[@]}"; do
+for p in "${pkgs[@]}" "${cluster_test_pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
 if [ ${#missing[@]} -gt 0 ]; then
