@@ -53,7 +53,8 @@ moebench_job_run() {
   if ! has_opt topology "$@"; then
     if [ "${CALIBRATE:-0}" = 1 ]; then
       local ini=${out%.h5}.topology.ini
-      moebench_launch calibrate --backend mpi --ranks-per-node "$TPN" --out "$ini" --force
+      # shellcheck disable=SC2086
+      moebench_launch calibrate --backend mpi --ranks-per-node "$TPN" ${CALIBRATE_ARGS:-} --out "$ini" --force
       add+=(--topology "$ini")
     elif [ -n "${TOPOLOGY:-}" ]; then
       add+=(--topology "$TOPOLOGY")

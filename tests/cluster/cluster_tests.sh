@@ -6,7 +6,8 @@
 #   netns    2 namespace hosts x 2 ranks with shaped links (cluster/local/netns-up): calibration
 #            finds two link classes as the shaping says, a verified mpi-backend run across them
 #            with the model's error; needs root and ip netns, else skipped (77)
-# Everything a case starts is torn down on exit, pass or fail.
+# Everything a case starts is torn down on exit, pass or fail; steps have time limits well inside
+# ctest's TIMEOUT (which kills without running the teardown).
 set -uo pipefail
 case_name=$1 mb=$2 work=$3
 src=$(cd "$(dirname "$0")/../.." && pwd)
@@ -84,10 +85,12 @@ slurm)
   env_line=$("$src/cluster/local/slurm-up" --dir "$sdir") || fail "slurm-up failed"
   eval "$env_line"
   [ "$MOEBENCH_SLURM_DIR" = "$sdir" ] || fail "slurm-up used another folder"
-  # wait_job ID: waits (up to 240 s) until the job has left the queue; prints its final state
+  # wait_job ID: waits until the job has left the queue (at most 120 s, and never past 300 s of
+  # the test); prints its final state
   wait_job() {
     local s
-    for _ in $(seq 480); do
+    for _ in $(seq 240); do
+      [ $SECONDS -lt 300 ] || break
       s=$(scontrol -o show job "$1" 2>/dev/null | grep -oE 'JobState=[A-Z_]+' | head -1)
       case $s in JobState=PENDING|JobState=RUNNING|JobState=CONFIGURING|JobState=COMPLETING|"") sleep 0.5 ;; *) echo "${s#JobState=}"; return ;; esac
     done
@@ -113,6 +116,13 @@ slurm)
   grep -qE "^softmax_topk .*%$" rep.txt && grep -qE "^etr .*%$" rep.txt || fail "a router or its measured/model columns are missing"
   grep -q "backend mpi" "job-$id.out" || fail "the job did not pick the mpi backend without GPUs"
   h5dump -d /runs/etr/tokens_lost "$res" | grep -qE "\(0,0,0\): 0, 0, 0, 0" || fail "integrity counts missing or not zero"
+  # 2b. the srun launcher (PMIx) with calibration first in the same job
+  id=$(sbatch --parsable --nodes=1 --ntasks-per-node=4 --gpus-per-node=0 --cpus-per-task=1 -o "$work/srun-%j.out" \
+      --export=ALL,ROUTERS=etr,LAUNCHER=srun,CALIBRATE=1,CALIBRATE_ARGS="-e 64K -n 2" "$src/cluster/slurm/moebench.sbatch" "${run_args[@]}" --warmup 1 --iters 1) || fail "sbatch (srun) failed"
+  st=$(wait_job "$id"); cat "srun-$id.out"
+  [ "$st" = COMPLETED ] || fail "moebench.sbatch with LAUNCHER=srun ended $st"
+  grep -q "^\[intra\]" "out/$id/results.topology.ini" || fail "no calibrated topology beside the results"
+  "$mb" report "out/$id/results.h5" | grep -q -- "--topology $work/out/$id/results.topology.ini" || fail "the run did not use the calibrated topology"
   # 3. a router sweep: array of 3 + merge job after it
   out=$(MOEBENCH_ROOT=$src OUTROOT=$work/out SWEEP_ID=s1 EP=4 RANKS_PER_NODE=2 "$src/cluster/slurm/sweep.sh" routers softmax_topk,etr,lapsum \
       --nodes=1 --ntasks-per-node=4 --gpus-per-node=0 --cpus-per-task=1 --output="$work/arr-%A_%a.out" -- "${run_args[@]}" --warmup 1 --iters 1) || fail "sweep.sh failed: $out"
@@ -136,16 +146,22 @@ slurm)
 netns)
   [ "$(id -u)" -eq 0 ] || skip "needs root (ip netns)"
   command -v ip > /dev/null && command -v tc > /dev/null || skip "no ip/tc: apt-get install iproute2"
+  command -v unshare > /dev/null || skip "no unshare (util-linux)"
+  # What netns-up needs from the kernel: namespaces, veth, bridge, tbf (probed in a namespace of its own)
   probe=mbp$$
   ip netns add "$probe" 2> /dev/null || skip "cannot create network namespaces here"
+  why=""
+  ip -n "$probe" link add v0 type veth peer name v1 2> /dev/null || why="no veth"
+  [ -n "$why" ] || ip -n "$probe" link add b0 type bridge 2> /dev/null || why="no bridge"
+  [ -n "$why" ] || tc -n "$probe" qdisc add dev v0 root tbf rate 100mbit burst 16384 latency 100ms 2> /dev/null || why="no tbf qdisc"
   ip netns del "$probe"
-  command -v unshare > /dev/null || skip "no unshare (util-linux)"
+  [ -z "$why" ] || skip "the kernel lacks what netns-up needs: $why"
   name=mbt$(( $$ % 100000 )) mbit=160 slots=2
   trap '"$src/cluster/local/netns-down" --name "$name"' EXIT
   "$src/cluster/local/netns-up" 2 $slots --inter-mbit $mbit --name "$name" || fail "netns-up failed"
   sent() { tc -s -n "$name-h0" qdisc show dev eth0 | grep -oE 'Sent [0-9]+' | grep -oE '[0-9]+'; }
   before=$(sent)
-  "$src/cluster/local/netns-run" --name "$name" -- calibrate -e 8M -w 1 -n 3 --out m.ini > cal.txt 2>&1 || { cat cal.txt; fail "calibrate across the namespace hosts failed"; }
+  timeout 150 "$src/cluster/local/netns-run" --name "$name" -- calibrate -e 8M -w 1 -n 3 --out m.ini > cal.txt 2>&1 || { cat cal.txt; fail "calibrate across the namespace hosts failed"; }
   after=$(sent)
   cat cal.txt
   # Two link classes measured, with the figures the shaping allows: a host link of MBIT Mbit/s
@@ -160,7 +176,7 @@ netns)
   # The inter-host exchanges crossed the shaped link: at least the timed 8 MiB ones of ranks 0 and 1
   [ $((after - before)) -ge $((2 * 8388608 * 4)) ] || fail "only $((after - before)) bytes left host 0 through its link"
   # A verified mpi-backend run across the hosts with the calibrated model
-  "$src/cluster/local/netns-run" --name "$name" -- run --workload zipf --experts 16 --top-k 2 --layers 2 --steps 2 --tokens-per-rank 512 \
+  timeout 150 "$src/cluster/local/netns-run" --name "$name" -- run --workload zipf --experts 16 --top-k 2 --layers 2 --steps 2 --tokens-per-rank 512 \
       --hidden 2048 --dtype bf16 --routers softmax_topk,etr --backend mpi --topology m.ini --warmup 1 --iters 2 --progress off --out r.h5 > run.txt 2>&1 || { cat run.txt; fail "mpi run across the hosts failed"; }
   "$mb" report r.h5 > rep.txt || fail "report failed"
   cat rep.txt
