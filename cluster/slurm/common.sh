@@ -1,8 +1,14 @@
 # Shared by moebench.sbatch and moebench-array.sbatch (sourced inside the job; not run by itself).
-# Reads the job's environment (see README.md here) and defines moebench_launch and moebench_job_run.
+# Reads the job's environment and arguments (see README.md here) and defines moebench_launch and
+# moebench_job_run.
 set -euo pipefail
 job_die() { echo "moebench job: $*" >&2; exit 2; }
 list_words() { tr ',:' '  ' <<< "$1"; }              # "a,b" or "a:b" -> "a b" (--export splits on commas)
+for a in "$@"; do
+  case $a in --export|--export=*|--array|--array=*|--nodes=*|--ntasks*|--gpus*|--partition*|--time=*)
+    job_die "'$a' came after the script's name, so sbatch gave it to the script: sbatch options go before the script's name" ;;
+  esac
+done
 BIN=${MOEBENCH_BIN:-$MOEBENCH_ROOT/build/release/moebench}
 [ -x "$BIN" ] || job_die "MOEBENCH_BIN=$BIN: no moebench binary (build it on a shared filesystem, or set MOEBENCH_BIN)"
 NTASKS=${SLURM_NTASKS:?not inside a Slurm job (SLURM_NTASKS unset)}

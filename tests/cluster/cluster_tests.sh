@@ -73,6 +73,7 @@ scripts)
   # The job scripts refuse to run outside a job, and the array checks its list
   expect_error "not inside a Slurm job" env -u SLURM_NTASKS MOEBENCH_ROOT="$src" bash "$src/cluster/slurm/moebench.sbatch"
   expect_error "array task 2 but LIST has 2 items \(use --array=0-1\)" env SLURM_NTASKS=2 SLURM_ARRAY_TASK_ID=2 LIST=softmax_topk:etr MOEBENCH_ROOT="$src" bash "$src/cluster/slurm/moebench-array.sbatch"
+  expect_error "'--export=ROUTERS=etr' came after the script's name, so sbatch gave it to the script: sbatch options go before the script's name" env SLURM_NTASKS=2 MOEBENCH_ROOT="$src" bash "$src/cluster/slurm/moebench.sbatch" --export=ROUTERS=etr
   expect_error "^sweep.sh: 'experts': sweep routers or placements$" "$src/cluster/slurm/sweep.sh" experts 1,2
   ;;
 
