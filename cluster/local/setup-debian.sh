@@ -15,11 +15,13 @@ done
 root=$(cd "$(dirname "$0")/../.." && pwd)
 pkgs=(build-essential cmake ninja-build git libopenmpi-dev openmpi-bin libhdf5-openmpi-dev hdf5-tools
       libboost-program-options-dev libgtest-dev libbenchmark-dev)
-# What the tests use besides (--test-packages; .ci/run): the PyTorch capture script, and
-# analysis/plot.py and analysis/realism.py (the HTML check runs chromium). Tests skip without them.
+# What the tests use besides (--test-packages; .ci/run): the PyTorch capture script; analysis/plot.py
+# and analysis/realism.py (the HTML check runs chromium); cluster/ (a throw-away local Slurm,
+# network-namespace hosts). Tests skip without them.
 trace_test_pkgs=(python3-torch python3-h5py python3-numpy)
 analysis_test_pkgs=(python3 python3-h5py python3-numpy python3-matplotlib chromium fonts-dejavu-core)
-[ "$test_packages" -eq 1 ] && pkgs+=("${trace_test_pkgs[@]}" "${analysis_test_pkgs[@]}")
+cluster_test_pkgs=(slurm-wlm munge iproute2 iputils-ping)
+[ "$test_packages" -eq 1 ] && pkgs+=("${trace_test_pkgs[@]}" "${analysis_test_pkgs[@]}" "${cluster_test_pkgs[@]}")
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
