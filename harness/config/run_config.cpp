@@ -37,6 +37,8 @@ Topology RunConfig::topology() const {
   t.intra = Link{intra_bw_GBps * 1e9, intra_lat_us * 1e-6};
   t.inter = Link{inter_bw_Gbps * 1e9 / 8.0, inter_lat_us * 1e-6};
   t.shared_links = shared_links;
+  t.nics_per_node = nics_per_node;
+  t.intra_node_bandwidth_Bps = intra_node_bw_GBps * 1e9;
   return t;
 }
 
@@ -175,7 +177,7 @@ RunConfig parse_run_config(int argc, const char* const* argv, std::string* help_
     ("dedup", po::value(&c.dedup)->default_value(c.dedup), "token_expert | token_rank | token_node")
     ("backend", po::value(&c.backend)->default_value(c.backend), "exchange backend (see `moebench list backends`)")
     ("route-on", po::value(&c.route_on)->default_value(c.route_on), "cpu | gpu (CUDA routing kernels, builds with CUDA only)")
-    ("a2a-algo", po::value(&c.a2a_algo)->default_value(c.a2a_algo), "real all-to-all algorithm: alltoallv | pairwise | hierarchical")
+    ("a2a-algo", po::value(&c.a2a_algo)->default_value(c.a2a_algo), "all-to-all algorithm, run by real backends and modelled by every backend: alltoallv | pairwise | hierarchical")
     ("warmup", po::value(&c.warmup)->default_value(c.warmup), "untimed exchanges before the timed ones (mpi backend)")
     ("iters", po::value(&c.iters)->default_value(c.iters), "timed exchanges per step and layer, averaged (mpi backend)")
     ("out", po::value(&c.out), "HDF5 results file (none if not given)")
@@ -229,29 +231,42 @@ void load_topology_file(RunConfig& c, std::vector<std::string>& problems) {
   }
   po::options_description o;
   double intra_bw = c.intra_bw_GBps, inter_bw = c.inter_bw_Gbps, intra_lat = c.intra_lat_us,
-         inter_lat = c.inter_lat_us;
-  int32_t rpn = 0;
+         inter_lat = c.inter_lat_us, node_bw = 0;
+  int32_t rpn = 0, nics = 0;
   std::string name, links = "independent";
   o.add_options()("name", po::value(&name))("ranks_per_node", po::value(&rpn))("links", po::value(&links))(
       "intra.bandwidth_GBps", po::value(&intra_bw))("intra.latency_us", po::value(&intra_lat))(
-      "inter.bandwidth_Gbps", po::value(&inter_bw))("inter.latency_us", po::value(&inter_lat));
+      "intra.node_bandwidth_GBps", po::value(&node_bw))("inter.bandwidth_Gbps", po::value(&inter_bw))(
+      "inter.latency_us", po::value(&inter_lat))("inter.nics_per_node", po::value(&nics));
+  po::variables_map vm;
   try {
-    po::variables_map vm;
     po::store(po::parse_config_file(in, o), vm);
     po::notify(vm);
   } catch (const po::error& e) {
     problems.push_back("--topology " + c.topology_file + ": " + e.what());
     return;
   }
-  if (links != "independent" && links != "shared") {
-    problems.push_back("--topology " + c.topology_file + ": links = '" + links + "' (known: independent, shared)");
-    return;
-  }
+  const std::string where = "--topology " + c.topology_file + ": ";
+  const size_t before = problems.size();
+  auto bad = [&](const char* key, const std::string& value, const char* rule) {
+    if (vm.count(key)) problems.push_back(where + key + " = " + value + ": " + rule);
+  };
+  if (links != "independent" && links != "shared") problems.push_back(where + "links = '" + links + "' (known: independent, shared)");
+  if (!(intra_bw > 0) || !std::isfinite(intra_bw)) bad("intra.bandwidth_GBps", num(intra_bw), "must be > 0");
+  if (!(inter_bw > 0) || !std::isfinite(inter_bw)) bad("inter.bandwidth_Gbps", num(inter_bw), "must be > 0");
+  if (!(intra_lat >= 0) || !std::isfinite(intra_lat)) bad("intra.latency_us", num(intra_lat), "must be >= 0");
+  if (!(inter_lat >= 0) || !std::isfinite(inter_lat)) bad("inter.latency_us", num(inter_lat), "must be >= 0");
+  if (!(node_bw >= 0) || !std::isfinite(node_bw)) bad("intra.node_bandwidth_GBps", num(node_bw), "must be >= 0 (0: no shared intra-node fabric)");
+  if (rpn < 1) bad("ranks_per_node", std::to_string(rpn), "must be >= 1");
+  if (nics < 0) bad("inter.nics_per_node", std::to_string(nics), "must be >= 0 (0: one NIC per rank)");
+  if (problems.size() != before) return;
   c.shared_links = links == "shared";
   c.intra_bw_GBps = intra_bw;
   c.inter_bw_Gbps = inter_bw;
   c.intra_lat_us = intra_lat;
   c.inter_lat_us = inter_lat;
+  c.intra_node_bw_GBps = node_bw;
+  c.nics_per_node = nics;
   if (rpn > 0 && c.ranks_per_node == 0) c.ranks_per_node = rpn;
 }
 
@@ -352,6 +367,12 @@ std::vector<std::string> resolve_and_validate(RunConfig& c, int world_size) {
       p.push_back("--backend " + c.backend + " moves real bytes and needs --ep-size == MPI world size (" +
                   std::to_string(world_size) + "), got " + std::to_string(c.ep_size));
   }
+
+  // NICs shared by consecutive ranks, or several per rank: one must divide the other.
+  if (c.nics_per_node > 0 && c.ranks_per_node > 0 && c.ranks_per_node % c.nics_per_node != 0 &&
+      c.nics_per_node % c.ranks_per_node != 0)
+    p.push_back("--topology " + c.topology_file + ": inter.nics_per_node = " + std::to_string(c.nics_per_node) +
+                ": must divide ranks_per_node (" + std::to_string(c.ranks_per_node) + ") or be a multiple of it");
 
   // Routers and their args: every name known, every knob understood.
   if (c.routers.empty()) p.push_back("--routers: empty list (known: " + join(known_routers()) + ")");

@@ -36,6 +36,8 @@ struct RunConfig {
   double intra_lat_us = 3.0;
   double inter_lat_us = 6.0;
   bool shared_links = false;      // from a topology file's `links = shared`
+  int32_t nics_per_node = 0;      // from a topology file's [inter] nics_per_node (0: one NIC per rank)
+  double intra_node_bw_GBps = 0;  // from a topology file's [intra] node_bandwidth_GBps (0: no shared fabric)
   // routing and capacity
   std::vector<std::string> routers = {"softmax_topk", "sigmoid_topk"};
   NamedArgs router_args;

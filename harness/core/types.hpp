@@ -126,8 +126,23 @@ struct Topology {
   // true when intra- and inter-node traffic compete for one resource (a single machine's memory
   // system, a PCIe switch shared by GPU and NIC): the model adds the classes instead of overlapping.
   bool shared_links = false;
+  // NICs of a node (0: one per rank). inter.bandwidth_Bps is per NIC. Fewer NICs than ranks:
+  // consecutive local ranks share one (ranks_per_node must be a multiple); more: each rank drives
+  // nics_per_node / ranks_per_node of them (a multiple of ranks_per_node).
+  int32_t nics_per_node = 0;
+  // Aggregate intra-node bandwidth of a fabric all ranks of a node share (PCIe switches, host
+  // bridge), bytes/s per direction; 0: none, each rank's intra link is its own (NVLink switch).
+  double intra_node_bandwidth_Bps = 0;
 
   int32_t ep_size() const { return nodes * ranks_per_node; }
+  // Ranks sharing one NIC, and one NIC's (or one rank's NIC group's) bandwidth.
+  int32_t ranks_per_nic() const {
+    return nics_per_node > 0 && nics_per_node < ranks_per_node ? ranks_per_node / nics_per_node : 1;
+  }
+  double nic_bandwidth_Bps() const {
+    return nics_per_node > ranks_per_node ? inter.bandwidth_Bps * (nics_per_node / ranks_per_node) : inter.bandwidth_Bps;
+  }
+  int32_t nic_of(int32_t rank) const { return rank / ranks_per_nic(); }  // global NIC index
   int32_t node_of(int32_t rank) const { return rank / ranks_per_node; }
   int32_t local_of(int32_t rank) const { return rank % ranks_per_node; }
   LinkClass link(int32_t src, int32_t dst) const {

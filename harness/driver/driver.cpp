@@ -25,7 +25,9 @@ std::string topology_json(const Topology& t) {
   os.precision(17);
   os << "{\"name\":\"" << t.name << "\",\"nodes\":" << t.nodes << ",\"ranks_per_node\":" << t.ranks_per_node
      << ",\"intra_bandwidth_Bps\":" << t.intra.bandwidth_Bps << ",\"intra_latency_s\":" << t.intra.latency_s
-     << ",\"inter_bandwidth_Bps\":" << t.inter.bandwidth_Bps << ",\"inter_latency_s\":" << t.inter.latency_s << "}";
+     << ",\"inter_bandwidth_Bps\":" << t.inter.bandwidth_Bps << ",\"inter_latency_s\":" << t.inter.latency_s
+     << ",\"nics_per_node\":" << t.nics_per_node << ",\"intra_node_bandwidth_Bps\":" << t.intra_node_bandwidth_Bps
+     << ",\"shared_links\":" << (t.shared_links ? "true" : "false") << "}";
   return os.str();
 }
 
@@ -90,6 +92,7 @@ RunOutput run_pipeline(const RunConfig& cfg, const Comm& world, const RunOptions
   const bool measured_backend = cfg.backend != "sim";
   const CapacitySpec cap_spec{cfg.capacity_factor, cfg.top_k, cfg.drop_policy};
   const TrafficSpec traffic_spec{parse_dedup(cfg.dedup), cfg.payload_bytes(), 8, parse_replica_select(cfg.replica_select), cfg.seed};
+  const A2aModel a2a_model = a2a_model_for(cfg.a2a_algo, cfg.dedup);  // the cost model of this exchange
 
   // The first batch tells what the source provides: routers refuse inputs they cannot use, and
   // labelled workloads add the transition figures.
@@ -202,10 +205,12 @@ RunOutput run_pipeline(const RunConfig& cfg, const Comm& world, const RunOptions
           world.sum(dispatch.bytes);
           combine_from_dispatch(dispatch, cfg.payload_bytes(), combine);
           fill_traffic_metrics(dispatch, combine, topo, m);
-          const ModelTime md = model_alltoall(dispatch, topo);
-          const ModelTime mc = model_alltoall(combine, topo);
+          const ModelTime md = model_alltoall(dispatch, topo, a2a_model);
+          const ModelTime mc = model_alltoall(combine, topo, a2a_model);
           m.model_dispatch_s = md.seconds;
           m.model_combine_s = mc.seconds;
+          m.model_lower_bound_dispatch_s = md.lower_bound_s;
+          m.model_lower_bound_combine_s = mc.lower_bound_s;
           m.algbw_GBps = md.algbw_GBps;
           m.busbw_GBps = md.busbw_GBps;
           m.bottleneck_rank = md.bottleneck_rank;
@@ -221,7 +226,8 @@ RunOutput run_pipeline(const RunConfig& cfg, const Comm& world, const RunOptions
             world.sum(before.tokens);
             world.sum(before.bytes);
             combine_from_dispatch(before, cfg.payload_bytes(), before_combine);
-            m.a2a_saved_s = model_alltoall(before, topo).seconds + model_alltoall(before_combine, topo).seconds - md.seconds - mc.seconds;
+            m.a2a_saved_s = model_alltoall(before, topo, a2a_model).seconds + model_alltoall(before_combine, topo, a2a_model).seconds -
+                            md.seconds - mc.seconds;
           }
           const ExchangeResult ex = backend->exchange(dispatch, combine, topo, world);
           if (ex.measured) {

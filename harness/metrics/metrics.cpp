@@ -138,6 +138,7 @@ void SummaryAccumulator::add(const StepLayerMetrics& m) {
   s_.mean_dispatch_bytes_intra += static_cast<double>(m.dispatch_bytes_intra);
   s_.mean_dispatch_bytes_inter += static_cast<double>(m.dispatch_bytes_inter);
   s_.mean_model_a2a_s += m.model_dispatch_s + m.model_combine_s;
+  s_.mean_model_lower_bound_s += m.model_lower_bound_dispatch_s + m.model_lower_bound_combine_s;
   s_.mean_busbw_GBps += m.busbw_GBps;
   s_.mean_router_s += m.router_s;
   if (!std::isnan(m.measured_dispatch_s)) {
@@ -156,7 +157,7 @@ RouterSummary SummaryAccumulator::result() const {
   s.drop_rate = demand_ ? static_cast<double>(dropped_) / static_cast<double>(demand_) : 0;
   for (double* v : {&s.mean_active_experts, &s.mean_expert_imbalance, &s.mean_expert_cv, &s.mean_rank_imbalance,
                     &s.mean_dispatch_bytes_local, &s.mean_dispatch_bytes_intra, &s.mean_dispatch_bytes_inter,
-                    &s.mean_model_a2a_s, &s.mean_busbw_GBps, &s.mean_router_s, &s.mean_measured_a2a_s})
+                    &s.mean_model_a2a_s, &s.mean_model_lower_bound_s, &s.mean_busbw_GBps, &s.mean_router_s, &s.mean_measured_a2a_s})
     *v /= n;
   if (!model_errors_.empty()) {
     std::vector<double> e = model_errors_;

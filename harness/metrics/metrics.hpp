@@ -33,6 +33,8 @@ struct StepLayerMetrics {
   double rank_cv = 0;
   double capacity_factor_required = 0; // max demand / (T k / E)
   double model_dispatch_s = 0, model_combine_s = 0;
+  // Balanced lower bounds of the modelled exchanges: the same bytes spread evenly (backends/README.md).
+  double model_lower_bound_dispatch_s = 0, model_lower_bound_combine_s = 0;
   double algbw_GBps = 0, busbw_GBps = 0;  // of the modelled dispatch
   double measured_dispatch_s = NAN, measured_combine_s = NAN;  // NaN: backend measures nothing
   double measured_algbw_GBps = NAN, measured_busbw_GBps = NAN;  // of the measured dispatch
@@ -90,6 +92,7 @@ struct RouterSummary {
   double mean_rank_imbalance = 0;
   double mean_dispatch_bytes_local = 0, mean_dispatch_bytes_intra = 0, mean_dispatch_bytes_inter = 0;
   double mean_model_a2a_s = 0;  // dispatch + combine per layer
+  double mean_model_lower_bound_s = 0;  // their balanced lower bounds, dispatch + combine per layer
   double mean_busbw_GBps = 0;
   double mean_router_s = 0;
   bool measured = false;            // a real backend timed the exchanges

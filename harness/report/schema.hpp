@@ -49,6 +49,8 @@ inline constexpr RealField kRealFields[] = {
     {"capacity_factor_required", &StepLayerMetrics::capacity_factor_required},
     {"model_dispatch_s", &StepLayerMetrics::model_dispatch_s},
     {"model_combine_s", &StepLayerMetrics::model_combine_s},
+    {"model_lower_bound_dispatch_s", &StepLayerMetrics::model_lower_bound_dispatch_s},
+    {"model_lower_bound_combine_s", &StepLayerMetrics::model_lower_bound_combine_s},
     {"algbw_GBps", &StepLayerMetrics::algbw_GBps},
     {"busbw_GBps", &StepLayerMetrics::busbw_GBps},
     {"dispatch_s", &StepLayerMetrics::measured_dispatch_s},

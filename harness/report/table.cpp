@@ -9,8 +9,8 @@ std::string format_summary_table(const std::vector<RouterSummary>& rows) {
   for (const auto& r : rows) measured = measured || r.measured;
   std::string out;
   char line[640];
-  std::snprintf(line, sizeof line, "%-20s %8s %9s %7s %8s %10s %7s %10s %10s %10s %10s %9s", "router", "act/tok", "imbal",
-                "cv", "cf_req", "max_tok/e", "drop%", "local_MB", "intra_MB", "inter_MB", "a2a_ms", "busbw");
+  std::snprintf(line, sizeof line, "%-20s %8s %9s %7s %8s %10s %7s %10s %10s %10s %10s %7s %9s", "router", "act/tok", "imbal",
+                "cv", "cf_req", "max_tok/e", "drop%", "local_MB", "intra_MB", "inter_MB", "a2a_ms", "a2a/lb", "busbw");
   out += line;
   if (measured) {
     std::snprintf(line, sizeof line, " %10s %9s", "meas_ms", "model_err");
@@ -18,11 +18,12 @@ std::string format_summary_table(const std::vector<RouterSummary>& rows) {
   }
   out += "\n";
   for (const auto& r : rows) {
-    std::snprintf(line, sizeof line, "%-20s %8.3f %9.3f %7.3f %8.3f %10lld %7.2f %10.2f %10.2f %10.2f %10.4f %9.1f",
+    std::snprintf(line, sizeof line, "%-20s %8.3f %9.3f %7.3f %8.3f %10lld %7.2f %10.2f %10.2f %10.2f %10.4f %7.2f %9.1f",
                   r.router.c_str(), r.mean_active_experts, r.mean_expert_imbalance, r.mean_expert_cv,
                   r.max_capacity_factor_required, static_cast<long long>(r.max_tokens_per_expert), 100.0 * r.drop_rate,
                   r.mean_dispatch_bytes_local / 1e6, r.mean_dispatch_bytes_intra / 1e6,
-                  r.mean_dispatch_bytes_inter / 1e6, r.mean_model_a2a_s * 1e3, r.mean_busbw_GBps);
+                  r.mean_dispatch_bytes_inter / 1e6, r.mean_model_a2a_s * 1e3,
+                  r.mean_model_lower_bound_s > 0 ? r.mean_model_a2a_s / r.mean_model_lower_bound_s : 1.0, r.mean_busbw_GBps);
     out += line;
     if (measured) {
       std::snprintf(line, sizeof line, " %10.4f %8.1f%%", r.mean_measured_a2a_s * 1e3, 100.0 * r.median_model_error);
@@ -33,7 +34,8 @@ std::string format_summary_table(const std::vector<RouterSummary>& rows) {
   out +=
       "act/tok: experts per token after capacity; imbal: max/mean expert load; cf_req: capacity factor needed for no "
       "drop (max over steps/layers);\nmax_tok/e: most tokens any expert processed; *_MB: dispatch bytes per layer by "
-      "link class; a2a_ms: modelled dispatch+combine per layer; busbw: GB/s (nccl-tests definition).\n";
+      "link class; a2a_ms: modelled dispatch+combine per layer; a2a/lb: a2a_ms over its balanced lower bound (the same "
+      "bytes spread evenly: the cost of imbalance);\nbusbw: GB/s (nccl-tests definition).\n";
   if (measured)
     out += "meas_ms: measured dispatch+combine per layer (slowest rank); model_err: median |model - measured| / measured.\n";
   return out;

@@ -2,7 +2,10 @@
 //   route/<router>/E<E>_k<k>          every registered router, tokens/s (items/s), only route() timed
 //   capacity/<policy>/E<E>_k<k>       apply_capacity on a softmax_topk plan, CF 1.0, tokens/s
 //   dispatch/<dedup>/E<E>_k<k>        account_dispatch on 2 nodes x 4 ranks, contiguous placement, tokens/s
-//   model_alltoall/R1024              the analytical all-to-all model on a 1024 x 1024 matrix, s/call
+//   model_alltoall[/<variant>]/R1024   the analytical all-to-all model on a 1024 x 1024 matrix, s/call,
+//                                     balanced lower bound included: flat on 128 DGX-H100-like nodes
+//                                     (8 NICs each), node_forwarded, hierarchical, and pcie (2 NICs per
+//                                     node, shared node fabric, shared links). Floor: <= 0.1 s per call.
 //   trace_replay/recorded/T<N>        replay of an assignment trace (E64, top-6, N tokens per step) with
 //                                     the recorded router: read the step's rows from HDF5, route, account
 //                                     the dispatch over 8 ranks; tokens/s (the trace is written once, untimed)
@@ -190,7 +193,7 @@ void bm_dispatch(benchmark::State& state, moe::Dedup dedup, Shape shape) {
   state.SetItemsProcessed(state.iterations() * in.batch.num_tokens);
 }
 
-void bm_model_alltoall(benchmark::State& state) {
+void bm_model_alltoall(benchmark::State& state, moe::A2aModel algo, bool pcie) {
   constexpr int32_t R = 1024;
   moe::Topology topo;
   topo.name = "bench-128x8";
@@ -198,6 +201,13 @@ void bm_model_alltoall(benchmark::State& state) {
   topo.ranks_per_node = 8;
   topo.intra = {450e9, 2e-6};
   topo.inter = {50e9, 5e-6};
+  topo.nics_per_node = 8;
+  if (pcie) {
+    topo.intra = {50e9, 5e-6};
+    topo.intra_node_bandwidth_Bps = 100e9;
+    topo.nics_per_node = 2;
+    topo.shared_links = true;
+  }
   moe::TrafficMatrix m;
   m.reset(R);
   uint64_t x = kSeed;  // splitmix64
@@ -211,7 +221,7 @@ void bm_model_alltoall(benchmark::State& state) {
     m.tokens[i] = m.bytes[i] / (7168 * 2);
   }
   for (auto _ : state) {
-    moe::ModelTime t = moe::model_alltoall(m, topo);
+    moe::ModelTime t = moe::model_alltoall(m, topo, algo);
     benchmark::DoNotOptimize(t);
   }
   state.SetItemsProcessed(state.iterations());
@@ -318,7 +328,14 @@ void register_all() {
       benchmark::RegisterBenchmark(("dispatch/" + std::string(dedup_name(d)) + "/" + s.label()).c_str(), bm_dispatch,
                                    d, s)
           ->Unit(benchmark::kMicrosecond);
-  benchmark::RegisterBenchmark("model_alltoall/R1024", bm_model_alltoall)->Unit(benchmark::kMillisecond);
+  benchmark::RegisterBenchmark("model_alltoall/R1024", bm_model_alltoall, moe::A2aModel::flat, false)
+      ->Unit(benchmark::kMillisecond);
+  benchmark::RegisterBenchmark("model_alltoall/node_forwarded/R1024", bm_model_alltoall, moe::A2aModel::node_forwarded, false)
+      ->Unit(benchmark::kMillisecond);
+  benchmark::RegisterBenchmark("model_alltoall/hierarchical/R1024", bm_model_alltoall, moe::A2aModel::hierarchical, false)
+      ->Unit(benchmark::kMillisecond);
+  benchmark::RegisterBenchmark("model_alltoall/pcie/R1024", bm_model_alltoall, moe::A2aModel::flat, true)
+      ->Unit(benchmark::kMillisecond);
 }
 
 }  // namespace

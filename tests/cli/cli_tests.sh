@@ -122,6 +122,42 @@ calibrate_then_model_np4)
   "$mb" report r.h5 | grep -q "model_err" || fail "report shows no model error"
   expect_error "needs --ep-size == MPI world size" $mpiexec -n 2 "$mb" run $small --backend mpi --ep-size 4
   ;;
+topology_model_np2)
+  # The topology-aware model on 64 virtual ranks of DGX-H100 nodes from 2 processes: flat,
+  # hierarchical and node-forwarded runs of the same routing; lower bound <= model everywhere.
+  topo=$(cd "$(dirname "$0")/../../cluster/topologies" && pwd)
+  vals() { h5dump -y -w 0 -d "$2" "$1" | sed -n '/DATA {/,/}/p' | grep -v 'DATA {\|}' | tr ',' '\n' | tr -d ' ' | grep -v '^$'; }
+  run64="$small --routers softmax_topk --ep-size 64 --topology $topo/dgx-h100.ini"
+  $mpiexec -n 2 "$mb" run $run64 --out flat.h5 > flat.txt || fail "flat run failed"
+  cat flat.txt
+  grep -q "a2a/lb" flat.txt || fail "no a2a/lb column"
+  $mpiexec -n 2 "$mb" run $run64 --a2a-algo hierarchical --out hier.h5 > hier.txt || fail "hierarchical run failed"
+  $mpiexec -n 2 "$mb" run $run64 --dedup token_node --out node.h5 > node.txt || fail "token_node run failed"
+  "$mb" report hier.h5 | grep -q "a2a/lb" || fail "report shows no a2a/lb"
+  h5dump -a topology flat.h5 | grep -qE 'nics_per_node[^0-9]*8' || fail "topology attribute lacks nics_per_node"
+  for f in flat hier node; do
+    for dir in dispatch combine; do
+      vals $f.h5 /runs/softmax_topk/model_${dir}_s > m.txt
+      vals $f.h5 /runs/softmax_topk/model_lower_bound_${dir}_s > lb.txt
+      [ "$(wc -l < m.txt)" -eq 6 ] && [ "$(wc -l < lb.txt)" -eq 6 ] || fail "$f: expected 3 steps x 2 layers of $dir times"
+      paste m.txt lb.txt | awk -v f=$f '{ if (!($2 > 0) || $2 > $1 * (1 + 1e-12)) { print "FAIL: " f ": lower bound " $2 " vs model " $1; bad = 1 } } END { exit bad }' || fail "$f: $dir lower bound above the model"
+    done
+    vals $f.h5 /runs/softmax_topk/bottleneck_rank | awk '{ if ($1 < 0 || $1 >= 64) exit 1 }' || fail "$f: bottleneck rank out of range"
+    vals $f.h5 /runs/softmax_topk/bottleneck_link | awk '{ if ($1 != 1 && $1 != 2) exit 1 }' || fail "$f: bottleneck link not intra/inter"
+  done
+  # Same matrix, same bound; another algorithm, another time.
+  vals flat.h5 /runs/softmax_topk/model_lower_bound_dispatch_s > a.txt
+  vals hier.h5 /runs/softmax_topk/model_lower_bound_dispatch_s > b.txt
+  cmp -s a.txt b.txt || fail "flat and hierarchical bounds differ on the same matrix"
+  vals flat.h5 /runs/softmax_topk/model_dispatch_s > a.txt
+  vals hier.h5 /runs/softmax_topk/model_dispatch_s > b.txt
+  cmp -s a.txt b.txt && fail "hierarchical modelled exactly as flat"
+  # The other shipped topologies run; a bad key is a one-line error naming the file and the key.
+  $mpiexec -n 2 "$mb" run $small --routers softmax_topk --ep-size 16 --topology $topo/pcie-node.ini > pcie.txt || fail "pcie run failed"
+  $mpiexec -n 2 "$mb" run --experts 16 --top-k 2 --layers 1 --steps 2 --tokens-per-rank 50 --hidden 256 --progress off --routers softmax_topk --ep-size 144 --topology $topo/gb200-nvl72.ini > gb.txt || fail "gb200 run failed"
+  printf 'ranks_per_node = 8\n[inter]\nnics_per_node = 3\n' > bad.ini
+  expect_error "bad.ini: inter.nics_per_node = 3" $mpiexec -n 2 "$mb" run $small --ep-size 16 --topology bad.ini
+  ;;
 gpu_paths)
   # With CUDA+NCCL in the build: the nccl backend and --route-on gpu run on a GPU, or say clearly
   # that there is none (skipped: exit 77). Without them: a clear "not in this build" error.
