@@ -1,5 +1,7 @@
 #include "analysis/results_reader.hpp"
 
+#include <limits>
+
 #include <filesystem>
 #include <sstream>
 
@@ -59,6 +61,7 @@ ResultsFile read_results(const std::string& path) {
                          std::to_string(r.layers) + " layers");
     };
     for (const auto& fld : schema::kIntFields) {
+      if (fld.optional && !h5::has_link(file, g + fld.name)) continue;  // an older file: stays 0
       if (!h5::has_link(file, g + fld.name)) throw InputError(path + ": missing dataset " + g + fld.name);
       std::vector<hsize_t> dims;
       auto v = h5::read_int64(file, g + fld.name, &dims, r.steps_done);
@@ -66,6 +69,10 @@ ResultsFile read_results(const std::string& path) {
       for (size_t i = 0; i < recs.size(); ++i) recs[i].*(fld.member) = v[i];
     }
     for (const auto& fld : schema::kRealFields) {
+      if (fld.optional && !h5::has_link(file, g + fld.name)) {  // an older file
+        for (auto& rec : recs) rec.*(fld.member) = std::numeric_limits<double>::quiet_NaN();
+        continue;
+      }
       if (!h5::has_link(file, g + fld.name)) throw InputError(path + ": missing dataset " + g + fld.name);
       std::vector<hsize_t> dims;
       auto v = h5::read_double(file, g + fld.name, &dims, r.steps_done);

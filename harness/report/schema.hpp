@@ -7,13 +7,17 @@ namespace moe::schema {
 inline constexpr const char* kFormatName = "moebench-results";
 inline constexpr int64_t kFormatVersion = 1;
 
+// `optional`: added after format version 1 first shipped; readers take a file without it (ints 0,
+// reals NaN).
 struct IntField {
   const char* name;
   int64_t StepLayerMetrics::*member;
+  bool optional = false;
 };
 struct RealField {
   const char* name;
   double StepLayerMetrics::*member;
+  bool optional = false;
 };
 
 // Per router: /runs/<router>/<name>, shape [steps, layers].
@@ -36,8 +40,8 @@ inline constexpr IntField kIntFields[] = {
     {"bottleneck_rank", &StepLayerMetrics::bottleneck_rank},
     {"bottleneck_link", &StepLayerMetrics::bottleneck_link},
     {"bytes_moved", &StepLayerMetrics::measured_bytes_moved},
-    {"replaced_copies", &StepLayerMetrics::replaced_copies},
-    {"replacement_bytes", &StepLayerMetrics::replacement_bytes},
+    {"replaced_copies", &StepLayerMetrics::replaced_copies, true},
+    {"replacement_bytes", &StepLayerMetrics::replacement_bytes, true},
 };
 inline constexpr RealField kRealFields[] = {
     {"mean_active_experts", &StepLayerMetrics::mean_active_experts},
@@ -49,8 +53,8 @@ inline constexpr RealField kRealFields[] = {
     {"capacity_factor_required", &StepLayerMetrics::capacity_factor_required},
     {"model_dispatch_s", &StepLayerMetrics::model_dispatch_s},
     {"model_combine_s", &StepLayerMetrics::model_combine_s},
-    {"model_lower_bound_dispatch_s", &StepLayerMetrics::model_lower_bound_dispatch_s},
-    {"model_lower_bound_combine_s", &StepLayerMetrics::model_lower_bound_combine_s},
+    {"model_lower_bound_dispatch_s", &StepLayerMetrics::model_lower_bound_dispatch_s, true},
+    {"model_lower_bound_combine_s", &StepLayerMetrics::model_lower_bound_combine_s, true},
     {"algbw_GBps", &StepLayerMetrics::algbw_GBps},
     {"busbw_GBps", &StepLayerMetrics::busbw_GBps},
     {"dispatch_s", &StepLayerMetrics::measured_dispatch_s},
@@ -58,8 +62,8 @@ inline constexpr RealField kRealFields[] = {
     {"measured_algbw_GBps", &StepLayerMetrics::measured_algbw_GBps},
     {"measured_busbw_GBps", &StepLayerMetrics::measured_busbw_GBps},
     {"router_s", &StepLayerMetrics::router_s},
-    {"a2a_saved_s", &StepLayerMetrics::a2a_saved_s},
-    {"replication_factor", &StepLayerMetrics::replication_factor},
+    {"a2a_saved_s", &StepLayerMetrics::a2a_saved_s, true},
+    {"replication_factor", &StepLayerMetrics::replication_factor, true},
 };
 
 }  // namespace moe::schema
