@@ -3,6 +3,8 @@
 //   capacity/<policy>/E<E>_k<k>       apply_capacity on a softmax_topk plan, CF 1.0, tokens/s
 //   dispatch/<dedup>/E<E>_k<k>        account_dispatch on 2 nodes x 4 ranks, contiguous placement, tokens/s
 //   model_alltoall/R1024              the analytical all-to-all model on a 1024 x 1024 matrix, s/call
+//   workload/<name>/E256              every synthetic workload (default knobs, top-8): logits of 8192 tokens
+//                                     (one EP rank of 16, a new step each call), tokens/s
 //   trace_replay/recorded/T<N>        replay of an assignment trace (E64, top-6, N tokens per step) with
 //                                     the recorded router: read the step's rows from HDF5, route, account
 //                                     the dispatch over 8 ranks; tokens/s (the trace is written once, untimed)
@@ -219,6 +221,25 @@ void bm_model_alltoall(benchmark::State& state) {
       benchmark::Counter(1.0, benchmark::Counter::kIsIterationInvariantRate | benchmark::Counter::kInvert);
 }
 
+void bm_workload(benchmark::State& state, const std::string& name) {
+  constexpr int64_t kRankTokens = 8192;
+  moe::WorkloadSetup ws{256, 4, 8, 16, kRankTokens, 4096, kSeed};
+  moe::TokenBatch batch;
+  try {
+    auto workload = moe::make_workload(name, ws, {});
+    int32_t step = 0;
+    for (auto _ : state) {
+      workload->generate_ranks(step, step % 4, 5, 1, batch);  // rank 5 of 16, a new step every call
+      ++step;
+      benchmark::DoNotOptimize(batch.logits.data());
+      benchmark::ClobberMemory();
+    }
+    state.SetItemsProcessed(state.iterations() * batch.num_tokens);
+  } catch (const std::exception& e) {
+    skip(state, "workload '" + name + "' failed: " + e.what());
+  }
+}
+
 const char* dedup_name(moe::Dedup d) {
   switch (d) {
     case moe::Dedup::token_expert: return "token_expert";
@@ -319,6 +340,9 @@ void register_all() {
                                    d, s)
           ->Unit(benchmark::kMicrosecond);
   benchmark::RegisterBenchmark("model_alltoall/R1024", bm_model_alltoall)->Unit(benchmark::kMillisecond);
+  for (const std::string& name : moe::WorkloadRegistry::instance().names())
+    if (name != "trace")
+      benchmark::RegisterBenchmark(("workload/" + name + "/E256").c_str(), bm_workload, name)->Unit(benchmark::kMillisecond);
 }
 
 }  // namespace
