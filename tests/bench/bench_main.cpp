@@ -223,18 +223,27 @@ void bm_model_alltoall(benchmark::State& state) {
 
 void bm_workload(benchmark::State& state, const std::string& name) {
   constexpr int64_t kRankTokens = 8192;
-  moe::WorkloadSetup ws{256, 4, 8, 16, kRankTokens, 4096, kSeed};
+  moe::WorkloadSetup ws;
+  ws.num_experts = 256;
+  ws.num_layers = 4;
+  ws.top_k = 8;
+  ws.ep_size = 16;
+  ws.tokens_per_rank = kRankTokens;
+  ws.seq_len = 4096;
+  ws.seed = kSeed;
   moe::TokenBatch batch;
   try {
     auto workload = moe::make_workload(name, ws, {});
     int32_t step = 0;
+    int64_t tokens = 0;  // ragged workloads give rank 5 a different count each step
     for (auto _ : state) {
       workload->generate_ranks(step, step % 4, 5, 1, batch);  // rank 5 of 16, a new step every call
       ++step;
+      tokens += batch.num_tokens;
       benchmark::DoNotOptimize(batch.logits.data());
       benchmark::ClobberMemory();
     }
-    state.SetItemsProcessed(state.iterations() * batch.num_tokens);
+    state.SetItemsProcessed(tokens);
   } catch (const std::exception& e) {
     skip(state, "workload '" + name + "' failed: " + e.what());
   }
