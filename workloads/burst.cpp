@@ -21,7 +21,7 @@ class Burst final : public Workload {
   Burst(const WorkloadSetup& s, ComponentArgs& a) : Workload(s) {
     knobs_ = synth::read_hot_knobs("burst", a, s.num_experts, s.top_k, 0.9);
     p_ = a.get_double("probability", 0.1);
-    if (!(p_ >= 0 && p_ <= 1)) throw InputError(synth::knob_error("burst", "probability", std::to_string(p_), "must be in [0, 1]"));
+    if (!(p_ >= 0 && p_ <= 1)) throw InputError(synth::knob_error("burst", a, "probability", "must be in [0, 1]"));
   }
 
  private:

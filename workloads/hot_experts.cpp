@@ -23,7 +23,7 @@ class HotExperts final : public Workload {
     const synth::HotKnobs h = synth::read_hot_knobs("hot_experts", a, s.num_experts, s.top_k, 0.5);
     const int64_t first = a.get_int("first", 0);
     if (first < 0 || first >= s.num_experts)
-      throw InputError(synth::knob_error("hot_experts", "first", std::to_string(first), "must be an expert id in [0, experts)"));
+      throw InputError(synth::knob_error("hot_experts", a, "first", "must be an expert id in [0, experts)"));
     bias_ = synth::hot_bias(synth::block_mask(s.num_experts, first, h.hot), h.fraction);
   }
 

@@ -25,10 +25,10 @@ class HotRank final : public Workload {
     const synth::HotKnobs h = synth::read_hot_knobs("hot_rank", a, s.num_experts, s.top_k, 0.9);
     rank_ = a.get_int("rank", 0);
     if (rank_ < 0 || rank_ >= s.ep_size)
-      throw InputError(synth::knob_error("hot_rank", "rank", std::to_string(rank_), "must be in [0, ep-size) = [0, " + std::to_string(s.ep_size) + ")"));
+      throw InputError(synth::knob_error("hot_rank", a, "rank", "must be in [0, ep-size) = [0, " + std::to_string(s.ep_size) + ")"));
     const int64_t first = a.get_int("first", 0);
     if (first < 0 || first >= s.num_experts)
-      throw InputError(synth::knob_error("hot_rank", "first", std::to_string(first), "must be an expert id in [0, experts)"));
+      throw InputError(synth::knob_error("hot_rank", a, "first", "must be an expert id in [0, experts)"));
     bias_ = synth::hot_bias(synth::block_mask(s.num_experts, first, h.hot), h.fraction);
   }
 

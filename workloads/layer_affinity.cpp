@@ -25,7 +25,7 @@ class LayerAffinity final : public Workload {
  public:
   LayerAffinity(const WorkloadSetup& s, ComponentArgs& a) : Workload(s), affinity_(a.get_double("affinity", 0.8)) {
     if (!(affinity_ >= 0 && affinity_ <= 1))
-      throw InputError(synth::knob_error("layer_affinity", "affinity", std::to_string(affinity_), "must be in [0, 1]"));
+      throw InputError(synth::knob_error("layer_affinity", a, "affinity", "must be in [0, 1]"));
     const int32_t E = s.num_experts;
     perm_.resize(static_cast<size_t>(s.num_layers) * E);
     for (int32_t l = 0; l < s.num_layers; ++l) {

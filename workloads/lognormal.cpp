@@ -21,7 +21,7 @@ namespace {
 class Lognormal final : public Workload {
  public:
   Lognormal(const WorkloadSetup& s, ComponentArgs& a) : Workload(s), sigma_(a.get_double("sigma", 0.5)) {
-    if (!(sigma_ >= 0 && sigma_ <= 10)) throw InputError(synth::knob_error("lognormal", "sigma", std::to_string(sigma_), "must be in [0, 10]"));
+    if (!(sigma_ >= 0 && sigma_ <= 10)) throw InputError(synth::knob_error("lognormal", a, "sigma", "must be in [0, 10]"));
     if (s.tokens_per_rank < 1) throw InputError("--workload lognormal: needs --tokens-per-rank >= 1");
   }
 

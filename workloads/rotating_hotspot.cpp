@@ -21,7 +21,7 @@ class RotatingHotspot final : public Workload {
   RotatingHotspot(const WorkloadSetup& s, ComponentArgs& a) : Workload(s) {
     knobs_ = synth::read_hot_knobs("rotating_hotspot", a, s.num_experts, s.top_k, 0.5);
     stride_ = a.get_int("stride", knobs_.hot);
-    if (stride_ < 1) throw InputError(synth::knob_error("rotating_hotspot", "stride", std::to_string(stride_), "must be >= 1"));
+    if (stride_ < 1) throw InputError(synth::knob_error("rotating_hotspot", a, "stride", "must be >= 1"));
   }
 
  private:

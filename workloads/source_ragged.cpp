@@ -20,7 +20,7 @@ namespace {
 class SourceRagged final : public Workload {
  public:
   SourceRagged(const WorkloadSetup& s, ComponentArgs& a) : Workload(s), spread_(a.get_double("spread", 0.5)) {
-    if (!(spread_ >= 0 && spread_ < 1)) throw InputError(synth::knob_error("source_ragged", "spread", std::to_string(spread_), "must be in [0, 1)"));
+    if (!(spread_ >= 0 && spread_ < 1)) throw InputError(synth::knob_error("source_ragged", a, "spread", "must be in [0, 1)"));
     if (s.tokens_per_rank < 1) throw InputError("--workload source_ragged: needs --tokens-per-rank >= 1");
   }
 

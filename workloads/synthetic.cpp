@@ -102,8 +102,9 @@ float uniform_one(uint64_t stream_key, int64_t token, int32_t e) {
 
 float fast_log(float x) { return log_poly(x); }
 
-std::string knob_error(const std::string& name, const std::string& key, const std::string& value, const std::string& why) {
-  return "--workload-arg " + name + "." + key + "=" + value + ": " + why;
+std::string knob_error(const std::string& name, const ComponentArgs& a, const std::string& key, const std::string& why) {
+  const auto it = a.values().find(key);
+  return "--workload-arg " + name + "." + key + "=" + (it == a.values().end() ? "(default)" : it->second) + ": " + why;
 }
 
 HotKnobs read_hot_knobs(const std::string& name, ComponentArgs& a, int32_t experts, int32_t top_k, double default_fraction) {
@@ -111,8 +112,8 @@ HotKnobs read_hot_knobs(const std::string& name, ComponentArgs& a, int32_t exper
   h.hot = a.get_int("hot", std::min(top_k, experts - 1));
   h.fraction = a.get_double("fraction", default_fraction);
   if (h.hot < 1 || h.hot >= experts)
-    throw InputError(knob_error(name, "hot", std::to_string(h.hot), "must be in [1, experts - 1] = [1, " + std::to_string(experts - 1) + "]"));
-  if (!(h.fraction > 0 && h.fraction < 1)) throw InputError(knob_error(name, "fraction", std::to_string(h.fraction), "must be in (0, 1)"));
+    throw InputError(knob_error(name, a, "hot", "must be in [1, experts - 1] = [1, " + std::to_string(experts - 1) + "]"));
+  if (!(h.fraction > 0 && h.fraction < 1)) throw InputError(knob_error(name, a, "fraction", "must be in (0, 1)"));
   return h;
 }
 

@@ -24,8 +24,8 @@ struct HotKnobs {
   double fraction = 0;
 };
 HotKnobs read_hot_knobs(const std::string& name, ComponentArgs& a, int32_t experts, int32_t top_k, double default_fraction);
-// "--workload-arg NAME.KEY=VALUE: WHY" for knob errors.
-std::string knob_error(const std::string& name, const std::string& key, const std::string& value, const std::string& why);
+// "--workload-arg NAME.KEY=VALUE: WHY" for knob errors, VALUE as the user wrote it (or "(default)").
+std::string knob_error(const std::string& name, const ComponentArgs& a, const std::string& key, const std::string& why);
 
 // Largest and smallest Gumbel value the noise can take (u = 1 - 2^-24 and u = 2^-24).
 constexpr float kGumbelMax = 16.6356f;

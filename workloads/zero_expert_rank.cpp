@@ -23,7 +23,7 @@ class ZeroExpertRank final : public Workload {
   ZeroExpertRank(const WorkloadSetup& s, ComponentArgs& a) : Workload(s) {
     const int64_t rank = a.get_int("rank", 0);
     if (rank < 0 || rank >= s.ep_size)
-      throw InputError(synth::knob_error("zero_expert_rank", "rank", std::to_string(rank), "must be in [0, ep-size) = [0, " + std::to_string(s.ep_size) + ")"));
+      throw InputError(synth::knob_error("zero_expert_rank", a, "rank", "must be in [0, ep-size) = [0, " + std::to_string(s.ep_size) + ")"));
     bias_.assign(static_cast<size_t>(s.num_experts), 0.0f);
     int64_t zero = 0;
     for (int64_t e = 0; e < s.num_experts; ++e)
@@ -32,7 +32,7 @@ class ZeroExpertRank final : public Workload {
         ++zero;
       }
     if (zero == 0)
-      throw InputError(synth::knob_error("zero_expert_rank", "rank", std::to_string(rank),
+      throw InputError(synth::knob_error("zero_expert_rank", a, "rank",
                                          "hosts no expert under contiguous placement (" + std::to_string(s.num_experts) + " experts over " +
                                              std::to_string(s.ep_size) + " ranks)"));
     if (s.num_experts - zero < s.top_k)
