@@ -13,15 +13,30 @@ void Workload::generate_ranks(int32_t step, int32_t layer, int32_t first_rank, i
   if (first_rank < 0 || num_ranks < 1 || first_rank + num_ranks > setup_.ep_size)
     fail("generate_ranks: ranks [" + std::to_string(first_rank) + ", " + std::to_string(first_rank + num_ranks) +
          ") outside the EP size " + std::to_string(setup_.ep_size));
+  const std::vector<int64_t>& lay = layout(step);
+  const int64_t first = lay[first_rank];
+  generate(step, layer, first, lay[first_rank + num_ranks] - first, out);
+  out.first_rank = first_rank;
+  out.rank_offsets.resize(static_cast<size_t>(num_ranks) + 1);
+  for (int32_t i = 0; i <= num_ranks; ++i) out.rank_offsets[i] = lay[first_rank + i] - first;
+}
+
+const std::vector<int64_t>& Workload::layout(int32_t step) {
   if (step != layout_step_) {
     rank_layout(step, layout_);
     layout_step_ = step;
   }
-  const int64_t first = layout_[first_rank];
-  generate(step, layer, first, layout_[first_rank + num_ranks] - first, out);
-  out.first_rank = first_rank;
-  out.rank_offsets.resize(static_cast<size_t>(num_ranks) + 1);
-  for (int32_t i = 0; i <= num_ranks; ++i) out.rank_offsets[i] = layout_[first_rank + i] - first;
+  return layout_;
+}
+
+int64_t Workload::step_stream_start(int32_t step) {
+  if (step_start_.empty()) step_start_.push_back(0);
+  while (static_cast<int32_t>(step_start_.size()) <= step) {
+    const auto s = static_cast<int32_t>(step_start_.size()) - 1;
+    rank_layout(s, scratch_);
+    step_start_.push_back(step_start_.back() + scratch_.back());
+  }
+  return step_start_[static_cast<size_t>(step)];
 }
 
 void Workload::generate(int32_t step, int32_t layer, int64_t first_token, int64_t num_tokens, TokenBatch& out) {
@@ -30,14 +45,20 @@ void Workload::generate(int32_t step, int32_t layer, int64_t first_token, int64_
   out.num_experts = setup_.num_experts;
   out.num_tokens = num_tokens;
   out.first_token = first_token;
-  out.global_tokens = setup_.tokens_per_rank * setup_.ep_size;
-  out.tokens_per_rank = setup_.tokens_per_rank;
+  const std::vector<int64_t>& lay = layout(step);
+  out.global_tokens = lay.back();
+  // Uniform layouts keep the tokens_per_rank shortcut; ragged ones are described by rank_offsets
+  // (generate_ranks), so a batch made by generate() alone is one rank.
+  bool uniform = true;
+  for (size_t r = 0; r < lay.size() && uniform; ++r) uniform = lay[r] == static_cast<int64_t>(r) * setup_.tokens_per_rank;
+  out.tokens_per_rank = uniform ? setup_.tokens_per_rank : 0;
+  const int64_t stream_start = step_stream_start(step);
   out.logits.resize(static_cast<size_t>(num_tokens) * setup_.num_experts);
   out.sequence.resize(static_cast<size_t>(num_tokens));
   out.position.resize(static_cast<size_t>(num_tokens));
   // Tokens of consecutive steps continue one packed stream of sequences of seq_len tokens.
   for (int64_t t = 0; t < num_tokens; ++t) {
-    const int64_t stream = static_cast<int64_t>(step) * out.global_tokens + first_token + t;
+    const int64_t stream = stream_start + first_token + t;
     out.sequence[t] = stream / setup_.seq_len;
     out.position[t] = static_cast<int32_t>(stream % setup_.seq_len);
   }

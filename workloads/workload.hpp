@@ -41,17 +41,25 @@ class Workload {
   // metadata, then fill_logits.
   virtual void generate(int32_t step, int32_t layer, int64_t first_token, int64_t num_tokens, TokenBatch& out);
   // First global token of each of the ep_size ranks at `step`, and the step's total: [R + 1].
-  // The same on every process. Synthetic: tokens_per_rank each.
+  // The same on every process, a function of (seed, step) only. Synthetic: tokens_per_rank each;
+  // ragged workloads (source_ragged, lognormal) override it, every rank getting >= 1 token.
   virtual void rank_layout(int32_t step, std::vector<int64_t>& first_token_of_rank);
 
  protected:
   // Fills out.logits; metadata (sequence, position, counts) is already set.
   virtual void fill_logits(TokenBatch& out) = 0;
+  // rank_layout(step), cached for the latest step asked.
+  const std::vector<int64_t>& layout(int32_t step);
+  // Index of the first token of `step` in the packed stream of all steps' tokens: the sum of the
+  // earlier steps' totals (step * R * tokens_per_rank for layouts whose total never changes).
+  int64_t step_stream_start(int32_t step);
   WorkloadSetup setup_;
 
  private:
   int32_t layout_step_ = -1;
   std::vector<int64_t> layout_;
+  std::vector<int64_t> step_start_;  // step_start_[s] = step_stream_start(s), filled on demand
+  std::vector<int64_t> scratch_;
 };
 
 using WorkloadFactory = std::function<std::unique_ptr<Workload>(const WorkloadSetup&, ComponentArgs&)>;

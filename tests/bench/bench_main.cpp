@@ -6,6 +6,8 @@
 //                                     balanced lower bound included: flat on 128 DGX-H100-like nodes
 //                                     (8 NICs each), node_forwarded, hierarchical, and pcie (2 NICs per
 //                                     node, shared node fabric, shared links). Floor: <= 0.1 s per call.
+//   workload/<name>/E256              every synthetic workload (default knobs, top-8): logits of 8192 tokens
+//                                     (one EP rank of 16, a new step each call), tokens/s
 //   trace_replay/recorded/T<N>        replay of an assignment trace (E64, top-6, N tokens per step) with
 //                                     the recorded router: read the step's rows from HDF5, route, account
 //                                     the dispatch over 8 ranks; tokens/s (the trace is written once, untimed)
@@ -229,6 +231,34 @@ void bm_model_alltoall(benchmark::State& state, moe::A2aModel algo, bool pcie) {
       benchmark::Counter(1.0, benchmark::Counter::kIsIterationInvariantRate | benchmark::Counter::kInvert);
 }
 
+void bm_workload(benchmark::State& state, const std::string& name) {
+  constexpr int64_t kRankTokens = 8192;
+  moe::WorkloadSetup ws;
+  ws.num_experts = 256;
+  ws.num_layers = 4;
+  ws.top_k = 8;
+  ws.ep_size = 16;
+  ws.tokens_per_rank = kRankTokens;
+  ws.seq_len = 4096;
+  ws.seed = kSeed;
+  moe::TokenBatch batch;
+  try {
+    auto workload = moe::make_workload(name, ws, {});
+    int32_t step = 0;
+    int64_t tokens = 0;  // ragged workloads give rank 5 a different count each step
+    for (auto _ : state) {
+      workload->generate_ranks(step, step % 4, 5, 1, batch);  // rank 5 of 16, a new step every call
+      ++step;
+      tokens += batch.num_tokens;
+      benchmark::DoNotOptimize(batch.logits.data());
+      benchmark::ClobberMemory();
+    }
+    state.SetItemsProcessed(tokens);
+  } catch (const std::exception& e) {
+    skip(state, "workload '" + name + "' failed: " + e.what());
+  }
+}
+
 const char* dedup_name(moe::Dedup d) {
   switch (d) {
     case moe::Dedup::token_expert: return "token_expert";
@@ -336,6 +366,9 @@ void register_all() {
       ->Unit(benchmark::kMillisecond);
   benchmark::RegisterBenchmark("model_alltoall/pcie/R1024", bm_model_alltoall, moe::A2aModel::flat, true)
       ->Unit(benchmark::kMillisecond);
+  for (const std::string& name : moe::WorkloadRegistry::instance().names())
+    if (name != "trace")
+      benchmark::RegisterBenchmark(("workload/" + name + "/E256").c_str(), bm_workload, name)->Unit(benchmark::kMillisecond);
 }
 
 }  // namespace

@@ -25,7 +25,8 @@ case $case_name in
 list)
   out=$("$mb" list) || fail "list failed"
   echo "$out"
-  for name in softmax_topk sigmoid_topk uniform zipf domain_shift contiguous round_robin sim; do
+  for name in softmax_topk sigmoid_topk uniform zipf domain_shift balanced hot_experts spread_hot hot_rank source_ragged \
+      zero_expert_rank rotating_hotspot burst lognormal layer_affinity contiguous round_robin sim; do
     echo "$out" | grep -qE "^  $name +[a-zA-Z]" || fail "list does not describe $name"
   done
   expect_error "unknown kind" "$mb" list nonsense
