@@ -95,9 +95,9 @@ RunOutput run_pipeline(const RunConfig& cfg, const Comm& world, const RunOptions
   const A2aModel a2a_model = a2a_model_for(cfg.a2a_algo, cfg.dedup);  // the cost model of this exchange
 
   // The first batch tells what the source provides: routers refuse inputs they cannot use, and
-  // labelled workloads add the transition figures.
+  // labelled workloads add the transition figures. One rank tells it (a whole batch may be large).
   TokenBatch batch;
-  workload->generate_ranks(0, 0, first_rank, ranks_here, batch);
+  workload->generate_ranks(0, 0, first_rank, 1, batch);
   for (size_t ri = 0; ri < routers.size(); ++ri) {
     const std::string missing = routers[ri]->missing_input(batch);
     if (!missing.empty())
@@ -154,6 +154,18 @@ RunOutput run_pipeline(const RunConfig& cfg, const Comm& world, const RunOptions
   }
 
   const size_t NR = routers.size();
+  // Token-local routers only (and no transition figures): generate and route the hosted ranks in
+  // chunks of about options.chunk_tokens tokens, keeping only the plans; the logits of 1024 ranks x 8192
+  // tokens x 256 experts (8 GiB) then never sit in memory at once.
+  const int64_t kChunkTokens = std::max<int64_t>(1, options.chunk_tokens);
+  bool chunked = !labelled && cfg.route_on == "cpu";
+  for (const auto& r : routers) chunked = chunked && r->token_local();
+  const int64_t rank_tokens = std::max<int64_t>(1, batch.num_tokens);  // tokens of the first rank
+  const int32_t chunk_ranks = chunked ? static_cast<int32_t>(std::clamp<int64_t>(kChunkTokens / rank_tokens, 1, ranks_here)) : ranks_here;
+  chunked = chunked && chunk_ranks < ranks_here;
+  std::vector<RoutingPlan> plans(chunked ? NR : 0);
+  std::vector<double> route_s(NR, 0.0);
+  TokenBatch layout;  // chunked: the rank layout of all hosted ranks (no logits)
   out.records.assign(NR, {});
   out.matrices.assign(NR, {});
   std::vector<std::vector<StepLayerMetrics>> step_records(NR, std::vector<StepLayerMetrics>(static_cast<size_t>(L)));
@@ -162,7 +174,7 @@ RunOutput run_pipeline(const RunConfig& cfg, const Comm& world, const RunOptions
   std::vector<std::vector<TrafficMatrix>> step_matrices(NR, std::vector<TrafficMatrix>(step_matrices_needed ? static_cast<size_t>(L) : 1));
   std::vector<SummaryAccumulator> summaries;
   for (const auto& name : cfg.routers) summaries.emplace_back(name);
-  RoutingPlan plan;
+  RoutingPlan route_plan;
   CapacityResult cap;
   TrafficMatrix combine;
   Progress progress(cfg.progress, static_cast<int64_t>(cfg.steps) * L, world.root());
@@ -173,23 +185,59 @@ RunOutput run_pipeline(const RunConfig& cfg, const Comm& world, const RunOptions
   try {
     for (int32_t step = 0; step < cfg.steps; ++step) {
       for (int32_t layer = 0; layer < L; ++layer) {
-        if (step > 0 || layer > 0) workload->generate_ranks(step, layer, first_rank, ranks_here, batch);
-        const int64_t global_tokens = batch.global_tokens;
+        std::fill(route_s.begin(), route_s.end(), 0.0);
+        if (!chunked) {
+          workload->generate_ranks(step, layer, first_rank, ranks_here, batch);
+        } else {
+          for (auto& p : plans) p.reset(0, cfg.experts, 0);
+          layout.rank_offsets.assign(1, 0);
+          for (int32_t c0 = 0; c0 < ranks_here; c0 += chunk_ranks) {
+            const int32_t nc = std::min(chunk_ranks, ranks_here - c0);
+            workload->generate_ranks(step, layer, first_rank + c0, nc, batch);
+            if (c0 == 0) layout.first_token = batch.first_token;
+            const int64_t base = layout.rank_offsets.back();
+            for (int32_t i = 1; i <= nc; ++i) layout.rank_offsets.push_back(base + batch.rank_offsets[i]);
+            for (size_t ri = 0; ri < NR; ++ri) {
+              const auto t0 = std::chrono::steady_clock::now();
+              routers[ri]->route(batch, world, route_plan);
+              route_s[ri] += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+              RoutingPlan& all = plans[ri];  // append this chunk's plan
+              const int64_t a0 = all.assignments();
+              for (int64_t t = 1; t <= route_plan.num_tokens; ++t) all.offsets.push_back(a0 + route_plan.offsets[t]);
+              all.expert.insert(all.expert.end(), route_plan.expert.begin(), route_plan.expert.end());
+              all.weight.insert(all.weight.end(), route_plan.weight.begin(), route_plan.weight.end());
+              all.num_tokens += route_plan.num_tokens;
+            }
+          }
+          layout.step = step;
+          layout.layer = layer;
+          layout.num_experts = cfg.experts;
+          layout.num_tokens = layout.rank_offsets.back();
+          layout.global_tokens = batch.global_tokens;
+          layout.first_rank = first_rank;
+          layout.tokens_per_rank = 0;
+        }
+        const TokenBatch& tokens = chunked ? layout : batch;  // whose rank layout the accounting uses
+        const int64_t global_tokens = tokens.global_tokens;
         for (size_t ri = 0; ri < NR; ++ri) {
           StepLayerMetrics& m = step_records[ri][layer];
           m = StepLayerMetrics{};
-          const auto t0 = std::chrono::steady_clock::now();
-          if (gpu_route[ri])
-            (*gpu_route[ri])(batch, cfg.top_k, args_of(cfg.routers[ri]), plan);
-          else
-            routers[ri]->route(batch, world, plan);
-          m.router_s = world.max(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+          if (!chunked) {
+            const auto t0 = std::chrono::steady_clock::now();
+            if (gpu_route[ri])
+              (*gpu_route[ri])(batch, cfg.top_k, args_of(cfg.routers[ri]), route_plan);
+            else
+              routers[ri]->route(batch, world, route_plan);
+            route_s[ri] = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+          }
+          RoutingPlan& plan = chunked ? plans[ri] : route_plan;
+          m.router_s = world.max(route_s[ri]);
           m.figures = routers[ri]->figures();
           if (labelled) {
             const auto tf = transition_figures(batch, plan, world);
             m.figures.insert(m.figures.end(), tf.begin(), tf.end());
           }
-          apply_capacity(plan, cap_spec, global_capacity ? global_tokens : batch.num_tokens, global_capacity ? world : self, cap);
+          apply_capacity(plan, cap_spec, global_capacity ? global_tokens : tokens.num_tokens, global_capacity ? world : self, cap);
           if (!global_capacity) {  // per-process capacity: the counts above are local, make them global
             world.sum(cap.expert_demand);
             world.sum(cap.expert_load);
@@ -200,7 +248,7 @@ RunOutput run_pipeline(const RunConfig& cfg, const Comm& world, const RunOptions
           TrafficMatrix& dispatch = step_matrices[ri][step_matrices_needed ? layer : 0];
           dispatch.reset(R);
           const Placement& placement = planners[ri].placement(layer, cap.expert_demand);
-          account_dispatch(plan, cap.kept, batch, placement, topo, traffic_spec, dispatch);
+          account_dispatch(plan, cap.kept, tokens, placement, topo, traffic_spec, dispatch);
           world.sum(dispatch.tokens);
           world.sum(dispatch.bytes);
           combine_from_dispatch(dispatch, cfg.payload_bytes(), combine);
@@ -222,7 +270,7 @@ RunOutput run_pipeline(const RunConfig& cfg, const Comm& world, const RunOptions
           if (m.replaced_copies > 0) {  // the same traffic under the placement it replaced
             TrafficMatrix before, before_combine;
             before.reset(R);
-            account_dispatch(plan, cap.kept, batch, planners[ri].previous(layer), topo, traffic_spec, before);
+            account_dispatch(plan, cap.kept, tokens, planners[ri].previous(layer), topo, traffic_spec, before);
             world.sum(before.tokens);
             world.sum(before.bytes);
             combine_from_dispatch(before, cfg.payload_bytes(), before_combine);

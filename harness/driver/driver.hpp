@@ -23,6 +23,7 @@ struct RunOptions {
   bool keep_history = false;  // tests: keep every record and group dispatch matrix in memory
   bool console = true;        // rank 0 prints the header and table
   int64_t corrupt_token = -1; // tests only: the mpi backend corrupts this received token on rank 0
+  int64_t chunk_tokens = int64_t{1} << 18;  // token-local routers: tokens generated and routed at a time
   // Called once setup is over (components built, file created) and the step loop starts: from then
   // on an error may hit one rank only, so main aborts the job instead of exiting quietly.
   std::function<void()> on_start;

@@ -21,6 +21,8 @@ class Recorded final : public Router {
     return batch.recorded_k > 0 ? "" : "recorded expert choices (an assignment trace; this source has logits only)";
   }
 
+  bool token_local() const override { return true; }
+
   void route(const TokenBatch& batch, const Comm&, RoutingPlan& plan) override {
     const int64_t T = batch.num_tokens;
     const int32_t k = batch.recorded_k;

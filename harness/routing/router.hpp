@@ -37,6 +37,11 @@ class Router {
   // "" when the router can route this batch; otherwise what the source lacks, e.g.
   // "full router logits (the trace has top-k assignments only)". Checked once before the run.
   virtual std::string missing_input(const TokenBatch& /*batch*/) const { return ""; }
+
+  // true when route() of a batch equals the concatenation of route() over any split of its tokens,
+  // with no collective and no figures: the driver may then generate and route a large batch in
+  // chunks of ranks, so that its logits never sit in memory at once.
+  virtual bool token_local() const { return false; }
 };
 
 // For routers that pick the top k by a score monotone in the logit (softmax_topk, sigmoid_topk): on

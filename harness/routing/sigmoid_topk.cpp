@@ -15,6 +15,7 @@ class SigmoidTopK final : public Router {
         scale_(static_cast<float>(args.get_double("scaling_factor", 1.0))) {}
 
   std::string missing_input(const TokenBatch& batch) const override { return topk_input_check(batch, k_); }
+  bool token_local() const override { return true; }
 
   void route(const TokenBatch& batch, const Comm&, RoutingPlan& plan) override {
     const int64_t T = batch.num_tokens;

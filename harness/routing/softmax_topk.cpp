@@ -14,6 +14,7 @@ class SoftmaxTopK final : public Router {
         renormalize_(args.get_bool("renormalize", true)) {}
 
   std::string missing_input(const TokenBatch& batch) const override { return topk_input_check(batch, k_); }
+  bool token_local() const override { return true; }
 
   void route(const TokenBatch& batch, const Comm&, RoutingPlan& plan) override {
     const int64_t T = batch.num_tokens;
