@@ -141,6 +141,10 @@ void SummaryAccumulator::add(const StepLayerMetrics& m) {
   s_.mean_model_lower_bound_s += m.model_lower_bound_dispatch_s + m.model_lower_bound_combine_s;
   s_.mean_busbw_GBps += m.busbw_GBps;
   s_.mean_router_s += m.router_s;
+  s_.replacements += m.replaced_copies > 0;
+  s_.replacement_bytes += m.replacement_bytes;
+  if (m.replaced_copies > 0) s_.a2a_saved_s += m.a2a_saved_s;
+  s_.replication_factor = m.replication_factor;
   if (!std::isnan(m.measured_dispatch_s)) {
     const double measured = m.measured_dispatch_s + m.measured_combine_s;
     const double model = m.model_dispatch_s + m.model_combine_s;

@@ -98,6 +98,10 @@ struct RouterSummary {
   bool measured = false;            // a real backend timed the exchanges
   double mean_measured_a2a_s = 0;   // measured dispatch + combine per layer
   double median_model_error = 0;    // median over records of |model - measured| / measured
+  int64_t replacements = 0;         // step x layer pairs whose placement changed
+  int64_t replacement_bytes = 0;    // expert weights moved by them, in total
+  double a2a_saved_s = 0;           // modelled dispatch+combine they saved at the step they took effect, in total
+  double replication_factor = 1;    // physical expert copies / E (last record)
 };
 // Accumulates the summary record by record, so a run keeps O(1) per router, not O(steps x layers).
 class SummaryAccumulator {

@@ -38,6 +38,20 @@ std::string format_summary_table(const std::vector<RouterSummary>& rows) {
       "bytes spread evenly: the cost of imbalance);\nbusbw: GB/s (nccl-tests definition).\n";
   if (measured)
     out += "meas_ms: measured dispatch+combine per layer (slowest rank); model_err: median |model - measured| / measured.\n";
+  for (const auto& r : rows) {
+    if (r.replication_factor > 1.0) {
+      std::snprintf(line, sizeof line, "placement (%s): %.3f copies per expert\n", r.router.c_str(), r.replication_factor);
+      out += line;
+    }
+    if (r.replacements > 0) {
+      std::snprintf(line, sizeof line,
+                    "re-placement (%s): %lld layer re-placements moved %.3f GB of expert weights and saved %.4f ms of "
+                    "modelled all-to-all at the steps they took effect\n",
+                    r.router.c_str(), static_cast<long long>(r.replacements), static_cast<double>(r.replacement_bytes) / 1e9,
+                    r.a2a_saved_s * 1e3);
+      out += line;
+    }
+  }
   return out;
 }
 
