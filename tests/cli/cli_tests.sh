@@ -298,6 +298,31 @@ JSON
   # top-1 of rows increasing along the experts: expert 3 takes every token
   grep -E "^ +0 +3 +0\.8 +3 " n.txt || fail "npy: top-1 loads"
   ;;
+placement_eplb_np2)
+  # The issue's placement command, scaled down: EPLB with redundant copies, locality selection,
+  # re-placement every 2 steps, hierarchical all-to-all on the DGX-H100 topology.
+  topo=$(dirname "$0")/../../cluster/topologies/dgx-h100.ini
+  $mpiexec -n 2 "$mb" run --workload hot_experts --experts 64 --top-k 4 --ep-size 32 --topology "$topo" \
+    --tokens-per-rank 256 --routers softmax_topk,deepseek_v3 --placement eplb --redundant-experts 8 \
+    --replica-select locality --replace-every 2 --a2a-algo hierarchical --steps 4 --layers 2 --progress off --out p.h5 > run.log \
+    || { cat run.log; fail "placement run failed"; }
+  cat run.log
+  grep -q "placement (softmax_topk): 1.500 copies per expert" run.log || fail "96 slots for 64 experts: 1.5 copies per expert expected"
+  h5dump -H -d /runs/softmax_topk/expert_of_slot p.h5 | grep -q "( 4, 2, 96 )" || fail "expert_of_slot shape"
+  slots=$(h5dump -y -w 0 -d /runs/softmax_topk/expert_of_slot p.h5 | sed -n '/DATA {/,/}/p' | tr -c '0-9\n-' ' ' | tr -s ' ' '\n' | grep -v '^$')
+  [ "$(echo "$slots" | wc -l)" -eq 768 ] || fail "expected 4 x 2 x 96 slots"
+  echo "$slots" | grep -qx -- "-1" && fail "an empty slot in a replicating placement"
+  for e in $(seq 0 63); do echo "$slots" | head -96 | grep -qx "$e" || fail "expert $e has no copy"; done
+  moved=$(h5dump -y -w 0 -d /runs/softmax_topk/replaced_copies p.h5 | sed -n '/DATA {/,/}/p' | tr -c '0-9\n' ' ' | tr -s ' ' '\n' | grep -v '^$' | tr '\n' ' ')
+  echo "replaced copies per step x layer: $moved"
+  [ "$(echo $moved | cut -d' ' -f1-4)" = "0 0 0 0" ] || fail "no re-placement before step 2"
+  [ "$(echo $moved | cut -d' ' -f5)" -gt 0 ] || fail "the hot experts should be re-placed at step 2"
+  "$mb" report p.h5 > /dev/null || fail "report failed"
+  expect_error "placement contiguous does not replicate" "$mb" run --placement contiguous --redundant-experts 4 --progress off
+  expect_error "placement round_robin does not use loads" "$mb" run --placement round_robin --placement-loads ema --progress off
+  expect_error "--replica-select: unknown value 'nearest'" "$mb" run --replica-select nearest --progress off
+  "$mb" list placements | grep -qE "^  eplb +DeepSeek" || fail "list placements: eplb"
+  ;;
 *) fail "unknown case $case_name" ;;
 esac
 echo "PASS: $case_name"
