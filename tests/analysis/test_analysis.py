@@ -528,8 +528,39 @@ def case_realism(work):
     print("realism: hand-made statistics exact, logits == ids, verdicts both ways, results files, errors")
 
 
+def case_realism_flame(work):
+    """The real FLAME-MoE trace (from ../shared) against a synthetic trace of the same shape: the
+    reference statistics equal those recomputed from the CSV files directly."""
+    flame = os.environ.get("MOEBENCH_SHARED", os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "..", "shared"))
+    flame = os.path.join(flame, "traces", "flame-moe-290m")
+    if not os.path.exists(os.path.join(flame, "layer02.csv")):
+        print("SKIP: %s not found (../shared is not beside the project)" % flame)
+        return 77
+    w = lambda n: os.path.join(work, n)  # noqa: E731
+    layers = ["layer%02d.csv" % l for l in range(2, 10)]
+    sh([MB, "trace", "convert", "--from", "csv", "--in"] + [os.path.join(flame, f) for f in layers] +
+       ["--layers", "2-9", "--weights-are", "probabilities", "--out", w("flame.h5")])
+    sh([MB, "trace", "gen", "--workload", "zipf", "--experts", "64", "--top-k", "6", "--layers", "8", "--steps", "1",
+        "--tokens", "2048", "--seq-len", "2048", "--out", w("zipf.h5")])
+    out = realism_json(w("zipf.h5"), w("flame.h5"))
+    ref = out["reference"]
+    cvs, ginis, mm = [], [], []
+    for f in layers:  # counts of non-zero entries per expert column, straight from the CSV
+        rows = np.loadtxt(os.path.join(flame, f), delimiter=",", skiprows=1)[:, 2:]
+        cnt = np.sort((rows != 0).sum(axis=0)).astype(float)
+        cvs.append(cnt.std() / cnt.mean())
+        mm.append(cnt.max() / cnt.mean())
+        ginis.append(2 * np.sum(np.arange(1, 65) * cnt) / (64 * cnt.sum()) - 65 / 64)
+    close(ref["cv"], np.mean(cvs), "FLAME cv from the CSV")
+    close(ref["max_over_mean"], np.mean(mm), "FLAME max/mean from the CSV")
+    close(ref["gini"], np.mean(ginis), "FLAME gini from the CSV")
+    check(("OVERSTATES" in out["verdict"]) == (out["ratios"]["cv"] > 1), out["verdict"])
+    print("FLAME: cv %.3f, max/mean %.3f; synthetic zipf cv ratio %.2f: %s" % (ref["cv"], ref["max_over_mean"], out["ratios"]["cv"], out["verdict"]))
+
+
 CASES = {"report_numbers": case_report_numbers, "report_compare": case_report_compare, "report_errors": case_report_errors,
-         "plot_figures": case_plot_figures, "html_screenshot": case_html_screenshot, "realism": case_realism}
+         "plot_figures": case_plot_figures, "html_screenshot": case_html_screenshot, "realism": case_realism,
+         "realism_flame": case_realism_flame}
 
 
 def main():
