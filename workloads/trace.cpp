@@ -103,6 +103,7 @@ class TraceWorkload final : public Workload {
     if (h.logits()) {
       out.full_logits = true;
       out.recorded_k = 0;
+      out.recorded_variable_k = false;
       out.recorded_expert.clear();
       out.recorded_weight.clear();
       out.logits.resize(static_cast<size_t>(num_tokens) * E);
@@ -111,6 +112,7 @@ class TraceWorkload final : public Workload {
     }
     const int32_t k = h.top_k;
     out.recorded_k = k;
+    out.recorded_variable_k = h.variable_k;
     out.recorded_expert.resize(static_cast<size_t>(num_tokens) * k);
     out.recorded_weight.resize(static_cast<size_t>(num_tokens) * k);
     reader_->read_assignments(tl, base + first_token, num_tokens, out.recorded_expert.data(), out.recorded_weight.data());

@@ -319,8 +319,15 @@ void TraceReader::read_logits(int32_t layer, int64_t first, int64_t n, float* ou
   const int64_t E = m.h.num_experts;
   const std::vector<hsize_t> start{static_cast<hsize_t>(layer), static_cast<hsize_t>(first), 0},
       count{1, static_cast<hsize_t>(n), static_cast<hsize_t>(E)};
+  auto check_finite = [&](const float* z, int64_t rows, int64_t row0) {
+    for (int64_t i = 0; i < rows * E; ++i)
+      if (std::isnan(z[i]) || z[i] == std::numeric_limits<float>::infinity())
+        m.bad("/logits layer " + std::to_string(layer) + " row " + std::to_string(row0 + i / E) + " expert " + std::to_string(i % E) +
+              ": " + (std::isnan(z[i]) ? "NaN" : "+inf") + " (-inf is allowed: expert never chosen)");
+  };
   if (!m.h.logits_fp16) {
     m.read(m.d_logits, H5T_NATIVE_FLOAT, start, count, out, "H5Dread /logits");
+    check_finite(out, n, first);
     return;
   }
   // Blocks of rows through a small buffer: memory stays at the float32 output.
@@ -333,6 +340,7 @@ void TraceReader::read_logits(int32_t layer, int64_t first, int64_t n, float* ou
     m.read(m.d_logits, m.logits_file_type, st, ct, m.half_buf.data(), "H5Dread /logits");
     float* o = out + r * E;
     for (size_t i = 0; i < m.half_buf.size(); ++i) o[i] = half_to_float(m.half_buf[i]);
+    check_finite(o, rows, first + r);
   }
 }
 
@@ -343,6 +351,27 @@ void TraceReader::read_assignments(int32_t layer, int64_t first, int64_t n, int3
       count{1, static_cast<hsize_t>(n), static_cast<hsize_t>(m.h.top_k)};
   m.read(m.d_ids, H5T_NATIVE_INT32, start, count, ids, "H5Dread /expert_ids");
   m.read(m.d_w, H5T_NATIVE_FLOAT, start, count, weights, "H5Dread /weights");
+  // Ids in [0, E), -1 only as padding at the end of a row, no expert twice; finite weights.
+  const int32_t k = m.h.top_k, E = m.h.num_experts;
+  for (int64_t t = 0; t < n; ++t) {
+    const int32_t* row = ids + t * k;
+    bool padding = false;
+    for (int32_t j = 0; j < k; ++j) {
+      const int32_t e = row[j];
+      const auto where = [&] {
+        return "/expert_ids layer " + std::to_string(layer) + " row " + std::to_string(first + t) + ": ";
+      };
+      if (e == -1) {
+        padding = true;
+        continue;
+      }
+      if (e < 0 || e >= E) m.bad(where() + "expert id " + std::to_string(e) + " outside [0, " + std::to_string(E) + ")");
+      if (padding) m.bad(where() + "expert id " + std::to_string(e) + " after -1 padding");
+      for (int32_t i = 0; i < j; ++i)
+        if (row[i] == e) m.bad(where() + "expert " + std::to_string(e) + " twice");
+      if (!std::isfinite(weights[t * k + j])) m.bad("/weights layer " + std::to_string(layer) + " row " + std::to_string(first + t) + ": not finite");
+    }
+  }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -415,6 +444,19 @@ TraceWriter::TraceWriter(const std::string& path, const TraceWriterOptions& opti
   const hid_t f = H5Fcreate(m.tmp.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
   if (f < 0) throw InputError(m.tmp + ": cannot create file");
   m.file = Handle(f, H5Fclose);
+  try {
+    create_datasets();
+  } catch (...) {
+    m.file.reset();
+    std::error_code ec;
+    std::filesystem::remove(m.tmp, ec);
+    throw;
+  }
+}
+
+void TraceWriter::create_datasets() {
+  Impl& m = *impl_;
+  const TraceWriterOptions& o = m.o;
   constexpr hsize_t kMetaChunk = 1 << 16;
   m.d_step = m.create("/tokens/step", H5T_STD_I32LE, {0}, 0, kMetaChunk);
   m.d_seq = m.create("/tokens/sequence", H5T_STD_I64LE, {0}, 0, kMetaChunk);
@@ -494,6 +536,15 @@ void TraceWriter::write_logits(int32_t layer, int64_t first, int64_t n, const fl
   if (m.o.kind != "logits") fail("trace writer: write_logits on an assignment trace");
   if (layer < 0 || layer >= m.o.num_layers || first < 0 || first + n > m.tokens) fail("trace writer: logits outside the appended rows");
   const int64_t E = m.o.num_experts;
+  // NaN and +inf never; above the float16 range not in fp16 (values far below it become -inf,
+  // which means "never chosen").
+  for (int64_t i = 0; i < n * E; ++i) {
+    const float x = logits[i];
+    if (std::isnan(x) || x == std::numeric_limits<float>::infinity() || (m.o.fp16 && x > 65504.f))
+      throw InputError(m.path + ": logit " + std::to_string(x) + " of layer " + std::to_string(m.o.layer_ids[static_cast<size_t>(layer)]) +
+                       " token " + std::to_string(first + i / E) + " expert " + std::to_string(i % E) +
+                       (std::isnan(x) || std::isinf(x) ? " is not finite" : " exceeds the float16 range (use --dtype fp32)"));
+  }
   const std::vector<hsize_t> start{static_cast<hsize_t>(layer), static_cast<hsize_t>(first), 0},
       count{1, static_cast<hsize_t>(n), static_cast<hsize_t>(E)};
   if (!m.o.fp16) return m.write(m.d_logits, H5T_NATIVE_FLOAT, start, count, logits, "H5Dwrite /logits");

@@ -107,6 +107,7 @@ class TraceWriter {
   void finish();
 
  private:
+  void create_datasets();
   struct Impl;
   std::unique_ptr<Impl> impl_;
 };

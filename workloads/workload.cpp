@@ -67,6 +67,7 @@ void Workload::generate(int32_t step, int32_t layer, int64_t first_token, int64_
   out.full_logits = true;
   out.has_sequences = true;
   out.recorded_k = 0;
+  out.recorded_variable_k = false;
   out.recorded_expert.clear();
   out.recorded_weight.clear();
   out.domain.clear();

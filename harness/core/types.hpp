@@ -37,6 +37,7 @@ struct TokenBatch {
   // Recorded choices of an assignment trace (empty otherwise): [num_tokens, recorded_k], first
   // choice first, -1 pads rows with fewer experts.
   int32_t recorded_k = 0;
+  bool recorded_variable_k = false;  // some tokens recorded fewer than recorded_k experts
   std::vector<int32_t> recorded_expert;
   std::vector<float> recorded_weight;
 

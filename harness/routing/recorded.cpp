@@ -1,8 +1,9 @@
 // recorded: replays the expert choices an assignment trace recorded (workloads/TRACE_FORMAT.md).
 // Each token keeps its recorded experts in their recorded order with their recorded weights; the
 // harness then applies capacity, placement and traffic accounting as for any router. It refuses
-// sources without recorded choices (synthetic workloads, logit traces). --top-k does not apply:
-// the trace's choices are replayed whatever k is configured.
+// sources without recorded choices (synthetic workloads, logit traces). --top-k does not change the
+// choices (the trace's are replayed whatever k is configured); like for every router it still sets
+// the capacity C = ceil(CF * k * T / E) and the reference of cf_req (it defaults to the trace's k).
 //
 // Knobs: renormalize=false (true: weights of each token scaled to sum to 1).
 #include <vector>

@@ -48,7 +48,11 @@ class Router {
 // reconstructed logits (an assignment trace) their top k are the recorded experts as long as k does
 // not exceed the recorded k; beyond it the choice would fall among experts the trace does not know.
 inline std::string topk_input_check(const TokenBatch& batch, int32_t k) {
-  if (batch.full_logits || k <= batch.recorded_k) return "";
+  if (batch.full_logits) return "";
+  if (batch.recorded_variable_k)
+    return "full router logits (the trace records fewer than " + std::to_string(batch.recorded_k) +
+           " experts for some tokens, and the top-k would fill them with experts it never recorded; the recorded router replays it)";
+  if (k <= batch.recorded_k) return "";
   return "full router logits for k = " + std::to_string(k) + " (the trace recorded " + std::to_string(batch.recorded_k) +
          " experts per token; use --top-k <= " + std::to_string(batch.recorded_k) + ")";
 }

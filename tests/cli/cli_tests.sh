@@ -244,6 +244,22 @@ trace_import_errors)
   check "lacks.jsonl: line 1: field experts \(key 'ids'\) is missing" --from jsonl --in lacks.jsonl --experts 8 --field experts=ids
   printf 'not numpy' > bad.npy
   check "bad.npy: not a NumPy .npy file" --from npy --in bad.npy
+  printf 'expert_0,expert_1,expert_2\n1.5,70000,-2\n' > huge.csv
+  check "huge.csv: line 2: field expert_1: 70000.000000 exceeds the float16 range \(use --dtype fp32\)" --from csv --in huge.csv --kind logits
+  "$mb" trace convert --from csv --in huge.csv --kind logits --dtype fp32 --out huge32.h5 > /dev/null || fail "fp32 keeps 70000"
+  printf 'seq,expert_0,expert_1,expert_2,expert_3\n1,0.5,0,0,0\n2,0,0.5,0,0\n1,0,0,0.5,0\n' > interleaved.csv
+  check "interleaved.csv: line 4: field seq: sequence 1 appears again after other sequences" --from csv --in interleaved.csv --field sequence=seq
+  printf '{"layer": 0, "ids": [3, 3], "w": [0.5, 0.2]}\n' > dup.jsonl
+  check "dup.jsonl: line 1: field experts \(key 'ids'\): token 0: expert id 3 twice" --from jsonl --in dup.jsonl --experts 8 --field experts=ids --field weights=w
+  perl -e 'my $h = "{\x27descr\x27: \x27<f4\x27, \x27fortran_order\x27: False, \x27shape\x27: (4611686018427387904, 4), }";
+           $h .= " " x (128 - 10 - length($h) - 1) . "\n"; print "\x93NUMPY\x01\x00", pack("v", length($h)), $h, pack("f<*", 1, 2, 3, 4);' > huge.npy
+  check "huge.npy: header field shape: too large" --from npy --in huge.npy
+  # variable k: softmax_topk would fill the short rows with experts the trace never recorded
+  printf 'expert_0,expert_1,expert_2,expert_3\n0,0.5,0,0\n0,0.5,0.2,0\n0,0,0.6,0.3\n0,0,0,0.9\n' > vk.csv
+  "$mb" trace convert --from csv --in vk.csv --out vk.h5 > /dev/null || fail "variable-k csv refused"
+  "$mb" trace info vk.h5 | grep -q "variable" || fail "info: variable k"
+  expect_error "records fewer than 2 experts for some tokens" "$mb" run --workload trace --trace vk.h5 --routers softmax_topk --progress off
+  "$mb" run --workload trace --trace vk.h5 --routers recorded --progress off > /dev/null || fail "recorded replays variable k"
   expect_error "run: unknown|unknown format" "$mb" trace convert --from xml --in ok.csv --out bad.h5
   # A trace that is not one, and a run that contradicts its trace.
   expect_error "trace ok.csv: not an HDF5 file" "$mb" trace info ok.csv
@@ -285,7 +301,7 @@ JSON
   [ "$(cat demand.txt)" = "1 1 1 1 1 1 1 1 1 2 0 1 1 1 1 1 " ] || fail "replayed loads $(cat demand.txt)"
   cat > mega.jsonl <<'JSON'
 {"step": 0, "layer": 1, "rank": 0, "top_indices": [[0, 1], [2, 3]]}
-{"step": 0, "layer": 1, "rank": 1, "top_indices": [[1, 0], [3, 3]]}
+{"step": 0, "layer": 1, "rank": 1, "top_indices": [[1, 0], [3, 2]]}
 JSON
   "$mb" trace convert --from megatron --in mega.jsonl --experts 4 --out m.h5 || fail "megatron preset failed"
   "$mb" trace info m.h5 | grep -qE "tokens +4" || fail "megatron: 4 tokens expected"

@@ -1,5 +1,6 @@
 // Trace format: binary16 conversion, writer/reader round trips, reconstruction, and refusals.
 #include <gtest/gtest.h>
+#include <hdf5.h>
 
 #include <cmath>
 #include <cstring>
@@ -139,6 +140,62 @@ TEST(TraceFile, AssignmentsRoundTripWithPadding) {
   EXPECT_EQ(wt[3], 0.9f);
   std::vector<float> z(8);
   EXPECT_THROW(r.read_logits(0, 0, 1, z.data()), Error);
+}
+
+TEST(TraceFile, ReaderRefusesBadIdsAndLogits) {
+  const std::string path = tmp_path("bad_ids.h5");
+  TraceWriterOptions o;
+  o.kind = "assignments";
+  o.num_experts = 8;
+  o.num_layers = 1;
+  o.top_k = 2;
+  {
+    TraceWriter w(path, o);
+    w.append_tokens(0, 2, {}, std::vector<int32_t>{0, 1});
+    w.write_assignments(0, 0, 2, std::vector<int32_t>{1, 2, 3, -1}.data(), std::vector<float>{0.5f, 0.2f, 0.4f, 0.f}.data());
+    w.finish();
+  }
+  // Corrupt the file behind the writer's back: an id >= E, then one after padding.
+  auto poke = [&](int32_t value, hsize_t row, hsize_t col) {
+    const hid_t f = H5Fopen(path.c_str(), H5F_ACC_RDWR, H5P_DEFAULT);
+    const hid_t d = H5Dopen2(f, "/expert_ids", H5P_DEFAULT);
+    const hid_t fs = H5Dget_space(d);
+    const hsize_t start[3] = {0, row, col}, count[3] = {1, 1, 1};
+    H5Sselect_hyperslab(fs, H5S_SELECT_SET, start, nullptr, count, nullptr);
+    const hid_t ms = H5Screate_simple(3, count, nullptr);
+    H5Dwrite(d, H5T_NATIVE_INT32, ms, fs, H5P_DEFAULT, &value);
+    H5Sclose(ms);
+    H5Sclose(fs);
+    H5Dclose(d);
+    H5Fclose(f);
+  };
+  auto error_of = [&]() -> std::string {
+    TraceReader r(path);
+    std::vector<int32_t> ids(4);
+    std::vector<float> w(4);
+    try {
+      r.read_assignments(0, 0, 2, ids.data(), w.data());
+    } catch (const InputError& e) {
+      return e.what();
+    }
+    return "";
+  };
+  EXPECT_EQ(error_of(), "");
+  poke(1000, 0, 1);
+  EXPECT_NE(error_of().find("/expert_ids layer 0 row 0: expert id 1000 outside [0, 8)"), std::string::npos) << error_of();
+  poke(2, 0, 1);
+  poke(-1, 1, 0);
+  poke(3, 1, 1);
+  EXPECT_NE(error_of().find("row 1: expert id 3 after -1 padding"), std::string::npos) << error_of();
+  // Writers refuse NaN, +inf and logits beyond float16.
+  TraceWriterOptions lo;
+  lo.num_experts = 2;
+  lo.num_layers = 1;
+  TraceWriter w(tmp_path("bad_logits.h5"), lo);
+  w.append_tokens(0, 1, {}, std::vector<int32_t>{0});
+  EXPECT_THROW(w.write_logits(0, 0, 1, std::vector<float>{1.f, NAN}.data()), InputError);
+  EXPECT_THROW(w.write_logits(0, 0, 1, std::vector<float>{70000.f, 0.f}.data()), InputError);
+  w.write_logits(0, 0, 1, std::vector<float>{-1e30f, 0.f}.data());  // -inf in fp16: never chosen
 }
 
 TEST(TraceFile, UnfinishedWriterLeavesNoFile) {

@@ -8,6 +8,8 @@
 #include <charconv>
 #include <cmath>
 #include <fstream>
+#include <limits>
+#include <unordered_set>
 #include <memory>
 #include <numeric>
 
@@ -45,7 +47,8 @@ class CsvFile {
     std::string header;
     if (!std::getline(in_, header)) throw InputError(path + ": empty file (expected a header row)");
     line_ = 1;
-    split(header, names_);
+    header_storage_ = std::move(header);  // names_ views it: it lives as long as the file
+    split(header_storage_, names_);
     cols_.count = names_.size();
     std::vector<std::pair<int64_t, int32_t>> experts;
     for (size_t c = 0; c < names_.size(); ++c) {
@@ -168,7 +171,16 @@ void import_csv(const ImportOptions& o) {
     }
     if (o.experts > 0 && o.experts != E) throw InputError(path + ": " + std::to_string(E) + " expert columns but --experts " + std::to_string(o.experts));
     int64_t n = 0, pos, seq, tok;
+    std::unordered_set<int64_t> ended;  // sequences already left behind: rows must be grouped
+    int64_t prev_seq = std::numeric_limits<int64_t>::min();
     while (f.next(v, pos, seq, tok)) {
+      if (has_seq && seq != prev_seq) {
+        if (ended.count(seq))
+          throw InputError(path + ": line " + std::to_string(f.line()) + ": field " + o.fields.at("sequence") + ": sequence " +
+                           std::to_string(seq) + " appears again after other sequences (rows must be grouped by sequence)");
+        if (prev_seq != std::numeric_limits<int64_t>::min()) ended.insert(prev_seq);
+        prev_seq = seq;
+      }
       int32_t nz = 0;
       for (float x : v) {
         nz += x != 0.f;
@@ -233,6 +245,12 @@ void import_csv(const ImportOptions& o) {
       int64_t p, s, t;
       while (n < limit && (more = f.next(v, p, s, t))) {
         if (kind == "logits") {
+          if (o.values == "probabilities" && *std::max_element(v.begin(), v.end()) <= 0.f)
+            throw InputError(f.path() + ": line " + std::to_string(f.line()) + ": every probability of the row is 0");
+          for (int32_t e = 0; e < E; ++e)
+            if (o.fp16 && o.values == "logits" && v[e] > 65504.f)
+              throw InputError(f.path() + ": line " + std::to_string(f.line()) + ": field " + o.expert_prefix + std::to_string(e) + ": " +
+                               std::to_string(v[e]) + " exceeds the float16 range (use --dtype fp32)");
           for (float& x : v)
             if (o.values == "probabilities") x = x > 0.f ? std::log(x) : -1e30f;
           logits.insert(logits.end(), v.begin(), v.end());

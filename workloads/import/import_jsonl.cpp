@@ -121,7 +121,8 @@ class Records {
 }
 
 int64_t as_int(const json::Value& v, const std::string& path, int64_t line, const std::string& field) {
-  if (!v.is_number() || v.number != std::floor(v.number)) bad(path, line, field, "'" + v.as_text() + "' is not an integer");
+  if (!v.is_number() || v.number != std::floor(v.number) || std::abs(v.number) > 9007199254740992.0)
+    bad(path, line, field, "'" + v.as_text() + "' is not an integer");
   return static_cast<int64_t>(v.number);
 }
 
@@ -174,9 +175,12 @@ void import_jsonl(const ImportOptions& o, const std::string& preset) {
     }
     for (size_t j = 0; j < ids.size(); ++j) {
       if (!ids[j]->is_array()) bad(path, line, f, "token " + std::to_string(j) + ": not a list of expert ids");
-      for (const auto& e : ids[j]->items) {
-        const int64_t id = as_int(e, path, line, f);
+      for (size_t q = 0; q < ids[j]->items.size(); ++q) {
+        const int64_t id = as_int(ids[j]->items[q], path, line, f);
         if (id < 0 || id >= E) bad(path, line, f, "expert id " + std::to_string(id) + " outside [0, " + std::to_string(E) + ") (--experts " + std::to_string(E) + ")");
+        for (size_t r = 0; r < q; ++r)
+          if (ids[j]->items[r].number == ids[j]->items[q].number)
+            bad(path, line, f, "token " + std::to_string(j) + ": expert id " + std::to_string(id) + " twice");
       }
       if (!ws.empty())
         for (const auto& x : ws[j]->items)

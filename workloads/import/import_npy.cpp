@@ -5,6 +5,7 @@
 #include <cmath>
 #include <cstring>
 #include <fstream>
+#include <limits>
 #include <memory>
 #include <numeric>
 
@@ -59,7 +60,17 @@ struct Npy {
     while (start < s.size()) {
       const size_t comma = s.find(',', start);
       const std::string part = s.substr(start, comma == std::string::npos ? std::string::npos : comma - start);
-      if (!part.empty()) shape.push_back(std::stoll(part));
+      if (!part.empty()) {
+        size_t used = 0;
+        int64_t d = -1;
+        try {
+          d = std::stoll(part, &used);
+        } catch (const std::exception&) {
+          used = 0;
+        }
+        if (used != part.size() || d < 1) throw InputError(path + ": header field shape: '" + part + "' is not a positive dimension");
+        shape.push_back(d);
+      }
       if (comma == std::string::npos) break;
       start = comma + 1;
     }
@@ -68,6 +79,7 @@ struct Npy {
     int64_t n = elem;
     for (int64_t d : shape) {
       if (d < 1) throw InputError(path + ": header field shape: empty dimension");
+      if (d > std::numeric_limits<int64_t>::max() / n) throw InputError(path + ": header field shape: too large (overflows 64 bits)");
       n *= d;
     }
     in.seekg(0, std::ios::end);
@@ -176,7 +188,19 @@ void import_npy(const ImportOptions& o) {
       Npy& f = files.size() == 1 ? *files[0] : *files[static_cast<size_t>(l)];
       f.read(files.size() == 1 ? l : 0, row, n, E, buf, raw);
       if (o.values == "probabilities")
-        for (float& x : buf) x = x > 0.f ? std::log(x) : -1e30f;
+        for (int64_t t = 0; t < n; ++t) {
+          float* x = buf.data() + t * E;
+          if (*std::max_element(x, x + E) <= 0.f)
+            throw InputError(f.path + ": row " + std::to_string(row + t) + (files.size() == 1 && f.shape.size() == 3 ? " of layer " + std::to_string(l) : "") +
+                             ": every probability is 0");
+          for (int64_t e = 0; e < E; ++e) x[e] = x[e] > 0.f ? std::log(x[e]) : -1e30f;
+        }
+      if (o.fp16 && o.values == "logits")
+        for (int64_t i = 0; i < n * E; ++i)
+          if (buf[i] > 65504.f)
+            throw InputError(f.path + ": element [" + (files.size() == 1 && f.shape.size() == 3 ? std::to_string(l) + ", " : "") +
+                             std::to_string(row + i / E) + ", " + std::to_string(i % E) + "] = " + std::to_string(buf[i]) +
+                             " exceeds the float16 range (use --dtype fp32)");
       writer.write_logits(static_cast<int32_t>(l), row, n, buf.data());
     }
   writer.finish();
