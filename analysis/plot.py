@@ -189,11 +189,21 @@ def fig_bytes(res, out_dir, dpi):
 def fig_imbalance(res, out_dir, dpi):
     fig, (a1, a2) = new_figure(dpi, ncols=2)
     steps = np.arange(res.steps_done)
+    replaced = False
     for i, r in enumerate(res.routers):
-        style = dict(marker="osD^v<>px"[i % 9], ms=4, ls=["-", "--", "-.", ":"][i % 4], label=r)
+        style = dict(marker="osD^v<>px"[i % 9], ms=4, ls=["-", "--", "-.", ":"][i % 4], label=r, color="C%d" % (i % 10))
         a1.plot(steps, np.asarray(res.data(r, "expert_imbalance")).mean(axis=1), **style)
-        a2.plot(steps, np.asarray(res.data(r, "rank_imbalance")).mean(axis=1), **style)
+        rank = np.asarray(res.data(r, "rank_imbalance")).mean(axis=1)
+        line, = a2.plot(steps, rank, **style)
+        if res.has(r, "replaced_copies"):  # steps where a re-placement took effect (files since placements)
+            moved = np.asarray(res.data(r, "replaced_copies")).sum(axis=1) > 0
+            if moved.any():
+                replaced = True
+                a2.plot(steps[moved], rank[moved], ls="none", marker="*", ms=12, mfc="none", mec=line.get_color())
     a1.set_title("Experts")
+    if replaced:
+        star, = a2.plot([], [], ls="none", marker="*", ms=12, mfc="none", mec="black")
+        a2.legend([star], ["re-placement took effect"], loc="upper right", fontsize=8)
     a2.set_title("Ranks (tokens received)")
     for a in (a1, a2):
         a.set_xlabel("step")
