@@ -154,12 +154,12 @@ RunOutput run_pipeline(const RunConfig& cfg, const Comm& world, const RunOptions
   }
 
   const size_t NR = routers.size();
-  // Token-local routers only (and no transition figures): generate and route the hosted ranks in
+  // Chunkable routers only (and no transition figures): generate and route the hosted ranks in
   // chunks of about options.chunk_tokens tokens, keeping only the plans; the logits of 1024 ranks x 8192
   // tokens x 256 experts (8 GiB) then never sit in memory at once.
   const int64_t kChunkTokens = std::max<int64_t>(1, options.chunk_tokens);
   bool chunked = !labelled && cfg.route_on == "cpu";
-  for (const auto& r : routers) chunked = chunked && r->token_local();
+  for (const auto& r : routers) chunked = chunked && r->chunkable();
   const int64_t rank_tokens = std::max<int64_t>(1, batch.num_tokens);  // tokens of the first rank
   const int32_t chunk_ranks = chunked ? static_cast<int32_t>(std::clamp<int64_t>(kChunkTokens / rank_tokens, 1, ranks_here)) : ranks_here;
   chunked = chunked && chunk_ranks < ranks_here;
@@ -190,6 +190,7 @@ RunOutput run_pipeline(const RunConfig& cfg, const Comm& world, const RunOptions
           workload->generate_ranks(step, layer, first_rank, ranks_here, batch);
         } else {
           for (auto& p : plans) p.reset(0, cfg.experts, 0);
+          for (auto& r : routers) r->begin_chunks(layer, first_rank, ranks_here);
           layout.rank_offsets.assign(1, 0);
           for (int32_t c0 = 0; c0 < ranks_here; c0 += chunk_ranks) {
             const int32_t nc = std::min(chunk_ranks, ranks_here - c0);
@@ -199,7 +200,7 @@ RunOutput run_pipeline(const RunConfig& cfg, const Comm& world, const RunOptions
             for (int32_t i = 1; i <= nc; ++i) layout.rank_offsets.push_back(base + batch.rank_offsets[i]);
             for (size_t ri = 0; ri < NR; ++ri) {
               const auto t0 = std::chrono::steady_clock::now();
-              routers[ri]->route(batch, world, route_plan);
+              routers[ri]->route_chunk(batch, route_plan);
               route_s[ri] += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
               RoutingPlan& all = plans[ri];  // append this chunk's plan
               const int64_t a0 = all.assignments();
@@ -208,6 +209,11 @@ RunOutput run_pipeline(const RunConfig& cfg, const Comm& world, const RunOptions
               all.weight.insert(all.weight.end(), route_plan.weight.begin(), route_plan.weight.end());
               all.num_tokens += route_plan.num_tokens;
             }
+          }
+          for (size_t ri = 0; ri < NR; ++ri) {
+            const auto t0 = std::chrono::steady_clock::now();
+            routers[ri]->finish_chunks(world);
+            route_s[ri] += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
           }
           layout.step = step;
           layout.layer = layer;

@@ -139,17 +139,37 @@ class DeepSeekV3 final : public Router {
   }
   std::vector<double> figures() const override { return figures_; }
 
+  // route() = begin_chunks + route_chunk(the whole batch) + finish_chunks; the driver may also
+  // feed a large batch in chunks of EP ranks (the selection is per token; the statistics are summed
+  // over the chunks, then over the group).
+  bool chunkable() const override { return true; }
+
   void route(const TokenBatch& batch, const Comm& group, RoutingPlan& plan) override {
+    begin_chunks(batch.layer, batch.rank_base(), batch.ranks_here());
+    route_chunk(batch, plan);
+    finish_chunks(group);
+  }
+
+  void begin_chunks(int32_t layer, int32_t first_rank, int32_t ranks) override {
+    if (layer < 0) throw Error("router deepseek_v3: negative layer");
+    if (static_cast<size_t>(layer) >= bias_.size()) {  // more layers than announced: they start unbiased too
+      bias_.resize(static_cast<size_t>(layer) + 1, std::vector<float>(static_cast<size_t>(E_), 0.0f));
+      counts_.resize(static_cast<size_t>(layer) + 1, std::vector<int64_t>(static_cast<size_t>(E_), 0));
+      routed_.resize(static_cast<size_t>(layer) + 1, 0);
+    }
+    layer_ = layer;
+    first_rank_ = first_rank;
+    // Stats: [E] selections per expert, distinct groups summed over tokens, tokens; and the
+    // per-EP-rank partial sums of score_mass_removed.
+    stats_.assign(static_cast<size_t>(E_) + 2, 0);
+    removed_.assign(static_cast<size_t>(limited_ ? ranks : 0), 0.0);
+  }
+
+  void route_chunk(const TokenBatch& batch, RoutingPlan& plan) override {
     if (batch.num_experts != E_)
       throw Error("router deepseek_v3: batch has " + std::to_string(batch.num_experts) + " experts, router set up for " + std::to_string(E_));
-    if (batch.layer < 0) throw Error("router deepseek_v3: negative layer");
-    const size_t layer = static_cast<size_t>(batch.layer);
-    if (layer >= bias_.size()) {  // more layers than announced: they start unbiased too
-      bias_.resize(layer + 1, std::vector<float>(static_cast<size_t>(E_), 0.0f));
-      counts_.resize(layer + 1, std::vector<int64_t>(static_cast<size_t>(E_), 0));
-      routed_.resize(layer + 1, 0);
-    }
-    const float* b = bias_[layer].data();
+    if (batch.layer != layer_) throw Error("router deepseek_v3: route_chunk for another layer than begin_chunks");
+    const float* b = bias_[static_cast<size_t>(layer_)].data();
     const int64_t T = batch.num_tokens;
     const int32_t E = E_, k = k_;
     plan.reset(T, E, T * k);
@@ -157,13 +177,9 @@ class DeepSeekV3 final : public Router {
     plan.weight.resize(static_cast<size_t>(T) * k);
     for (int64_t t = 0; t < T; ++t) plan.offsets[t + 1] = (t + 1) * k;
 
-    // EP ranks of this batch, for the per-rank partial sums of score_mass_removed.
-    const int32_t ranks_here = batch.ranks_here();
     RankCursor rank_of(batch);
-    std::vector<double> removed(static_cast<size_t>(limited_ ? ranks_here : 0), 0.0);
-
-    // Stats: [E] selections per expert, distinct groups summed over tokens, tokens.
-    std::vector<int64_t> stats(static_cast<size_t>(E) + 2, 0);
+    const int32_t rank_offset = batch.rank_base() - first_rank_;  // this chunk's first rank among the hosted ones
+    std::vector<int64_t>& stats = stats_;
     stamp_.assign(static_cast<size_t>(G_), -1);
     const int64_t chunk = std::max<int64_t>(8, (16384 / E) / 8 * 8);  // 64 KiB of scores per chunk
     scores_.resize(static_cast<size_t>(std::min(chunk, std::max<int64_t>(T, 1)) * E));
@@ -251,7 +267,7 @@ class DeepSeekV3 final : public Router {
             all += free_val_[t * k + j];
             kept += w[j];
           }
-          removed[static_cast<size_t>(rank_of(t0 + t))] += all - kept;
+          removed_[static_cast<size_t>(rank_offset + rank_of(t0 + t))] += all - kept;
         }
         const float* zr = z + t * E;
         float norm = 0.f;
@@ -274,7 +290,13 @@ class DeepSeekV3 final : public Router {
         stats[E] += distinct;
       }
     }
-    stats[E + 1] = T;
+    stats[E + 1] += T;
+  }
+
+  void finish_chunks(const Comm& group) override {
+    const int32_t E = E_;
+    std::vector<int64_t>& stats = stats_;
+    const size_t layer = static_cast<size_t>(layer_);
     group.sum(stats);
 
     // Counts for the bias update at end_step, and the figures.
@@ -291,7 +313,7 @@ class DeepSeekV3 final : public Router {
     double babs = 0;
     for (float x : bias_[layer]) babs += std::fabs(static_cast<double>(x));
     double mass = 0;
-    if (limited_) mass = ordered_rank_sum(group, removed, 1, ranks_here)[0];
+    if (limited_) mass = ordered_rank_sum(group, removed_, 1, static_cast<int32_t>(removed_.size()))[0];
     figures_ = {mean > 0 ? (static_cast<double>(cmax) - mean) / mean : 0.0, babs / E,
                 tokens > 0 ? static_cast<double>(stats[E]) / static_cast<double>(tokens) : 0.0,
                 tokens > 0 ? mass / static_cast<double>(tokens) : 0.0};
@@ -323,6 +345,10 @@ class DeepSeekV3 final : public Router {
   std::vector<std::vector<int64_t>> counts_;  // [layer][E] global counts of the last route() this step
   std::vector<uint8_t> routed_;               // [layer] routed since the last end_step
   std::vector<double> figures_ = {0, 0, 0, 0};
+  // The route in progress (begin_chunks .. finish_chunks).
+  int32_t layer_ = 0, first_rank_ = 0;
+  std::vector<int64_t> stats_;
+  std::vector<double> removed_;
   // Scratch, kept between calls.
   std::vector<float> scores_, compact_, free_val_, gscore_, gval2_, gval_;
   std::vector<int32_t> free_idx_, gidx_, kept_;

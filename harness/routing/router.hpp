@@ -42,6 +42,15 @@ class Router {
   // with no collective and no figures: the driver may then generate and route a large batch in
   // chunks of ranks, so that its logits never sit in memory at once.
   virtual bool token_local() const { return false; }
+
+  // Chunked routing of a large batch: the driver calls begin_chunks once, route_chunk for
+  // consecutive chunks of whole EP ranks (no collective may happen there), then finish_chunks
+  // (collective: group-wide figures and state). The result must equal route() on the whole batch.
+  // Token-local routers get it for free; others (deepseek_v3) implement the three parts.
+  virtual bool chunkable() const { return token_local(); }
+  virtual void begin_chunks(int32_t /*layer*/, int32_t /*first_rank*/, int32_t /*ranks*/) {}
+  virtual void route_chunk(const TokenBatch& chunk, RoutingPlan& plan) { route(chunk, Comm::self(), plan); }
+  virtual void finish_chunks(const Comm& /*group*/) {}
 };
 
 // For routers that pick the top k by a score monotone in the logit (softmax_topk, sigmoid_topk): on

@@ -58,13 +58,15 @@ TEST(PlacementDistributed, IdenticalOnAnySplit) {
       }
 }
 
-// Token-local routers on large batches are generated and routed in chunks of ranks: the same
-// records, matrices and placements as routing the whole batch at once.
+// Chunkable routers (token-local ones, and deepseek_v3 with its group-wide figures) on large
+// batches are generated and routed in chunks of ranks: the same records, figures, matrices and
+// placements as routing the whole batch at once, step after step (deepseek_v3's bias learns).
 TEST(ChunkedPipeline, SameAsWholeBatch) {
   const Comm world = Comm::world();
   for (const char* workload : {"zipf", "source_ragged"}) {
     RunConfig c = placement_config("eplb", "ema", "locality", world.size());
-    c.routers = {"softmax_topk", "sigmoid_topk"};
+    c.routers = {"softmax_topk", "sigmoid_topk", "deepseek_v3", "deepseek_v3@limited"};
+    c.router_args["deepseek_v3@limited"] = {{"groups", "8"}, {"topk_group", "2"}};
     c.workload = workload;
     RunOptions whole{true, false};
     RunOptions chunks{true, false};
@@ -77,6 +79,7 @@ TEST(ChunkedPipeline, SameAsWholeBatch) {
         ASSERT_EQ(a.records[ri][i].kept_assignments, b.records[ri][i].kept_assignments) << workload;
         ASSERT_EQ(a.matrices[ri][i].bytes, b.matrices[ri][i].bytes) << workload << " record " << i;
         ASSERT_EQ(a.records[ri][i].expert_of_slot, b.records[ri][i].expert_of_slot) << workload;
+        ASSERT_EQ(a.records[ri][i].figures, b.records[ri][i].figures) << workload << " " << a.routers[ri] << " record " << i;
       }
   }
 }
