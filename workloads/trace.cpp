@@ -32,41 +32,14 @@ class TraceWorkload final : public Workload {
     if (h.num_experts != setup.num_experts)
       throw InputError("trace " + setup.trace_file + ": num_experts = " + std::to_string(h.num_experts) + " but --experts " +
                        std::to_string(setup.num_experts));
-    // Every step must give every EP rank a token: checked here, before the run, from the sequence
-    // ids alone (the same answer on every process).
-    std::vector<int64_t> layout;
-    try {
-      for (int32_t s = 0; s < h.num_steps; ++s) rank_layout(s, layout);
-    } catch (const CollectiveError& e) {
-      throw InputError(e.what());
-    }
+    // Every step's split, computed once before the run from the sequence ids alone (the same on
+    // every process): every EP rank must get a token in every step.
+    layouts_.resize(static_cast<size_t>(h.num_steps));
+    for (int32_t s = 0; s < h.num_steps; ++s) split_step(s, layouts_[static_cast<size_t>(s)]);
   }
 
   void rank_layout(int32_t step, std::vector<int64_t>& first) override {
-    const TraceHeader& h = reader_->header();
-    const int32_t s = step % h.num_steps;
-    const int64_t base = h.step_offsets[s], N = h.step_offsets[s + 1] - base;
-    const int32_t R = setup_.ep_size;
-    first.assign(static_cast<size_t>(R) + 1, N);
-    first[0] = 0;
-    if (!by_sequence_) {
-      for (int32_t r = 0; r < R; ++r) first[r] = r * (N / R) + std::min<int64_t>(r, N % R);
-    } else {
-      // Rank r starts at the first sequence start at or after r*N/R (every process reads the
-      // step's sequence ids, so every process computes the same split).
-      reader_->read_sequences(base, N, seq_);
-      int32_t r = 1;
-      for (int64_t t = 0; t < N && r < R; ++t) {
-        if (t > 0 && seq_[t] == seq_[t - 1]) continue;
-        while (r < R && t * R >= r * N) first[r++] = t;
-      }
-    }
-    for (int32_t r = 0; r < R; ++r)
-      if (first[r + 1] <= first[r])
-        throw CollectiveError("trace " + setup_.trace_file + ": step " + std::to_string(s) + " has " + std::to_string(N) +
-                              " tokens" + (by_sequence_ ? " in too few sequences" : "") + " for " + std::to_string(R) +
-                              " EP ranks: rank " + std::to_string(r) + " would route none" +
-                              (by_sequence_ ? " (use --workload-arg trace.split=block, or fewer ranks)" : " (use fewer ranks)"));
+    first = layouts_[static_cast<size_t>(step % reader_->header().num_steps)];
   }
 
   void generate(int32_t step, int32_t layer, int64_t first_token, int64_t num_tokens, TokenBatch& out) override {
@@ -132,9 +105,37 @@ class TraceWorkload final : public Workload {
   void fill_logits(TokenBatch&) override { fail("trace: fill_logits is not used"); }
 
  private:
+  // The split of trace step s over the EP ranks (TRACE_FORMAT.md, Replay).
+  void split_step(int32_t s, std::vector<int64_t>& first) {
+    const TraceHeader& h = reader_->header();
+    const int64_t base = h.step_offsets[s], N = h.step_offsets[s + 1] - base;
+    const int32_t R = setup_.ep_size;
+    first.assign(static_cast<size_t>(R) + 1, N);
+    first[0] = 0;
+    if (!by_sequence_) {
+      for (int32_t r = 0; r < R; ++r) first[r] = r * (N / R) + std::min<int64_t>(r, N % R);
+    } else {
+      // Rank r starts at the first sequence start at or after r*N/R (every process reads the
+      // step's sequence ids, so every process computes the same split).
+      std::vector<int64_t> seq;
+      reader_->read_sequences(base, N, seq);
+      int32_t r = 1;
+      for (int64_t t = 0; t < N && r < R; ++t) {
+        if (t > 0 && seq[t] == seq[t - 1]) continue;
+        while (r < R && t * R >= r * N) first[r++] = t;
+      }
+    }
+    for (int32_t r = 0; r < R; ++r)
+      if (first[r + 1] <= first[r])
+        throw InputError("trace " + setup_.trace_file + ": step " + std::to_string(s) + " has " + std::to_string(N) +
+                         " tokens" + (by_sequence_ ? " in too few sequences" : "") + " for " + std::to_string(R) +
+                         " EP ranks: rank " + std::to_string(r) + " would route none" +
+                         (by_sequence_ ? " (use --workload-arg trace.split=block, or fewer ranks)" : " (use fewer ranks)"));
+  }
+
   std::unique_ptr<TraceReader> reader_;
+  std::vector<std::vector<int64_t>> layouts_;  // [trace step][R + 1]
   bool by_sequence_ = true;
-  std::vector<int64_t> seq_;
   TraceTokens tokens_;
   int32_t meta_step_ = -1;
   int64_t meta_first_ = -1, meta_n_ = -1;
