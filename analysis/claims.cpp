@@ -7,6 +7,7 @@
 #include <regex>
 #include <sstream>
 
+#include "analysis/convergence.hpp"
 #include "harness/report/h5.hpp"
 
 namespace moe {
@@ -32,6 +33,7 @@ struct Ctx {
   std::string workload;
   std::string baseline;  // first softmax_topk instance, or ""
   std::ostringstream out;
+  std::vector<std::string> unsettled;  // stateful routers that had not converged
 
   std::vector<std::string> instances(const std::string& name) const {
     std::vector<std::string> v;
@@ -84,7 +86,12 @@ struct Ctx {
     return ", " + fmt("%+.1f%%", 100.0 * (mine / base - 1.0)) + " " + what + " vs " + baseline;
   }
   void claim(const std::string& who, const std::string& text) { out << "\n* " << who << ": " << text << "\n"; }
-  void measured(const std::string& text) { out << "    measured: " << text << "\n"; }
+  void measured(const std::string& text) {
+    std::string mark;
+    for (const auto& r : unsettled)
+      if (text.rfind(r + ":", 0) == 0) mark = " [NOT CONVERGED: a cold-start figure, see the convergence notes]";
+    out << "    measured: " << text << mark << "\n";
+  }
   void note(const std::string& text) { out << "    note: " << text << "\n"; }
   void absent(const std::string& router) {
     measured("not in this file (add `" + router + "` to --routers" + (baseline.empty() ? ", with softmax_topk as the baseline" : "") + ")");
@@ -94,7 +101,7 @@ struct Ctx {
 }  // namespace
 
 std::string format_claims(const ResultsFile& f) {
-  Ctx c{f, json_string(f.config_json, "workload"), "", {}};
+  Ctx c{f, json_string(f.config_json, "workload"), "", {}, {}};
   for (const auto& r : f.routers)
     if (registry_name(r) == "softmax_topk") {
       c.baseline = r;
@@ -104,6 +111,9 @@ std::string format_claims(const ResultsFile& f) {
   c.out << "Claims a replay can test, measured in " << f.path << " (workload " << c.workload << ", " << f.steps_done << " steps x "
         << L << " layers" << (c.baseline.empty() ? ", no softmax_topk baseline" : ", baseline " + c.baseline) << ")\n";
   if (f.status != "complete") c.out << "WARNING: partial file, completed steps only\n";
+  for (const auto& rc : router_convergence(f))
+    if (rc.settled_step < 0) c.unsettled.push_back(rc.router);
+  for (const auto& n : router_notes(f)) c.out << n << "\n";
 
   c.claim("ETR (Li et al., arXiv 2406.00023)", "the capacity lower bound cuts tokens per expert by up to 40% against the baseline");
   for (const auto& r : c.instances("etr")) {

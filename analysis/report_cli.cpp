@@ -10,6 +10,7 @@
 #include <sstream>
 
 #include "analysis/claims.hpp"
+#include "analysis/convergence.hpp"
 #include "harness/core/error.hpp"
 
 namespace moe {
@@ -34,7 +35,9 @@ constexpr const char* kReportUsage =
     "dedup, shape,\n"
     "                             routers, or a config key); default: inferred from the "
     "differences\n"
-    "  --claims                   the seed claims measured in the file (text, md, json)\n";
+    "  --claims                   the seed claims measured in the file (text, md, json)\n"
+    "  --warmup-steps N           leave out the first N steps of every file (stateful routers'\n"
+    "                             cold start; the convergence lines say from which step each settled)\n";
 
 // ---------------------------------------------------------------- JSON flattening (config
 // attribute)
@@ -660,6 +663,8 @@ std::string format_md(const std::vector<ResultsFile>& files, const ReportOptions
     os << "| EP ranks | " << f.ep_size << " on " << f.world_size << " processes |\n";
     os << "| experts, layers | " << f.experts << ", " << f.layers << " |\n";
     os << "| command | `" << f.command_line << "` |\n\n";
+    for (const auto& n : router_notes(f)) os << "- " << n << "\n";
+    os << "\n";
   } else {
     os << "# moebench comparison\n\n";
     os << "| run | status | steps | EP ranks | experts | layers | file "
@@ -733,6 +738,10 @@ std::string json_file_header(const ResultsFile& f, const std::string& label) {
   // Both attributes are JSON written by moebench; embedded as objects after a syntax check.
   flatten_json(f.config_json, f.path + ": root attribute 'config'");
   flatten_json(f.topology_json, f.path + ": root attribute 'topology'");
+  os << ", \"warmup_steps_excluded\": " << f.warmup_steps_excluded << ", \"notes\": [";
+  const auto notes = router_notes(f);
+  for (size_t i = 0; i < notes.size(); ++i) os << (i ? ", " : "") << json_escape(notes[i]);
+  os << "]";
   os << ", \"config\": " << f.config_json << ", \"topology\": " << f.topology_json << "}";
   return os.str();
 }
@@ -908,10 +917,18 @@ int report_command(int argc, const char* const* argv, const Comm& world) {
       o.baseline = value(i, a);
     else if (a == "--vary")
       o.vary = value(i, a);
+    else if (a == "--warmup-steps") {
+      const std::string v = value(i, a);
+      char* end = nullptr;
+      const long long n = std::strtoll(v.c_str(), &end, 10);
+      if (v.empty() || *end != '\0' || n < 0)
+        throw InputError("report: --warmup-steps '" + v + "' is not a whole number >= 0");
+      o.warmup_steps = n;
+    }
     else if (a.rfind("--", 0) == 0)
       throw InputError("report: unknown option '" + a +
                        "' (known: --format, --baseline, --per-layer, --per-step, --compare, "
-                       "--vary, --claims, --help)");
+                       "--vary, --claims, --warmup-steps, --help)");
     else
       paths.push_back(a);
   }
@@ -933,7 +950,10 @@ int report_command(int argc, const char* const* argv, const Comm& world) {
     throw InputError("report: --claims is available in the text, md and json formats, not csv");
   if (!world.root()) return 0;
   std::vector<ResultsFile> files;
-  for (const auto& p : paths) files.push_back(read_results(p));
+  for (const auto& p : paths) {
+    files.push_back(read_results(p));
+    drop_warmup_steps(files.back(), o.warmup_steps);
+  }
   if (!o.baseline.empty())
     for (const auto& f : files)
       if (!has_router(f, o.baseline))

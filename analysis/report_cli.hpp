@@ -36,6 +36,7 @@ struct ReportOptions {
   std::string baseline;         // router for the delta columns ("" = none)
   bool per_layer = false, per_step = false, claims = false, compare = false;
   std::string vary;  // --compare: the compared dimension(s), comma-separated ("" = inferred)
+  int64_t warmup_steps = 0;  // leave out the first N steps of every file
 };
 
 // The report of one file, or of several with options.compare, in options.format.

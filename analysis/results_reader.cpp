@@ -5,6 +5,7 @@
 #include <filesystem>
 #include <sstream>
 
+#include "analysis/convergence.hpp"
 #include "harness/core/error.hpp"
 #include "harness/report/h5.hpp"
 #include "harness/report/schema.hpp"
@@ -113,6 +114,7 @@ std::string format_report(const ResultsFile& f) {
   std::vector<RouterSummary> rows;
   for (const auto& router : f.routers) rows.push_back(summarize(router, f.records.at(router)));
   os << format_summary_table(rows);
+  for (const auto& n : router_notes(f)) os << n << "\n";
   return os.str();
 }
 

@@ -15,6 +15,7 @@ struct ResultsFile {
   std::string config_json, command_line, git_sha, moebench_version, topology_json, hosts;
   int64_t format_version = 0;
   int64_t steps_done = 0, steps_planned = 0, layers = 0, experts = 0, ep_size = 0, world_size = 0;
+  int64_t warmup_steps_excluded = 0;  // report --warmup-steps N: the records start at step N
   std::vector<std::string> routers;
   std::map<std::string, std::vector<StepLayerMetrics>> records;  // router -> [step * layers + layer]
   std::map<std::string, std::map<std::string, std::vector<double>>> figures;  // router -> name -> [step * layers + layer]

@@ -20,7 +20,7 @@ case $what in
 synthetic)
   mpirun "${extra[@]}" -np 4 "$mb" run --workload zipf --experts 64 --top-k 6 --layers 4 --steps 8 \
     --tokens-per-rank 4096 --hidden 2048 --dtype bf16 --nodes 2 --ranks-per-node 2 \
-    --routers softmax_topk,sigmoid_topk,deepseek_v3,kern,etr,lapsum,remoe,expert_choice,sinkhorn --capacity-factor 1.25 --drop-policy position \
+    --routers softmax_topk,sigmoid_topk,deepseek_v3,kern,etr,lapsum,remoe,expert_choice,sinkhorn --capacity-factor 1.25 --drop-policy choice_first \
     --placement contiguous --backend sim --out "$out" --force
   ;;
 flame)
@@ -34,7 +34,7 @@ flame)
     --model flame-moe-290m --out "$trace" --force
   "$mb" trace info "$trace"
   mpirun "${extra[@]}" -np 4 "$mb" run --workload trace --trace "$trace" --hidden 1024 --dtype bf16 --nodes 2 --ranks-per-node 2 \
-    --routers recorded,softmax_topk,sigmoid_topk --capacity-factor 1.25 --drop-policy position \
+    --routers recorded,softmax_topk,sigmoid_topk --capacity-factor 1.25 --drop-policy choice_first \
     --placement contiguous --backend sim --out "$out" --force
   ;;
 *) echo "usage: cluster/local/demo.sh [synthetic|flame]" >&2; exit 2 ;;

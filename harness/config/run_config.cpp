@@ -120,7 +120,7 @@ std::string RunConfig::to_json() const {
   for (size_t i = 0; i < routers.size(); ++i) os << (i ? "," : "") << q(routers[i]);
   os << "]," << q("router_args") << ":" << named_args_json(router_args) << "," << q("capacity_factor") << ":"
      << num(capacity_factor) << "," << q("drop_policy") << ":" << q(drop_policy) << "," << q("capacity_scope") << ":"
-     << q(capacity_scope) << "," << q("placement") << ":" << q(placement) << "," << q("redundant_experts") << ":"
+     << q(capacity_scope) << "," << q("capacity_rounding") << ":" << q(capacity_rounding) << "," << q("placement") << ":" << q(placement) << "," << q("redundant_experts") << ":"
      << redundant_experts << "," << q("expert_groups") << ":" << expert_groups << "," << q("replica_select") << ":"
      << q(replica_select) << "," << q("placement_loads") << ":" << q(placement_loads) << "," << q("placement_warmup") << ":"
      << placement_warmup << "," << q("replace_every") << ":" << replace_every << "," << q("placement_ema") << ":"
@@ -163,8 +163,9 @@ RunConfig parse_run_config(int argc, const char* const* argv, std::string* help_
     ("routers", po::value(&routers)->default_value("softmax_topk,sigmoid_topk"), "comma-separated routers to compare")
     ("router-arg", po::value(&router_args)->composing(), "router knob NAME.key=value (repeatable)")
     ("capacity-factor", po::value(&c.capacity_factor)->default_value(c.capacity_factor), "C = ceil(CF*k*T/E); 0 = unlimited")
-    ("drop-policy", po::value(&c.drop_policy)->default_value(c.drop_policy), "position | probability")
-    ("capacity-scope", po::value(&c.capacity_scope)->default_value(c.capacity_scope), "global (EP group) | local (per process)")
+    ("drop-policy", po::value(&c.drop_policy)->default_value(c.drop_policy), "which assignments an expert over capacity keeps: choice_first (first choices before second choices, GShard) | token_order (token order whatever the choice rank: Megatron-Core's \"position\") | probability (highest weight: Megatron-Core's \"probs\"); position = choice_first (older name)")
+    ("capacity-scope", po::value(&c.capacity_scope)->default_value(c.capacity_scope), "global (C over the EP group's tokens) | local (C per EP rank over its own tokens, as Megatron-Core drops)")
+    ("capacity-rounding", po::value(&c.capacity_rounding)->default_value(c.capacity_rounding), "exact (C = ceil of the exact CF*k*T/E) | framework (Megatron-Core's ceil((T*k/E)*CF) in double: one more when CF is not representable and the product is whole)")
     ("placement", po::value(&c.placement)->default_value(c.placement), "expert placement (see `moebench list placements`)")
     ("redundant-experts", po::value(&c.redundant_experts)->default_value(c.redundant_experts), "extra expert copies for load_balanced/eplb (raised so every rank holds the same number of slots)")
     ("expert-groups", po::value(&c.expert_groups)->default_value(c.expert_groups), "eplb: expert groups (0: one per node, as group-limited routing uses)")
@@ -301,8 +302,10 @@ std::vector<std::string> resolve_and_validate(RunConfig& c, int world_size) {
   if (c.dtype_bytes() == 0) p.push_back("--dtype: unknown value '" + c.dtype + "' (known: fp32, bf16, fp16, fp8)");
   if (!(c.capacity_factor >= 0) || !std::isfinite(c.capacity_factor))
     p.push_back("--capacity-factor: must be >= 0, 0 meaning unlimited (got " + num(c.capacity_factor) + ")");
-  check_name(p, "--drop-policy", c.drop_policy, {"position", "probability"});
+  if (c.drop_policy == "position") c.drop_policy = "choice_first";  // the older name
+  check_name(p, "--drop-policy", c.drop_policy, {"choice_first", "token_order", "probability"});
   check_name(p, "--capacity-scope", c.capacity_scope, {"global", "local"});
+  check_name(p, "--capacity-rounding", c.capacity_rounding, {"exact", "framework"});
   check_name(p, "--dedup", c.dedup, {"token_expert", "token_rank", "token_node"});
   check_name(p, "--replica-select", c.replica_select, {"locality", "round_robin", "random", "token_hash"});
   check_name(p, "--placement-loads", c.placement_loads, {"auto", "none", "oracle", "warmup", "ema"});

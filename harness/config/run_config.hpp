@@ -42,8 +42,9 @@ struct RunConfig {
   std::vector<std::string> routers = {"softmax_topk", "sigmoid_topk"};
   NamedArgs router_args;
   double capacity_factor = 1.25;  // 0 = unlimited
-  std::string drop_policy = "position";
-  std::string capacity_scope = "global";
+  std::string drop_policy = "choice_first";  // choice_first | token_order | probability (position = choice_first)
+  std::string capacity_scope = "global";     // global (EP group) | local (each EP rank's own tokens)
+  std::string capacity_rounding = "exact";   // exact | framework (Megatron-Core's float ceil)
   // placement, traffic, backend
   std::string placement = "contiguous";
   int32_t redundant_experts = 0;       // extra expert copies (load_balanced, eplb)

@@ -56,7 +56,6 @@ RunOutput run_pipeline(const RunConfig& cfg, const Comm& world, const RunOptions
   const int32_t ranks_here = R / world.size();  // EP (virtual) ranks this process hosts
   const int32_t first_rank = world.rank() * ranks_here;
   const bool global_capacity = cfg.capacity_scope == "global";
-  const Comm self = Comm::self();
 
   WorkloadSetup ws{cfg.experts, cfg.layers, cfg.top_k, R, cfg.tokens_per_rank, cfg.seq_len, cfg.seed};
   ws.trace_file = cfg.trace_file;
@@ -90,7 +89,7 @@ RunOutput run_pipeline(const RunConfig& cfg, const Comm& world, const RunOptions
   backend_setup.corrupt_token = options.corrupt_token;
   auto backend = make_backend(cfg.backend, backend_setup, topo, world);
   const bool measured_backend = cfg.backend != "sim";
-  const CapacitySpec cap_spec{cfg.capacity_factor, cfg.top_k, cfg.drop_policy};
+  const CapacitySpec cap_spec{cfg.capacity_factor, cfg.top_k, cfg.drop_policy, parse_capacity_rounding(cfg.capacity_rounding)};
   const TrafficSpec traffic_spec{parse_dedup(cfg.dedup), cfg.payload_bytes(), 8, parse_replica_select(cfg.replica_select), cfg.seed};
   const A2aModel a2a_model = a2a_model_for(cfg.a2a_algo, cfg.dedup);  // the cost model of this exchange
 
@@ -243,13 +242,17 @@ RunOutput run_pipeline(const RunConfig& cfg, const Comm& world, const RunOptions
             const auto tf = transition_figures(batch, plan, world);
             m.figures.insert(m.figures.end(), tf.begin(), tf.end());
           }
-          apply_capacity(plan, cap_spec, global_capacity ? global_tokens : tokens.num_tokens, global_capacity ? world : self, cap);
-          if (!global_capacity) {  // per-process capacity: the counts above are local, make them global
+          if (global_capacity) {
+            apply_capacity(plan, cap_spec, global_tokens, world, cap);
+          } else {  // per EP rank: the counts are this process's, make them global
+            apply_capacity_per_rank(plan, cap_spec, tokens, cap);
             world.sum(cap.expert_demand);
             world.sum(cap.expert_load);
             cap.dropped_assignments = world.sum(cap.dropped_assignments);
             cap.dropped_tokens = world.sum(cap.dropped_tokens);
+            cap.capacity = world.max(cap.capacity);
           }
+          routers[ri]->observe_kept(layer, cap.expert_load);
           fill_load_metrics(plan, cap, global_tokens, cfg.top_k, world, m);
           TrafficMatrix& dispatch = step_matrices[ri][step_matrices_needed ? layer : 0];
           dispatch.reset(R);

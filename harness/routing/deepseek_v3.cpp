@@ -4,7 +4,8 @@
 //   s_i  = sigmoid(z_i)                       affinity, used for the combine weights
 //   s'_i = s_i + b_{l,i}                      selection score; b_l is this layer's bias (E floats)
 //   Group limit: the experts form G contiguous groups of E/G. A group's score is the sum of its two
-//   largest s' (its largest s' when a group has one expert). The M best groups are kept (ties to the
+//   largest s' (its largest s' when a group has one expert; group_score=topk_per_group: of its
+//   k/M largest). The M best groups are kept (ties to the
 //   lower group index), the others are masked; M >= G disables the limit.
 //   Selection: the k largest s' among the kept experts, best first, ties to the lower index.
 //   Weights: g_i = routed_scaling_factor * s_i / (sum over the selected s_j + 1e-20), with the
@@ -24,6 +25,15 @@
 //                          groups could not hold k experts. An explicit M with M < G must satisfy
 //                          M * (E/G) >= k.
 //   routed_scaling_factor  > 0; default 2.5 (V3).
+//   group_score            top2 (default, the V3 release: a group's score is the sum of its two
+//                          largest s') | topk_per_group (Megatron-Core's group_limited_topk: the sum
+//                          of its top_k / topk_group largest s'; needs top_k >= topk_group). The
+//                          two agree for V3's shape (k = 8, M = 4) and differ elsewhere.
+//   bias_counts            selected (default: c_i counts the selections before capacity, as the V3
+//                          paper describes the update) | kept (c_i counts the assignments the
+//                          capacity stage kept, as Megatron-Core does: its local_tokens_per_expert
+//                          is summed from the routing map after token dropping). Equal when
+//                          nothing is dropped.
 //
 // [pick]s: s' ties (including ties created by float rounding of the sigmoid) go to the lower
 // expert index, group-score ties to the lower group index; the sigmoid is computed in float (as the
@@ -47,6 +57,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <functional>
 #include <limits>
 #include <string>
 #include <vector>
@@ -124,6 +135,21 @@ class DeepSeekV3 final : public Router {
     const double rsf = args.get_double("routed_scaling_factor", 2.5);
     if (!(rsf > 0)) throw InputError("router-arg deepseek_v3.routed_scaling_factor: must be > 0 (got " + std::to_string(rsf) + ")");
     rsf_ = static_cast<float>(rsf);
+    const std::string group_score = args.get_string("group_score", "top2");
+    if (group_score == "top2") {
+      group_n_ = 2;
+    } else if (group_score == "topk_per_group") {
+      group_n_ = k_ / M_;
+      if (limited_ && (group_n_ < 1 || group_n_ > gs_))
+        throw InputError("router-arg deepseek_v3.group_score=topk_per_group: top_k / topk_group = " + std::to_string(k_) + " / " +
+                         std::to_string(M_) + " must be in [1, experts per group = " + std::to_string(gs_) + "]");
+    } else {
+      throw InputError("router-arg deepseek_v3.group_score: '" + group_score + "' is not top2 or topk_per_group");
+    }
+    const std::string bias_counts = args.get_string("bias_counts", "selected");
+    if (bias_counts != "selected" && bias_counts != "kept")
+      throw InputError("router-arg deepseek_v3.bias_counts: '" + bias_counts + "' is not selected or kept");
+    count_kept_ = bias_counts == "kept";
     const size_t L = static_cast<size_t>(std::max(1, setup.num_layers));
     bias_.assign(L, std::vector<float>(static_cast<size_t>(E_), 0.0f));
     counts_.assign(L, std::vector<int64_t>(static_cast<size_t>(E_), 0));
@@ -190,6 +216,7 @@ class DeepSeekV3 final : public Router {
       compact_.resize(static_cast<size_t>(chunk * M_ * gs_));
     }
     gscore_.resize(static_cast<size_t>(G_));
+    gsort_.resize(static_cast<size_t>(gs_));
     gval2_.resize(static_cast<size_t>(G_));
     gidx_.resize(static_cast<size_t>(M_));
     gval_.resize(static_cast<size_t>(M_));
@@ -222,8 +249,19 @@ class DeepSeekV3 final : public Router {
               top2[g] = std::max(top2[g], std::min(top1[g], x));
               top1[g] = std::max(top1[g], x);
             }
-          if (gs_ > 1)
-            for (int32_t g = 0; g < G_; ++g) top1[g] += top2[g];
+          if (group_n_ == 2) {
+            if (gs_ > 1)
+              for (int32_t g = 0; g < G_; ++g) top1[g] += top2[g];
+          } else if (group_n_ > 2) {  // topk_per_group: the sum of the n largest, best first
+            for (int32_t g = 0; g < G_; ++g) {
+              float* v = gsort_.data();
+              std::copy(row + g * gs_, row + (g + 1) * gs_, v);
+              std::partial_sort(v, v + group_n_, v + gs_, std::greater<float>());
+              float sum = v[0];
+              for (int32_t i = 1; i < group_n_; ++i) sum += v[i];
+              top1[g] = sum;
+            }
+          }
           // Keep the M best groups, ties to the lower group index.
           if (G_ <= 32) {
             for (int32_t g = 0; g < G_; ++g) {
@@ -319,6 +357,12 @@ class DeepSeekV3 final : public Router {
                 tokens > 0 ? mass / static_cast<double>(tokens) : 0.0};
   }
 
+  void observe_kept(int32_t layer, const std::vector<int64_t>& expert_load) override {
+    if (!count_kept_ || layer < 0 || static_cast<size_t>(layer) >= counts_.size()) return;
+    if (expert_load.size() != static_cast<size_t>(E_)) throw Error("router deepseek_v3: kept loads of another expert count");
+    counts_[static_cast<size_t>(layer)] = expert_load;
+  }
+
   void end_step(const Comm&) override {
     for (size_t l = 0; l < bias_.size(); ++l) {
       if (!routed_[l]) continue;
@@ -340,6 +384,8 @@ class DeepSeekV3 final : public Router {
   int32_t E_, k_;
   int32_t G_ = 1, gs_ = 1, M_ = 1;
   bool limited_ = false;
+  int32_t group_n_ = 2;      // a group's score sums its group_n_ largest s'
+  bool count_kept_ = false;  // bias_counts=kept
   float gamma_ = 0, rsf_ = 2.5f;
   std::vector<std::vector<float>> bias_;      // [layer][E]
   std::vector<std::vector<int64_t>> counts_;  // [layer][E] global counts of the last route() this step
@@ -350,7 +396,7 @@ class DeepSeekV3 final : public Router {
   std::vector<int64_t> stats_;
   std::vector<double> removed_;
   // Scratch, kept between calls.
-  std::vector<float> scores_, compact_, free_val_, gscore_, gval2_, gval_;
+  std::vector<float> scores_, compact_, free_val_, gscore_, gval2_, gval_, gsort_;
   std::vector<int32_t> free_idx_, gidx_, kept_;
   std::vector<int64_t> stamp_;
   std::vector<uint8_t> keep_;
@@ -359,7 +405,8 @@ class DeepSeekV3 final : public Router {
 const RouterRegistry::Registrar reg(
     "deepseek_v3",
     "DeepSeek-V3: sigmoid scores + per-layer loss-free balancing bias (selection only) + group limit "
-    "(gamma=0.001, groups=nodes, topk_group=groups/2, routed_scaling_factor=2.5)",
+    "(gamma=0.001, groups=nodes, topk_group=groups/2, routed_scaling_factor=2.5, group_score=top2|topk_per_group, "
+    "bias_counts=selected|kept)",
     [](const RouterSetup& s, ComponentArgs& a) -> std::unique_ptr<Router> { return std::make_unique<DeepSeekV3>(s, a); });
 
 }  // namespace

@@ -7,8 +7,9 @@
 // equal keys to the globally first token. A token gets 0..E experts, listed by descending S (equal
 // S: lower expert index first), each with weight S_{t,e} (no renormalisation).
 //
-// Knobs: c (default 2, finite and > 0): tokens per expert as a multiple of T/E, i.e. the mean number
-// of experts per token.
+// Knobs: c (default: the run's --top-k, finite and > 0): tokens per expert as a multiple of T/E, i.e.
+// the mean number of experts per token. The default gives the same expert compute (and dispatch
+// bytes) as the top-k token-choice routers it is compared with; the paper's EC-CF2 is c=2.
 // [pick] C = ceil(T*c/E) (the paper writes T*c/E; ceil so that sum C >= T*c), clamped to T.
 // [pick] Ties in S inside an expert go to the lower global token index; inside a token's list to the
 //        lower expert index.
@@ -49,7 +50,7 @@ inline int32_t bin_of(float s) {
 
 class ExpertChoice final : public Router {
  public:
-  ExpertChoice(const RouterSetup&, ComponentArgs& args) : c_(args.get_double("c", 2.0)) {
+  ExpertChoice(const RouterSetup& setup, ComponentArgs& args) : c_(args.get_double("c", setup.top_k)) {
     if (!(c_ > 0) || !std::isfinite(c_))
       throw InputError("router-arg expert_choice.c: must be a finite number > 0 (got " + std::to_string(c_) + ")");
   }
@@ -152,7 +153,7 @@ class ExpertChoice final : public Router {
 const RouterRegistry::Registrar reg(
     "expert_choice",
     "expert choice: each expert takes its top C = ceil(T*c/E) tokens by softmax score over the EP group, 0..E experts "
-    "per token (c=2)",
+    "per token (c = top_k, matched compute; EC-CF2 is c=2)",
     [](const RouterSetup& s, ComponentArgs& a) -> std::unique_ptr<Router> { return std::make_unique<ExpertChoice>(s, a); });
 
 }  // namespace

@@ -21,9 +21,15 @@
 //                            smallest selected and the largest unselected logit, so ReLU(z - theta)
 //                            selects the same set when there is no tie at the boundary; boundary
 //                            ties that are selected get weight 0 (and still count as active).
+//   warm_start = quantile    controller start: at the first step that routes layer l, theta_l is
+//                            the threshold quantile mode would use on that batch (exactly k*T
+//                            active pairs group-wide), so the controller starts at its target
+//                            instead of dense (ReLU of centred logits keeps ~E/2 experts per
+//                            token, and the sign controller needs tens of steps to get down).
+//              | none        start at theta0 (the paper's cold start).
 //   eta_scale  = 0.05        controller step in units of the logit std, > 0.
-//   theta0     = 0           controller start: ReLU on the raw logits (dense when they are
-//                            centred).
+//   theta0     = 0           controller start with warm_start=none (giving theta0 alone implies
+//                            warm_start=none).
 //
 // Weights are z_i - theta computed in double, then stored as float. A token's active experts are
 // ordered by counting ranks (vectorised; a stable sort when logits tie).
@@ -158,6 +164,15 @@ class ReMoE final : public Router {
       throw InputError("router-arg remoe.eta_scale: must be > 0 (got " +
                        std::to_string(eta_scale_) + ")");
     if (!(k_ >= 1 && k_ <= E_)) throw InputError("remoe: needs 1 <= top_k <= experts");
+    const bool theta0_set = args.values().count("theta0") > 0;
+    const std::string warm = args.get_string("warm_start", theta0_set ? "none" : "quantile");
+    if (warm == "quantile") {
+      if (theta0_set)
+        throw InputError("router-arg remoe.theta0: only used with warm_start=none (warm_start=quantile sets theta itself)");
+      warm_start_ = true;
+    } else if (warm != "none") {
+      throw InputError("router-arg remoe.warm_start: '" + warm + "' is not quantile or none");
+    }
     grow(std::max(setup.num_layers, 1));
   }
 
@@ -179,6 +194,7 @@ class ReMoE final : public Router {
       if (!eta_known_[l]) {
         eta_[l] = eta_scale_ * logit_std(batch, group, T_group);
         eta_known_[l] = true;
+        if (warm_start_) theta_[l] = quantile_threshold(batch, group, T_group);
       }
       theta = theta_[l];
       c = route_all(batch, nullptr, theta, buf_, plan);
@@ -272,6 +288,7 @@ class ReMoE final : public Router {
 
   int32_t E_, k_;
   bool quantile_;
+  bool warm_start_ = false;
   double eta_scale_, theta0_;
   std::vector<double> theta_, eta_;
   std::vector<bool> eta_known_, pending_;
@@ -285,7 +302,7 @@ class ReMoE final : public Router {
 const RouterRegistry::Registrar reg(
     "remoe",
     "ReLU routing replayed as ReLU(z - theta_l), 0..E experts per token, target sparsity 1 - k/E "
-    "(mode=controller|quantile, eta_scale=0.05, theta0=0)",
+    "(mode=controller|quantile, warm_start=quantile|none, eta_scale=0.05, theta0=0)",
     [](const RouterSetup& s, ComponentArgs& a) -> std::unique_ptr<Router> {
       return std::make_unique<ReMoE>(s, a);
     });

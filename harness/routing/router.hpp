@@ -27,6 +27,10 @@ class Router {
   virtual void route(const TokenBatch& batch, const Comm& group, RoutingPlan& plan) = 0;
   // Called once after every layer of a step was routed (state updates such as a bias).
   virtual void end_step(const Comm& /*group*/) {}
+  // The group-wide per-expert load kept by the capacity stage after this router's last route of
+  // `layer` (identical on every process). Routers whose state follows the tokens actually
+  // processed (deepseek_v3 with bias_counts=kept, as Megatron-Core counts) use it.
+  virtual void observe_kept(int32_t /*layer*/, const std::vector<int64_t>& /*expert_load*/) {}
 
   // Router-specific figures of the last route() call, global over the group and identical on every
   // process, written per step and layer to /runs/<router>/figures/<name>. The names are fixed for

@@ -63,7 +63,7 @@ void expect_same(const RunOutput& got, const RunOutput& want, const std::string&
 TEST(Distributed, IdenticalToOneProcessForEverySplit) {
   const Comm world = Comm::world();
   for (const char* workload : {"uniform", "zipf", "domain_shift"})
-    for (const char* policy : {"position", "probability"})
+    for (const char* policy : {"position", "token_order", "probability"})
       for (const char* dedup : {"token_expert", "token_node"}) {
         const std::string what = std::string(workload) + "/" + policy + "/" + dedup;
         const auto cfg = config(workload, policy, dedup, "contiguous", world.size());
@@ -76,6 +76,30 @@ TEST(Distributed, IdenticalToOneProcessForEverySplit) {
   const auto cfg = config("zipf", "position", "token_rank", "round_robin", world.size());
   expect_same(run_pipeline(cfg, world, RunOptions{true, false}), run_pipeline(config("zipf", "position", "token_rank", "round_robin", 1), Comm::self(), RunOptions{true, false}),
               "round_robin/token_rank");
+}
+
+// --capacity-scope local is per EP rank (Megatron-Core drops on each rank's own tokens), whatever
+// the number of processes: 8 EP ranks of 300 tokens each have C = ceil(1.0 * 4 * 300 / 32) = 38
+// on 1, 2 and 4 processes, and the drops are identical.
+TEST(Distributed, LocalCapacityIsPerEPRankOnAnyProcessCount) {
+  const Comm world = Comm::world();
+  for (const char* policy : {"choice_first", "token_order", "probability"}) {
+    auto cfg = config("zipf", policy, "token_expert", "contiguous", world.size());
+    cfg.capacity_scope = "local";
+    auto alone_cfg = config("zipf", policy, "token_expert", "contiguous", 1);
+    alone_cfg.capacity_scope = "local";
+    const auto dist = run_pipeline(cfg, world, RunOptions{true, false});
+    const auto alone = run_pipeline(alone_cfg, Comm::self(), RunOptions{true, false});
+    expect_same(dist, alone, std::string("local/") + policy);
+    for (const auto& m : dist.records[0]) {
+      EXPECT_EQ(m.capacity, 38) << policy;
+      EXPECT_GT(m.dropped_assignments, 0) << policy;
+    }
+    // Global capacity over the 2400 tokens (C = 300) drops less than 8 capacities of 38 do.
+    auto global_cfg = config("zipf", policy, "token_expert", "contiguous", world.size());
+    const auto global = run_pipeline(global_cfg, world, RunOptions{true, false});
+    EXPECT_LT(global.records[0][0].dropped_assignments, dist.records[0][0].dropped_assignments) << policy;
+  }
 }
 
 TEST(Distributed, ConservationOfAssignments) {

@@ -1,6 +1,7 @@
 #include <gtest/gtest.h>
 
 #include "harness/capacity/capacity.hpp"
+#include "harness/core/error.hpp"
 
 using namespace moe;
 
@@ -82,4 +83,64 @@ TEST(Capacity, VariableCountTokensAndEmptyTokens) {
   apply_capacity(plan, {0.5, 1, "position"}, 3, Comm::self(), r);  // C = ceil(0.75) = 1
   EXPECT_EQ(r.kept, (std::vector<uint8_t>{1, 1, 0}));
   EXPECT_EQ(r.dropped_tokens, 1);
+}
+
+TEST(Capacity, FrameworkRoundingIsMegatronsFloatCeil) {
+  // CF = 1.1, T = 3200, E = 16, k = 2: T k / E = 400 exactly; 400 * 1.1 = 440.00000000000006 in
+  // double, so Megatron-Core's ceil gives 441 where the exact product gives 440.
+  EXPECT_EQ(expert_capacity(1.1, 2, 3200, 16, CapacityRounding::exact), 440);
+  EXPECT_EQ(expert_capacity(1.1, 2, 3200, 16, CapacityRounding::framework), 441);
+  // Where the double product is exact the two agree.
+  EXPECT_EQ(expert_capacity(1.25, 6, 16384, 64, CapacityRounding::framework), 1920);
+  EXPECT_EQ(expert_capacity(1.0, 2, 100, 4, CapacityRounding::framework), 50);
+  EXPECT_EQ(expert_capacity(0.0, 2, 100, 4, CapacityRounding::framework), 0);
+  EXPECT_EQ(parse_capacity_rounding("framework"), CapacityRounding::framework);
+  EXPECT_THROW(parse_capacity_rounding("floor"), InputError);
+}
+
+TEST(Capacity, TokenOrderKeepsTokensInOrderWhateverTheirChoiceRank) {
+  // The case of PositionKeepsFirstChoicesBeforeSecondChoices under Megatron-Core's "position":
+  // expert 0 keeps tokens 0 and 1 (their second choice) and drops tokens 2 and 3 (first choices).
+  auto plan = make_plan(2, {{{1, .6f}, {0, .4f}}, {{1, .6f}, {0, .4f}}, {{0, .9f}, {1, .1f}}, {{0, .9f}, {1, .1f}}});
+  CapacityResult r;
+  apply_capacity(plan, {0.5, 2, "token_order"}, 4, Comm::self(), r);
+  EXPECT_EQ(r.capacity, 2);
+  EXPECT_EQ(r.kept, (std::vector<uint8_t>{1, 1, 1, 1, 0, 0, 0, 0}));
+  EXPECT_EQ(r.expert_demand, (std::vector<int64_t>{4, 4}));
+  EXPECT_EQ(r.expert_load, (std::vector<int64_t>{2, 2}));
+  EXPECT_EQ(r.dropped_tokens, 2);  // tokens 2 and 3 lose both choices
+  EXPECT_EQ(parse_drop_policy("position"), DropPolicy::choice_first);
+  EXPECT_THROW(parse_drop_policy("random"), InputError);
+}
+
+TEST(Capacity, PerRankCapacityEqualsEachRankAlone) {
+  // 3 EP ranks of 5, 3 and 4 tokens (ragged, as traces split): each rank's drops equal apply_capacity
+  // on that rank's tokens alone, with its own C.
+  std::vector<std::vector<std::pair<int32_t, float>>> toks;
+  for (int t = 0; t < 12; ++t) toks.push_back({{t % 3 == 0 ? 1 : 0, 0.1f * static_cast<float>(t % 5)}, {2, 0.05f * static_cast<float>(t % 7)}});
+  const auto plan = make_plan(3, toks);
+  TokenBatch layout;
+  layout.num_tokens = 12;
+  layout.num_experts = 3;
+  layout.rank_offsets = {0, 5, 8, 12};
+  for (const char* policy : {"choice_first", "token_order", "probability"}) {
+    CapacityResult all;
+    apply_capacity_per_rank(plan, {0.6, 2, policy}, layout, all);
+    std::vector<uint8_t> want;
+    std::vector<int64_t> load(3, 0);
+    int64_t maxC = 0;
+    for (size_t i = 0; i + 1 < layout.rank_offsets.size(); ++i) {
+      const auto sub = make_plan(3, {toks.begin() + layout.rank_offsets[i], toks.begin() + layout.rank_offsets[i + 1]});
+      CapacityResult one;
+      apply_capacity(sub, {0.6, 2, policy}, sub.num_tokens, Comm::self(), one);
+      want.insert(want.end(), one.kept.begin(), one.kept.end());
+      for (int e = 0; e < 3; ++e) load[e] += one.expert_load[e];
+      maxC = std::max(maxC, one.capacity);
+    }
+    EXPECT_EQ(all.kept, want) << policy;
+    EXPECT_EQ(all.expert_load, load) << policy;
+    EXPECT_EQ(all.capacity, maxC) << policy;  // ceil(0.6*2*5/3) = 2
+    EXPECT_EQ(all.capacity, 2) << policy;
+    EXPECT_GT(all.dropped_assignments, 0) << policy;
+  }
 }

@@ -60,7 +60,7 @@ size_t figure(const Router& r, const std::string& name) {
 // Reference group-limited selection in double, with bias b: indices best first, ties to the lower
 // index (stable sort); also the unmasked top-k score sum minus the masked one.
 std::vector<int32_t> reference_select(const float* z, int32_t E, int32_t k, int32_t G, int32_t M, const std::vector<double>& b,
-                                      double* removed) {
+                                      double* removed, int32_t group_n = 2) {
   const int32_t gs = E / G;
   std::vector<double> sp(E);
   for (int32_t e = 0; e < E; ++e) sp[e] = sigmoid(z[e]) + b[e];
@@ -68,7 +68,8 @@ std::vector<int32_t> reference_select(const float* z, int32_t E, int32_t k, int3
   for (int32_t g = 0; g < G; ++g) {
     std::vector<double> v(sp.begin() + g * gs, sp.begin() + (g + 1) * gs);
     std::sort(v.begin(), v.end(), std::greater<>());
-    gscore[g] = gs == 1 ? v[0] : v[0] + v[1];
+    gscore[g] = 0;
+    for (int32_t j = 0; j < std::min(group_n, gs); ++j) gscore[g] += v[j];
   }
   std::vector<int32_t> gorder(G);
   std::iota(gorder.begin(), gorder.end(), 0);
@@ -321,4 +322,64 @@ TEST(DeepseekV3, NeedsFullLogits) {
   EXPECT_EQ(r->missing_input(b), "");
   b.full_logits = false;
   EXPECT_NE(r->missing_input(b), "");
+}
+
+// group_score=topk_per_group (Megatron-Core's group_limited_topk): a group's score sums its
+// k / M largest s'. E = 32 in G = 4 groups of 8, M = 1, k = 4: the group score is the top-4 sum
+// (the default top2 differs), and the selection equals the double-precision reference.
+TEST(DeepseekV3, GroupScoreTopkPerGroupMatchesItsReference) {
+  const int32_t E = 32, k = 4, G = 4, M = 1;
+  const auto b = grid_batch(2000, E, 11);
+  const std::vector<double> zero(E, 0.0);
+  int64_t differ = 0;
+  for (const char* mode : {"top2", "topk_per_group"}) {
+    auto r = make("deepseek_v3", E, k, {{"groups", "4"}, {"topk_group", "1"}, {"gamma", "0"}, {"group_score", mode}});
+    RoutingPlan plan;
+    r->route(b, Comm::self(), plan);
+    const int32_t n = std::string(mode) == "top2" ? 2 : k / M;
+    for (int64_t t = 0; t < b.num_tokens; ++t) {
+      double removed = 0;
+      const auto want = reference_select(b.logits.data() + t * E, E, k, G, M, zero, &removed, n);
+      const std::vector<int32_t> got(plan.expert.begin() + plan.offsets[t], plan.expert.begin() + plan.offsets[t + 1]);
+      ASSERT_EQ(got, want) << mode << " token " << t;
+      if (n != 2) {
+        double r2 = 0;
+        differ += reference_select(b.logits.data() + t * E, E, k, G, M, zero, &r2, 2) != want;
+      }
+    }
+  }
+  EXPECT_GT(differ, 20) << "the two group scores should choose different groups for some tokens";
+  // k / M must be in [1, experts per group].
+  EXPECT_THROW(make("deepseek_v3", E, 2, {{"groups", "4"}, {"topk_group", "3"}, {"group_score", "topk_per_group"}}), InputError);
+  EXPECT_THROW(make("deepseek_v3", E, k, {{"group_score", "top3"}}), InputError);
+}
+
+// bias_counts=kept (Megatron-Core) updates the bias from the loads the capacity stage kept;
+// selected (default) from the selections. A first batch sends every token to experts 0 and 1; the
+// kept loads say experts 5 and 6 were starved. After the update, a batch of equal logits picks the
+// experts the bias favours: {2, 3} (selected: 0 and 1 are over the mean, the rest under, ties to the
+// lower index) or {5, 6} (kept: only 5 and 6 under the mean).
+TEST(DeepseekV3, BiasCountsSelectedOrKept) {
+  const int32_t E = 8, k = 2;
+  TokenBatch skew;
+  skew.num_tokens = 16;
+  skew.num_experts = E;
+  skew.global_tokens = 16;
+  skew.tokens_per_rank = 16;
+  skew.logits.assign(static_cast<size_t>(16 * E), -5.0f);
+  for (int64_t t = 0; t < 16; ++t) skew.logits[t * E + 0] = skew.logits[t * E + 1] = 5.0f;
+  TokenBatch flat = skew;
+  std::fill(flat.logits.begin(), flat.logits.end(), 0.0f);
+  for (const char* mode : {"selected", "kept"}) {
+    auto r = make("deepseek_v3", E, k, {{"gamma", "1"}, {"groups", "1"}, {"bias_counts", mode}});
+    RoutingPlan plan;
+    r->route(skew, Comm::self(), plan);
+    r->observe_kept(0, {10, 10, 10, 10, 10, 0, 0, 10});
+    r->end_step(Comm::self());
+    r->route(flat, Comm::self(), plan);
+    const std::vector<int32_t> want = std::string(mode) == "kept" ? std::vector<int32_t>{5, 6} : std::vector<int32_t>{2, 3};
+    for (int64_t t = 0; t < flat.num_tokens; ++t)
+      ASSERT_EQ(std::vector<int32_t>(plan.expert.begin() + plan.offsets[t], plan.expert.begin() + plan.offsets[t + 1]), want) << mode;
+  }
+  EXPECT_THROW(make("deepseek_v3", E, k, {{"bias_counts", "dropped"}}), InputError);
 }

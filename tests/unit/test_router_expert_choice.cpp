@@ -174,3 +174,21 @@ TEST(ExpertChoice, PipelineWithoutCapacityLoadsEveryExpertExactlyC) {
     EXPECT_GT(m.active_experts_hist[0], 0) << "tokens with no expert";
   }
 }
+
+// Matched compute by default: c defaults to the run's top_k, so expert choice beside top-6 routers
+// gives each token 6 experts on average (C = ceil(T * 6 / E)); c=2 (EC-CF2) stays a knob.
+TEST(ExpertChoice, DefaultCIsTheRunsTopK) {
+  const int32_t E = 32;
+  const TokenBatch b = moe::testing::workload_batch("zipf", E, 4, 256, 3, {{"s", "1.2"}});
+  for (int32_t k : {2, 6}) {
+    auto r = ec(E, k);
+    RoutingPlan plan;
+    r->route(b, Comm::self(), plan);
+    EXPECT_EQ(r->figures()[0], static_cast<double>(expected_capacity(plan.num_tokens, k, E))) << "k=" << k;
+    EXPECT_NEAR(static_cast<double>(plan.assignments()) / static_cast<double>(plan.num_tokens), k, 0.05 * k) << "k=" << k;
+  }
+  auto cf2 = ec(E, 6, {{"c", "2"}});
+  RoutingPlan plan;
+  cf2->route(b, Comm::self(), plan);
+  EXPECT_EQ(cf2->figures()[0], static_cast<double>(expected_capacity(plan.num_tokens, 2.0, E)));
+}

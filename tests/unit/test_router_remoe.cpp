@@ -69,7 +69,7 @@ RunConfig pipeline_config(int32_t steps, std::map<std::string, std::string> args
 // eta = 0.05 std from theta0 = 0. Stated numbers: the first step is dense (S in [0.45, 0.55]); from
 // step 30 to 59, |S_l - S*| < 0.02 at every layer and step (one eta step moves S by ~0.01 there).
 TEST(ReMoE, ControllerConvergesToTargetSparsity) {
-  const auto out = run_pipeline(pipeline_config(60), Comm::self(), RunOptions{true, false});
+  const auto out = run_pipeline(pipeline_config(60, {{"warm_start", "none"}}), Comm::self(), RunOptions{true, false});
   const auto& names = out.figure_names[0];
   const auto at = [&](const std::string& n) {
     return static_cast<size_t>(std::find(names.begin(), names.end(), n) - names.begin());
@@ -176,7 +176,7 @@ TEST(ReMoE, TokensWithNoExpertOccurAndAreCounted) {
     zero += !any;
   }
   ASSERT_GE(zero, 40);
-  auto r = remoe(E, k);
+  auto r = remoe(E, k, {{"warm_start", "none"}});
   RoutingPlan plan;
   r->route(b, Comm::self(), plan);
   int64_t empty = 0;
@@ -249,4 +249,34 @@ TEST(ReMoE, KnobValidation) {
   auto b = gaussian_batch(4, 16, 1);
   b.full_logits = false;
   EXPECT_NE(remoe(16, 2)->missing_input(b), "");
+}
+
+// The default warm start: theta_l of the first step is the group-wide quantile threshold, so the
+// first step already has exactly k*T active pairs (2 experts per token), and the sign controller
+// then oscillates around k (one eta step moves the mean by ~0.17 experts here, at theta ~ 1.15:
+// pdf(1.15) x 16 x 0.05), averaging k within 5%.
+TEST(ReMoE, WarmStartBeginsAtTheTargetAndStaysThere) {
+  const auto out = run_pipeline(pipeline_config(12), Comm::self(), RunOptions{true, false});
+  const auto& names = out.figure_names[0];
+  const size_t fm = static_cast<size_t>(std::find(names.begin(), names.end(), "mean_active_experts") - names.begin());
+  ASSERT_LT(fm, names.size());
+  const auto& rec = out.records[0];
+  ASSERT_EQ(rec.size(), 24u);
+  for (int32_t layer = 0; layer < 2; ++layer) {
+    EXPECT_DOUBLE_EQ(rec[static_cast<size_t>(layer)].figures[fm], 2.0) << "layer " << layer;
+    double sum = 0;
+    for (int32_t step = 0; step < 12; ++step) {
+      const double m = rec[static_cast<size_t>(step * 2 + layer)].figures[fm];
+      EXPECT_NEAR(m, 2.0, 0.45) << "layer " << layer << " step " << step;
+      sum += m;
+    }
+    EXPECT_NEAR(sum / 12, 2.0, 0.1) << "layer " << layer;
+  }
+  // The cold start (warm_start=none) is dense at step 0: about E/2 = 8 experts per token.
+  const auto cold = run_pipeline(pipeline_config(1, {{"warm_start", "none"}}), Comm::self(), RunOptions{true, false});
+  EXPECT_GT(cold.records[0][0].figures[fm], 6.0);
+  // theta0 alone implies the cold start; with warm_start=quantile it is a contradiction.
+  EXPECT_NO_THROW(remoe(16, 2, {{"theta0", "0.5"}}));
+  EXPECT_THROW(remoe(16, 2, {{"theta0", "0.5"}, {"warm_start", "quantile"}}), InputError);
+  EXPECT_THROW(remoe(16, 2, {{"warm_start", "hot"}}), InputError);
 }
