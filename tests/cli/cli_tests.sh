@@ -191,6 +191,39 @@ claims_all_routers_np2)
   grep -qE "expert_choice: expert max/mean load 1\.0000" claims.txt || fail "expert choice should be exactly balanced"
   expect_error "unknown option '--claim'" "$mb" report c.h5 --claim
   ;;
+convergence_warmup_np2)
+  # Stateful routers' cold start: remoe from theta0 = 0 (warm_start=none) is dense for several steps;
+  # the report says it converged later, --warmup-steps leaves those steps out, claims mark an
+  # unconverged router. The default warm start converges from the first step.
+  run="--workload uniform --experts 16 --top-k 2 --layers 2 --steps 40 --tokens-per-rank 256 --capacity-factor 0 --progress off"
+  $mpiexec -n 2 "$mb" run $run --routers remoe@cold,remoe --router-arg remoe@cold.warm_start=none --out r.h5 > /dev/null || fail "run failed"
+  "$mb" report r.h5 > rep.txt || fail "report failed"
+  cat rep.txt
+  grep -qE "convergence: remoe@cold: experts per token [0-9.]+ \(step 0\) .* converged at step [0-9]+" rep.txt || fail "no convergence step for the cold start"
+  grep -qE "convergence: remoe: .* converged from the first step" rep.txt || fail "the warm start should converge at once"
+  n=$(grep -oE "remoe@cold: .* converged at step [0-9]+" rep.txt | grep -oE "[0-9]+$")
+  [ "$n" -ge 3 ] || fail "the cold start should need several steps (got $n)"
+  "$mb" report r.h5 --warmup-steps "$n" --format json > rep.json || fail "report --warmup-steps failed"
+  grep -qF "\"warmup_steps_excluded\": $n" rep.json || fail "json lacks warmup_steps_excluded"
+  grep -qF "\"steps_done\": $((40 - n))" rep.json || fail "json should cover the steps after the warm-up"
+  "$mb" report r.h5 --warmup-steps "$n" | grep -qF "excluded as warm-up (--warmup-steps $n)" || fail "text report lacks the warm-up line"
+  expect_error "--warmup-steps 40 leaves no step" "$mb" report r.h5 --warmup-steps 40
+  expect_error "--warmup-steps 'x' is not a whole number" "$mb" report r.h5 --warmup-steps x
+  # Only 2 steps of the cold start: not converged, and the claims say so.
+  $mpiexec -n 2 "$mb" run ${run/--steps 40/--steps 2} --routers softmax_topk,remoe --router-arg remoe.warm_start=none --out c.h5 > /dev/null || fail "run failed"
+  "$mb" report c.h5 --claims > claims.txt || fail "claims failed"
+  cat claims.txt
+  grep -qF "remoe: experts per token" claims.txt || fail "claims lack the convergence line"
+  grep -qE "measured: remoe: .*NOT CONVERGED" claims.txt || fail "claims should mark remoe's figures"
+  # Different expert compute by default is flagged: expert_choice with c=1 asked for is not.
+  $mpiexec -n 2 "$mb" run ${run/--steps 40/--steps 2} --routers softmax_topk,expert_choice --router-arg expert_choice.c=1 --out m.h5 > /dev/null || fail "run failed"
+  "$mb" report m.h5 | grep -q "differ in mean experts per token" && fail "an explicit expert_choice.c should not warn"
+  # New capacity options are validated with the known values.
+  expect_error "--drop-policy: unknown value 'first' \(known: choice_first, token_order, probability\)" "$mb" run $run --drop-policy first
+  expect_error "--capacity-rounding: unknown value 'up' \(known: exact, framework\)" "$mb" run $run --capacity-rounding up
+  "$mb" run ${run/--steps 40/--steps 1} --routers softmax_topk --drop-policy position --out p.h5 > /dev/null || fail "position alias"
+  "$mb" report p.h5 --format json | grep -qF '"drop_policy":"choice_first"' || fail "position should resolve to choice_first"
+  ;;
 trace_flame_np2)
   # The real FLAME-MoE trace: convert, replay with the recorded router on 2 processes, and compare
   # the per-expert loads with counts computed independently from the CSV files (awk).
