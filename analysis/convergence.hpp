@@ -11,12 +11,12 @@ namespace moe {
 // move (remoe's threshold controller toward k experts per token; deepseek_v3's bias toward
 // balanced loads), so their first steps are a cold start, not their steady state.
 struct RouterConvergence {
-  std::string router;          // instance name
-  std::string figure;          // the figure followed (mean over layers, per step)
-  double target = 0;           // remoe: k; deepseek_v3: NaN (MaxVio has no reachable target)
+  std::string router;  // instance name
+  std::string figure;  // the figure followed (mean over layers, per step)
+  double target = 0;   // remoe: k; deepseek_v3: NaN (MaxVio has no reachable target)
   std::vector<double> per_step;
-  int64_t settled_step = -1;   // first settled step (see router_convergence); -1: never
-  std::string text;            // one line for people
+  int64_t settled_step = -1;  // first settled step (see router_convergence); -1: never
+  std::string text;           // one line for people
 };
 
 // remoe (controller mode): mean_active_experts per step against the run's --top-k; settled at the

@@ -18,9 +18,12 @@ DropPolicy parse_drop_policy(const std::string& name, const std::string& option)
 
 const char* drop_policy_name(DropPolicy p) {
   switch (p) {
-    case DropPolicy::choice_first: return "choice_first";
-    case DropPolicy::token_order: return "token_order";
-    case DropPolicy::probability: return "probability";
+    case DropPolicy::choice_first:
+      return "choice_first";
+    case DropPolicy::token_order:
+      return "token_order";
+    case DropPolicy::probability:
+      return "probability";
   }
   return "?";
 }
@@ -31,8 +34,8 @@ CapacityRounding parse_capacity_rounding(const std::string& name) {
   throw InputError("--capacity-rounding: unknown value '" + name + "' (known: exact, framework)");
 }
 
-int64_t expert_capacity(double capacity_factor, int32_t top_k, int64_t group_tokens, int32_t num_experts,
-                        CapacityRounding rounding) {
+int64_t expert_capacity(double capacity_factor, int32_t top_k, int64_t group_tokens,
+                        int32_t num_experts, CapacityRounding rounding) {
   if (capacity_factor <= 0) return 0;
   double c = 0;
   if (rounding == CapacityRounding::framework) {
@@ -47,22 +50,24 @@ int64_t expert_capacity(double capacity_factor, int32_t top_k, int64_t group_tok
 
 namespace {
 
-// The assignments of tokens [t0, t1) of `plan`; `group` holds consecutive token ranges in rank order
-// (Comm::self() for one range). `demand` gets the group-wide demand added.
+// The assignments of tokens [t0, t1) of `plan`; `group` holds consecutive token ranges in rank
+// order (Comm::self() for one range). `demand` gets the group-wide demand added.
 struct Range {
   int64_t t0, t1;
 };
 
-void keep_choice_first(const RoutingPlan& plan, Range r, int64_t C, const Comm& group, std::vector<uint8_t>& kept,
-                       std::vector<int64_t>& demand) {
+void keep_choice_first(const RoutingPlan& plan, Range r, int64_t C, const Comm& group,
+                       std::vector<uint8_t>& kept, std::vector<int64_t>& demand) {
   const int32_t E = plan.num_experts;
   int64_t local_priorities = 0;
-  for (int64_t t = r.t0; t < r.t1; ++t) local_priorities = std::max(local_priorities, plan.count(t));
+  for (int64_t t = r.t0; t < r.t1; ++t)
+    local_priorities = std::max(local_priorities, plan.count(t));
   const int64_t P = group.max(local_priorities);
   // counts[j][e]: this process's assignments to e at priority j.
   std::vector<int64_t> counts(static_cast<size_t>(P * E), 0);
   for (int64_t t = r.t0; t < r.t1; ++t)
-    for (int64_t a = plan.offsets[t]; a < plan.offsets[t + 1]; ++a) ++counts[(a - plan.offsets[t]) * E + plan.expert[a]];
+    for (int64_t a = plan.offsets[t]; a < plan.offsets[t + 1]; ++a)
+      ++counts[(a - plan.offsets[t]) * E + plan.expert[a]];
   std::vector<int64_t> before(counts);  // assignments on lower ranks at the same priority
   group.exscan_sum(before);
   std::vector<int64_t> totals(counts);
@@ -84,8 +89,8 @@ void keep_choice_first(const RoutingPlan& plan, Range r, int64_t C, const Comm& 
     }
 }
 
-void keep_token_order(const RoutingPlan& plan, Range r, int64_t C, const Comm& group, std::vector<uint8_t>& kept,
-                      std::vector<int64_t>& demand) {
+void keep_token_order(const RoutingPlan& plan, Range r, int64_t C, const Comm& group,
+                      std::vector<uint8_t>& kept, std::vector<int64_t>& demand) {
   const int32_t E = plan.num_experts;
   std::vector<int64_t> counts(static_cast<size_t>(E), 0);
   for (int64_t a = plan.offsets[r.t0]; a < plan.offsets[r.t1]; ++a) ++counts[plan.expert[a]];
@@ -93,11 +98,12 @@ void keep_token_order(const RoutingPlan& plan, Range r, int64_t C, const Comm& g
   group.exscan_sum(next);
   group.sum(counts);
   for (int32_t e = 0; e < E; ++e) demand[e] += counts[e];
-  for (int64_t a = plan.offsets[r.t0]; a < plan.offsets[r.t1]; ++a) kept[a] = (C == 0 || next[plan.expert[a]]++ < C) ? 1 : 0;
+  for (int64_t a = plan.offsets[r.t0]; a < plan.offsets[r.t1]; ++a)
+    kept[a] = (C == 0 || next[plan.expert[a]]++ < C) ? 1 : 0;
 }
 
-void keep_by_probability(const RoutingPlan& plan, Range r, int64_t C, const Comm& group, std::vector<uint8_t>& kept,
-                         std::vector<int64_t>& demand) {
+void keep_by_probability(const RoutingPlan& plan, Range r, int64_t C, const Comm& group,
+                         std::vector<uint8_t>& kept, std::vector<int64_t>& demand) {
   const int32_t E = plan.num_experts;
   const int64_t a0 = plan.offsets[r.t0], a1 = plan.offsets[r.t1];
   std::vector<int64_t> counts(static_cast<size_t>(E), 0);
@@ -117,12 +123,18 @@ void keep_by_probability(const RoutingPlan& plan, Range r, int64_t C, const Comm
   std::copy(selected.begin(), selected.end(), kept.begin() + a0);
 }
 
-void keep(const RoutingPlan& plan, DropPolicy policy, Range r, int64_t C, const Comm& group, std::vector<uint8_t>& kept,
-          std::vector<int64_t>& demand) {
+void keep(const RoutingPlan& plan, DropPolicy policy, Range r, int64_t C, const Comm& group,
+          std::vector<uint8_t>& kept, std::vector<int64_t>& demand) {
   switch (policy) {
-    case DropPolicy::choice_first: keep_choice_first(plan, r, C, group, kept, demand); return;
-    case DropPolicy::token_order: keep_token_order(plan, r, C, group, kept, demand); return;
-    case DropPolicy::probability: keep_by_probability(plan, r, C, group, kept, demand); return;
+    case DropPolicy::choice_first:
+      keep_choice_first(plan, r, C, group, kept, demand);
+      return;
+    case DropPolicy::token_order:
+      keep_token_order(plan, r, C, group, kept, demand);
+      return;
+    case DropPolicy::probability:
+      keep_by_probability(plan, r, C, group, kept, demand);
+      return;
   }
 }
 
@@ -150,8 +162,8 @@ void count_kept(const RoutingPlan& plan, const Comm& group, CapacityResult& out)
 
 }  // namespace
 
-void apply_capacity(const RoutingPlan& plan, const CapacitySpec& spec, int64_t group_tokens, const Comm& group,
-                    CapacityResult& out) {
+void apply_capacity(const RoutingPlan& plan, const CapacitySpec& spec, int64_t group_tokens,
+                    const Comm& group, CapacityResult& out) {
   const int32_t E = plan.num_experts;
   const DropPolicy policy = parse_drop_policy(spec.policy);
   out.capacity = expert_capacity(spec.capacity_factor, spec.top_k, group_tokens, E, spec.rounding);
@@ -161,20 +173,21 @@ void apply_capacity(const RoutingPlan& plan, const CapacitySpec& spec, int64_t g
   count_kept(plan, group, out);
 }
 
-void apply_capacity_per_rank(const RoutingPlan& plan, const CapacitySpec& spec, const TokenBatch& layout,
-                             CapacityResult& out) {
+void apply_capacity_per_rank(const RoutingPlan& plan, const CapacitySpec& spec,
+                             const TokenBatch& layout, CapacityResult& out) {
   const int32_t E = plan.num_experts;
   const DropPolicy policy = parse_drop_policy(spec.policy);
   if (plan.num_tokens != layout.num_tokens)
-    throw Error("capacity: the plan has " + std::to_string(plan.num_tokens) + " tokens, the rank layout " +
-                std::to_string(layout.num_tokens));
+    throw Error("capacity: the plan has " + std::to_string(plan.num_tokens) +
+                " tokens, the rank layout " + std::to_string(layout.num_tokens));
   out.capacity = 0;
   out.kept.assign(static_cast<size_t>(plan.assignments()), 1);
   out.expert_demand.assign(E, 0);
   const Comm self = Comm::self();
   for (int32_t i = 0; i < layout.ranks_here(); ++i) {
     const Range r{layout.rank_begin(i), layout.rank_end(i)};
-    const int64_t C = expert_capacity(spec.capacity_factor, spec.top_k, r.t1 - r.t0, E, spec.rounding);
+    const int64_t C =
+        expert_capacity(spec.capacity_factor, spec.top_k, r.t1 - r.t0, E, spec.rounding);
     if (r.t1 > r.t0) out.capacity = std::max(out.capacity, C);
     keep(plan, policy, r, C, self, out.kept, out.expert_demand);
   }

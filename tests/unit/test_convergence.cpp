@@ -8,8 +8,8 @@ namespace moe {
 namespace {
 
 // A file of `steps` x 1 layer whose routers' figures follow the given per-step values.
-ResultsFile file_with(const std::string& router, const std::string& figure, const std::vector<double>& per_step,
-                      const std::string& router_args = "{}") {
+ResultsFile file_with(const std::string& router, const std::string& figure,
+                      const std::vector<double>& per_step, const std::string& router_args = "{}") {
   ResultsFile f;
   f.path = "t.h5";
   f.status = "complete";
@@ -77,9 +77,10 @@ TEST(Convergence, ComputeMismatchWarnsUnlessAskedFor) {
   auto f = file_with("softmax_topk", "unused", {0, 0});
   f.routers.push_back("expert_choice");
   f.records["expert_choice"] = f.records["softmax_topk"];
-  EXPECT_EQ(compute_mismatch_warning(f), "");  // 6 and 6
+  EXPECT_EQ(compute_mismatch_warning(f), "");                             // 6 and 6
   for (auto& m : f.records["expert_choice"]) m.demand_assignments = 200;  // 2 experts per token
-  EXPECT_NE(compute_mismatch_warning(f).find("expert_choice 2.00"), std::string::npos) << compute_mismatch_warning(f);
+  EXPECT_NE(compute_mismatch_warning(f).find("expert_choice 2.00"), std::string::npos)
+      << compute_mismatch_warning(f);
   f.config_json = R"({"top_k":6,"router_args":{"expert_choice":{"c":"2"}}})";  // asked for
   EXPECT_EQ(compute_mismatch_warning(f), "");
 }
