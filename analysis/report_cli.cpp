@@ -200,6 +200,16 @@ const Column kColumns[] = {
      +[](const RouterSummary& s) { return s.mean_expert_cv; }},
     {"mean_rank_imbalance", "rank_imbal", Kind::Ratio, false,
      +[](const RouterSummary& s) { return s.mean_rank_imbalance; }},
+    {"mean_expert_balancedness", "bal_e", Kind::Ratio, false,
+     +[](const RouterSummary& s) { return s.mean_expert_balancedness; }},
+    {"mean_gpu_balancedness", "bal_gpu", Kind::Ratio, false,
+     +[](const RouterSummary& s) { return s.mean_gpu_balancedness; }},
+    {"min_gpu_balancedness", "bal_gpu_min", Kind::Ratio, false,
+     +[](const RouterSummary& s) { return s.min_gpu_balancedness; }},
+    {"mean_ranks_per_token", "ranks/tok", Kind::Ratio, false,
+     +[](const RouterSummary& s) { return s.mean_ranks_per_token; }},
+    {"mean_nodes_per_token", "nodes/tok", Kind::Ratio, false,
+     +[](const RouterSummary& s) { return s.mean_nodes_per_token; }},
     {"max_capacity_factor_required", "cf_req", Kind::Ratio, false,
      +[](const RouterSummary& s) { return s.max_capacity_factor_required; }},
     {"max_tokens_per_expert", "max_tok/e", Kind::Count, false,
@@ -215,8 +225,14 @@ const Column kColumns[] = {
      +[](const RouterSummary& s) { return s.mean_dispatch_bytes_inter; }},
     {"mean_model_a2a_s", "a2a_ms", Kind::Seconds, false,
      +[](const RouterSummary& s) { return s.mean_model_a2a_s; }},
+    {"mean_nonself_algbw_GBps", "bw_GBps", Kind::GBps, false,
+     +[](const RouterSummary& s) { return s.mean_nonself_algbw_GBps; }},
     {"mean_busbw_GBps", "busbw_GBps", Kind::GBps, false,
      +[](const RouterSummary& s) { return s.mean_busbw_GBps; }},
+    {"mean_padding_bytes", "pad_MB", Kind::Bytes, false,
+     +[](const RouterSummary& s) { return s.mean_padding_bytes; }},
+    {"balancedness_gain_per_GB", "bal_gain/GB", Kind::Ratio, false,
+     +[](const RouterSummary& s) { return s.balancedness_gain_per_GB(); }},
     {"mean_measured_a2a_s", "meas_ms", Kind::Seconds, true,
      +[](const RouterSummary& s) { return s.measured ? s.mean_measured_a2a_s : NAN; }},
     {"median_model_error", "model_err%", Kind::Pct, true,
@@ -505,7 +521,12 @@ constexpr const char* kLegend =
     "most tokens any expert "
     "processed (max); *_MB: dispatch bytes per layer (1e6 B) by link class; a2a_ms: modelled "
     "dispatch+combine per layer; "
-    "busbw_GBps: nccl-tests bus bandwidth; meas_ms: measured dispatch+combine per layer; "
+    "bal_e, bal_gpu: balancedness mean/max of expert loads and of GPU loads after placement "
+    "(SGLang/vLLM; bal_gpu_min: the worst step and layer); ranks/tok, nodes/tok: distinct "
+    "destinations per token; bw_GBps: modelled dispatch bytes that leave their rank / R / time "
+    "(self-traffic excluded); busbw_GBps: nccl-tests bus bandwidth (self bytes included, x (R-1)/R); "
+    "pad_MB: empty capacity slots if buffers are padded to C; bal_gain/GB: GPU balancedness gained "
+    "by re-placements per GB of expert weights moved; meas_ms: measured dispatch+combine per layer; "
     "model_err%: median |model - "
     "measured| / measured; Δ columns: relative to the reference row (n/a where the reference is 0 "
     "or unmeasured).";

@@ -79,6 +79,8 @@ ResultsFile read_results(const std::string& path) {
       rows_ok(dims, fld.name);
       for (size_t i = 0; i < recs.size(); ++i) recs[i].*(fld.member) = v[i];
     }
+    if (!h5::has_link(file, g + "expert_balancedness"))  // an older file: the same figure from max/mean
+      for (auto& rec : recs) rec.expert_balancedness = rec.expert_imbalance > 0 ? 1.0 / rec.expert_imbalance : 1.0;
     const std::string fg = g + "figures";
     if (h5::has_link(file, fg)) {
       h5::Handle group(h5::check(H5Gopen2(file, fg.c_str(), H5P_DEFAULT), "H5Gopen"), H5Gclose);
