@@ -707,6 +707,12 @@ std::string format_md(const std::vector<ResultsFile>& files, const ReportOptions
        << "\n\n";
     os << render_md(human_table(build_rows(files, o, scope), o.compare, measured)) << "\n";
   }
+  for (const auto& f : files)
+    for (const auto& g : offline_placement_gaps(f))
+      os << "- offline placement (" << label_of(f, files) << ", " << g.router << "): balancedness "
+         << printf_str("%.4f", g.train) << " on its training loads, " << printf_str("%.4f", g.test)
+         << " on this run's loads, gap " << printf_str("%+.4f", g.gap) << " (train - test); "
+         << printf_str("%.4f", g.served) << " served\n\n";
   os << kLegend << "\n";
   if (o.claims)
     for (const auto& f : files) os << "\n## Claims\n\n```\n" << format_claims(f) << "```\n";
@@ -793,6 +799,12 @@ std::string format_json(const std::vector<ResultsFile>& files, const ReportOptio
   }
   const std::map<std::string, std::string> section{
       {"all", "summary"}, {"layer", "per_layer"}, {"step", "per_step"}};
+  std::vector<std::string> gaps;  // offline placements: train/test balancedness
+  for (const auto& f : files)
+    for (const auto& g : offline_placement_gaps(f))
+      gaps.push_back("{\"run\": " + json_escape(label_of(f, files)) + ", \"router\": " + json_escape(g.router) +
+                     ", \"train_balancedness\": " + json_number(g.train) + ", \"test_balancedness\": " + json_number(g.test) +
+                     ", \"gap\": " + json_number(g.gap) + ", \"served_gpu_balancedness\": " + json_number(g.served) + "}");
   const auto sc = scopes(o);
   for (size_t si = 0; si < sc.size(); ++si) {
     const auto rows = build_rows(files, o, sc[si]);
@@ -816,8 +828,9 @@ std::string format_json(const std::vector<ResultsFile>& files, const ReportOptio
       }
       os << "}" << (i + 1 < rows.size() ? ",\n" : "\n");
     }
-    os << "  ]" << (si + 1 < sc.size() || o.claims ? ",\n" : "\n");
+    os << "  ]" << (si + 1 < sc.size() || o.claims || !gaps.empty() ? ",\n" : "\n");
   }
+  if (!gaps.empty()) os << "  \"offline_placement\": [" << join(gaps, ", ") << "]" << (o.claims ? ",\n" : "\n");
   if (o.claims) {
     os << "  \"claims\": [";
     for (size_t i = 0; i < files.size(); ++i)

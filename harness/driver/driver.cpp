@@ -11,6 +11,7 @@
 #include "harness/capacity/capacity.hpp"
 #include "harness/core/error.hpp"
 #include "harness/placement/placement.hpp"
+#include "harness/placement/planner.hpp"
 #include "harness/report/progress.hpp"
 #include "harness/report/results_writer.hpp"
 #include "harness/report/table.hpp"
@@ -138,6 +139,7 @@ RunOutput run_pipeline(const RunConfig& cfg, const Comm& world, const RunOptions
     info.placement = out.placement;
     info.save_dispatch_matrix = cfg.save_dispatch_matrix();
     info.measured = measured_backend;
+    for (const auto& p : planners) info.train_balancedness.push_back(p.train_balancedness());
     info.first_rank = first_rank;
     info.num_ranks = ranks_here;
     writer = std::make_unique<ResultsWriter>(info, world);
@@ -277,6 +279,7 @@ RunOutput run_pipeline(const RunConfig& cfg, const Comm& world, const RunOptions
           fill_detail_metrics(detail, m);
           m.expert_of_slot.assign(placement.expert_of_slot.begin(), placement.expert_of_slot.end());
           m.replication_factor = static_cast<double>(placement.physical_experts()) / cfg.experts;
+          m.placement_balancedness = placement_balancedness(placement, std::vector<double>(cap.expert_demand.begin(), cap.expert_demand.end()));
           m.replaced_copies = planners[ri].moved_copies(layer);
           m.replacement_bytes = m.replaced_copies * cfg.expert_bytes();
           if (m.replaced_copies > 0) {  // the same traffic under the placement it replaced

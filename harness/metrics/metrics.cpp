@@ -188,6 +188,7 @@ void SummaryAccumulator::add(const StepLayerMetrics& m) {
   s_.mean_nodes_per_token += m.mean_nodes_per_token;
   s_.mean_padding_bytes += static_cast<double>(m.padding_bytes);
   s_.mean_nonself_algbw_GBps += m.nonself_algbw_GBps;
+  s_.mean_placement_balancedness += m.placement_balancedness;
   if (m.replaced_copies > 0) s_.balancedness_gain += m.balancedness_gain;
   if (!std::isnan(m.measured_dispatch_s)) {
     const double measured = m.measured_dispatch_s + m.measured_combine_s;
@@ -207,7 +208,7 @@ RouterSummary SummaryAccumulator::result() const {
                     &s.mean_dispatch_bytes_local, &s.mean_dispatch_bytes_intra, &s.mean_dispatch_bytes_inter,
                     &s.mean_model_a2a_s, &s.mean_model_lower_bound_s, &s.mean_busbw_GBps, &s.mean_router_s, &s.mean_measured_a2a_s,
                     &s.mean_expert_balancedness, &s.mean_gpu_balancedness, &s.mean_ranks_per_token, &s.mean_nodes_per_token,
-                    &s.mean_padding_bytes, &s.mean_nonself_algbw_GBps})
+                    &s.mean_padding_bytes, &s.mean_nonself_algbw_GBps, &s.mean_placement_balancedness})
     *v /= n;
   if (!model_errors_.empty()) {
     std::vector<double> e = model_errors_;

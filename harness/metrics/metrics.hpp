@@ -49,6 +49,7 @@ struct StepLayerMetrics {
   // routed). Of the experts' loads, and of the GPUs' (EP ranks') served assignments after placement
   // and replica selection.
   double expert_balancedness = 1, gpu_balancedness = 1;
+  double placement_balancedness = 1;   // mean/max of rank loads from this step's demand, each expert split evenly over its copies (EPLB's estimate)
   double balancedness_gain = 0;        // gpu_balancedness minus its value under the previous placement (0: unchanged)
   double mean_ranks_per_token = 0, mean_nodes_per_token = 0;  // distinct destinations per token, over all T tokens
   // Bandwidth of the modelled / measured dispatch counting only bytes that leave their rank
@@ -134,6 +135,7 @@ struct RouterSummary {
   double mean_ranks_per_token = 0, mean_nodes_per_token = 0;
   double mean_padding_bytes = 0;      // per layer
   double mean_nonself_algbw_GBps = 0; // modelled dispatch, bytes leaving their rank
+  double mean_placement_balancedness = 0;  // EPLB's estimate on each step's own demand
   double balancedness_gain = 0;       // gpu_balancedness gained by re-placements at the step they took effect, in total
   // balancedness_gain / (replacement_bytes / 1e9); NaN without re-placement
   double balancedness_gain_per_GB() const {

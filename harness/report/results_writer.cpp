@@ -131,6 +131,14 @@ void ResultsWriter::create_datasets() {
     create_extensible(file_, g + "/nodes_per_token_hist", H5T_STD_I64LE, {L, std::min(E, N) + 1});
     create_extensible(file_, g + "/node_recv_tokens", H5T_STD_I64LE, {L, static_cast<hsize_t>(info_.topology.nodes)});
     create_extensible(file_, g + "/expert_of_slot", H5T_STD_I64LE, {L, R * static_cast<hsize_t>(info_.placement.slots_per_rank)});
+    if (ri < info_.train_balancedness.size() && !info_.train_balancedness[ri].empty()) {
+      const auto& v = info_.train_balancedness[ri];
+      const hsize_t n = v.size();
+      Handle sp(check(H5Screate_simple(1, &n, nullptr), "H5Screate_simple"), H5Sclose);
+      const std::string path = g + "/train_gpu_balancedness";
+      Handle d(check(H5Dcreate2(file_, path.c_str(), H5T_IEEE_F64LE, sp, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT), "H5Dcreate"), H5Dclose);
+      check_status(H5Dwrite(d, H5T_NATIVE_DOUBLE, H5S_ALL, H5S_ALL, dxpl_, v.data()), "H5Dwrite train_gpu_balancedness");
+    }
     if (info_.save_dispatch_matrix) {
       create_extensible(file_, g + "/dispatch_tokens", H5T_STD_I64LE, {L, R, R});
       create_extensible(file_, g + "/dispatch_bytes", H5T_STD_I64LE, {L, R, R});

@@ -68,6 +68,7 @@ inline constexpr RealField kRealFields[] = {
     {"expert_balancedness", &StepLayerMetrics::expert_balancedness, true},
     {"gpu_balancedness", &StepLayerMetrics::gpu_balancedness, true},
     {"balancedness_gain", &StepLayerMetrics::balancedness_gain, true},
+    {"placement_balancedness", &StepLayerMetrics::placement_balancedness, true},
     {"mean_ranks_per_token", &StepLayerMetrics::mean_ranks_per_token, true},
     {"mean_nodes_per_token", &StepLayerMetrics::mean_nodes_per_token, true},
     {"nonself_algbw_GBps", &StepLayerMetrics::nonself_algbw_GBps, true},
