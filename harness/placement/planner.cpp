@@ -150,8 +150,8 @@ Placement limit_moves(const Placement& current, const Placement& target, const s
                       int32_t num_experts) {
   if (current.slots_per_rank != target.slots_per_rank || current.expert_of_slot.size() != target.expert_of_slot.size())
     return target;  // a different slot layout: no move-by-move path between them
-  const int32_t P = current.slots_per_rank;
-  const size_t R = current.expert_of_slot.size() / static_cast<size_t>(P);
+  const size_t P = static_cast<size_t>(current.slots_per_rank);
+  const size_t R = current.expert_of_slot.size() / P;
   // Per rank: slots whose expert the target does not keep there (removable), experts the target adds.
   std::vector<std::vector<size_t>> removable(R);
   std::vector<std::vector<int32_t>> wanted(R);
@@ -164,56 +164,89 @@ Placement limit_moves(const Placement& current, const Placement& target, const s
       if (it != want.end()) want.erase(it);
       else removable[r].push_back(s);
     }
-    wanted[r] = want;
-    needed += static_cast<int64_t>(want.size());
+    needed += static_cast<int64_t>(std::count_if(want.begin(), want.end(), [](int32_t e) { return e >= 0; }));
+    wanted[r] = std::move(want);
   }
   if (needed <= max_moves) return target;
   std::vector<int32_t> slots = current.expert_of_slot;
   std::vector<int32_t> copies = copies_of(slots, num_experts);
-  auto score = [&](const std::vector<int32_t>& sl, const std::vector<int32_t>& cp) {
-    const auto r = rank_loads(sl, P, load, cp);
+  auto score = [&]() {
+    const auto rl = rank_loads(slots, static_cast<int32_t>(P), load, copies);
     double mx = 0, sq = 0;
-    for (double x : r) mx = std::max(mx, x), sq += x * x;
+    for (double x : rl) mx = std::max(mx, x), sq += x * x;
     return std::pair{mx, sq};
   };
-  auto best_score = score(slots, copies);
-  for (int64_t move = 0; move < max_moves; ++move) {
+  auto set = [&](size_t slot, int32_t e) {
+    const int32_t a = slots[slot];
+    if (a >= 0) --copies[static_cast<size_t>(a)];
+    if (e >= 0) ++copies[static_cast<size_t>(e)];
+    slots[slot] = e;
+  };
+  // Strictly better: a lower peak, or the same peak and a lower spread (relative tolerance).
+  auto better = [](std::pair<double, double> x, std::pair<double, double> y) {
+    return x.first < y.first * (1 - 1e-12) || (x.first <= y.first * (1 + 1e-12) && x.second < y.second * (1 - 1e-12));
+  };
+  // A move: one slot changes to an expert the target wants on its rank (1 copy moved; never an
+  // expert's last copy), or two slots of two ranks exchange experts each of them wants (2 copies,
+  // what a placement without spare copies needs).
+  struct Move {
+    size_t r = 0, i = 0, j = 0;       // slot removable[r][i] takes wanted[r][j]
+    size_t r2 = 0, i2 = 0, j2 = 0;    // swap: slot removable[r2][i2] takes wanted[r2][j2]
+    bool swap = false;
+  };
+  auto best_score = score();
+  int64_t budget = max_moves;
+  while (budget > 0) {
     bool found = false;
-    size_t best_r = 0, best_i = 0, best_j = 0;
+    Move best;
+    auto consider = [&](const Move& m) {
+      const size_t s1 = removable[m.r][m.i];
+      const int32_t a = slots[s1];
+      set(s1, wanted[m.r][m.j]);
+      int32_t b = -1;
+      size_t s2 = 0;
+      if (m.swap) {
+        s2 = removable[m.r2][m.i2];
+        b = slots[s2];
+        set(s2, wanted[m.r2][m.j2]);
+      }
+      const auto sc = score();
+      if (m.swap) set(s2, b);
+      set(s1, a);
+      if (better(sc, best_score)) best_score = sc, best = m, found = true;
+    };
     for (size_t r = 0; r < R; ++r)
       for (size_t i = 0; i < removable[r].size(); ++i) {
         const int32_t a = slots[removable[r][i]];
-        if (a >= 0 && copies[static_cast<size_t>(a)] <= 1) continue;  // never drop an expert's last copy
         for (size_t j = 0; j < wanted[r].size(); ++j) {
           const int32_t b = wanted[r][j];
-          slots[removable[r][i]] = b;
-          if (a >= 0) --copies[static_cast<size_t>(a)];
-          if (b >= 0) ++copies[static_cast<size_t>(b)];
-          const auto sc = score(slots, copies);
-          if (b >= 0) --copies[static_cast<size_t>(b)];
-          if (a >= 0) ++copies[static_cast<size_t>(a)];
-          slots[removable[r][i]] = a;
-          // Strictly better: a lower peak, or the same peak and a lower spread (relative tolerance).
-          const bool better = sc.first < best_score.first * (1 - 1e-12) ||
-                              (sc.first <= best_score.first * (1 + 1e-12) && sc.second < best_score.second * (1 - 1e-12));
-          if (better) {
-            best_score = sc;
-            best_r = r, best_i = i, best_j = j;
-            found = true;
+          if (b < 0) continue;
+          if (a < 0 || copies[static_cast<size_t>(a)] > 1) consider(Move{r, i, j});
+          if (budget < 2 || a < 0) continue;
+          // Swap partners: a rank that wants `a` and holds a removable copy of `b`.
+          for (size_t r2 = 0; r2 < R; ++r2) {
+            if (r2 == r) continue;
+            const auto ja = std::find(wanted[r2].begin(), wanted[r2].end(), a);
+            if (ja == wanted[r2].end()) continue;
+            for (size_t i2 = 0; i2 < removable[r2].size(); ++i2)
+              if (slots[removable[r2][i2]] == b)
+                consider(Move{r, i, j, r2, i2, static_cast<size_t>(ja - wanted[r2].begin()), true});
           }
         }
       }
     if (!found) break;
-    const size_t s = removable[best_r][best_i];
-    const int32_t a = slots[s], b = wanted[best_r][best_j];
-    slots[s] = b;
-    if (a >= 0) --copies[static_cast<size_t>(a)];
-    if (b >= 0) ++copies[static_cast<size_t>(b)];
-    removable[best_r].erase(removable[best_r].begin() + static_cast<std::ptrdiff_t>(best_i));
-    wanted[best_r].erase(wanted[best_r].begin() + static_cast<std::ptrdiff_t>(best_j));
+    set(removable[best.r][best.i], wanted[best.r][best.j]);
+    if (best.swap) set(removable[best.r2][best.i2], wanted[best.r2][best.j2]);
+    budget -= best.swap ? 2 : 1;
+    auto drop = [&](size_t r, size_t i, size_t j) {
+      removable[r].erase(removable[r].begin() + static_cast<std::ptrdiff_t>(i));
+      wanted[r].erase(wanted[r].begin() + static_cast<std::ptrdiff_t>(j));
+    };
+    drop(best.r, best.i, best.j);
+    if (best.swap) drop(best.r2, best.i2, best.j2);
   }
   Placement out;
-  out.slots_per_rank = P;
+  out.slots_per_rank = static_cast<int32_t>(P);
   out.expert_of_slot = std::move(slots);
   out.index(num_experts);
   return out;

@@ -57,11 +57,13 @@ class PlacementPlanner {
 // load split evenly over its copies (the EPLB assumption). 1 when every load is 0.
 double placement_balancedness(const Placement& placement, const std::vector<double>& load);
 
-// Moves from `current` toward `target` (same slots per rank), at most `max_moves` of them: a move
-// replaces one copy on a rank that the target no longer wants there by one the target adds there.
+// Moves from `current` toward `target` (same slots per rank), at most `max_moves` expert copies
+// moved (as moved_copies counts them). A move either changes one slot to an expert the target adds
+// on that rank (1 copy; never an expert's last copy), or exchanges the experts of two slots on two
+// ranks that each want the other's (2 copies: what a placement without spare copies needs).
 // Greedy: each time the move that most lowers the largest rank load under `load` (then the sum of
-// squared rank loads), never removing an expert's last copy; stops early when no move helps.
-// max_moves >= the moves the target needs returns the target itself.
+// squared rank loads); stops early when no move helps. A budget that covers every move the target
+// needs returns the target itself.
 Placement limit_moves(const Placement& current, const Placement& target, const std::vector<double>& load, int64_t max_moves,
                       int32_t num_experts);
 
