@@ -485,10 +485,12 @@ offline_eplb_np2)
   # Record loads on one half (train), place once from them, evaluate on the other half (test).
   "$mb" trace gen --workload hot_experts --experts 16 --top-k 2 --layers 2 --steps 2 --tokens 2000 --seed 1 --out train.h5 > /dev/null || fail "trace gen train"
   "$mb" trace gen --workload hot_experts --experts 16 --top-k 2 --layers 2 --steps 2 --tokens 2000 --seed 2 --out test.h5 > /dev/null || fail "trace gen test"
+  "$mb" trace gen --workload hot_experts --workload-arg hot_experts.first=8 --experts 16 --top-k 2 --layers 2 --steps 2 --tokens 2000 --seed 2 \
+    --out shifted.h5 > /dev/null || fail "trace gen shifted"
   $mpiexec -n 2 "$mb" run --workload trace --trace train.h5 --workload-arg trace.split=block --ep-size 4 --nodes 2 --routers softmax_topk,sigmoid_topk --progress off --out rtrain.h5 > /dev/null || fail "train run"
   for loads in "file:train.h5" "file:rtrain.h5#sigmoid_topk"; do
     $mpiexec -n 2 "$mb" run --workload trace --trace test.h5 --workload-arg trace.split=block --ep-size 4 --nodes 2 --routers softmax_topk --progress off \
-      --placement eplb --redundant-experts 4 --placement-loads "$loads" --force --out rtest.h5 > run.txt || { cat run.txt; fail "offline run ($loads)"; }
+      --placement load_balanced --redundant-experts 4 --placement-loads "$loads" --force --out rtest.h5 > run.txt || { cat run.txt; fail "offline run ($loads)"; }
     grep -q "re-placement" run.txt && fail "an offline placement is placed once, before the first step"
     "$mb" report rtest.h5 > rep.txt || fail "report"
     cat rep.txt | tail -1
@@ -496,9 +498,17 @@ offline_eplb_np2)
     "$mb" report rtest.h5 --format json | grep -q '"offline_placement": \[{"run": "rtest.h5", "router": "softmax_topk", "train_balancedness": 0\.' || fail "json lacks the gap"
     "$mb" report rtest.h5 --format md | grep -q "offline placement (rtest.h5, softmax_topk)" || fail "md lacks the gap"
   done
+  # Same distribution: a small gap; the hot experts moved (shifted.h5): a large one.
+  gap() { "$mb" report "$1" | sed -n 's/.*gap \([-+][0-9.]*\) (train - test).*/\1/p'; }
+  small_gap=$(gap rtest.h5)
+  $mpiexec -n 2 "$mb" run --workload trace --trace shifted.h5 --workload-arg trace.split=block --ep-size 4 --nodes 2 --routers softmax_topk \
+    --progress off --placement load_balanced --redundant-experts 4 --placement-loads file:train.h5 --out rshift.h5 > /dev/null || fail "shifted run"
+  large_gap=$(gap rshift.h5)
+  echo "gap on the same distribution: $small_gap, on shifted hot experts: $large_gap"
+  awk -v a="$small_gap" -v b="$large_gap" 'BEGIN { exit !(a < 0.1 && a > -0.1 && b > 0.2) }' || fail "expected a small gap in-distribution and a large one shifted"
   # Loads from the file change the placement: the first step's placement is not the equal-load one.
   $mpiexec -n 2 "$mb" run --workload trace --trace test.h5 --workload-arg trace.split=block --ep-size 4 --nodes 2 --routers softmax_topk --progress off \
-    --placement eplb --redundant-experts 4 --placement-loads none --out rnone.h5 > /dev/null || fail "equal-load run"
+    --placement load_balanced --redundant-experts 4 --placement-loads none --out rnone.h5 > /dev/null || fail "equal-load run"
   [ "$("$mb" export placement rtest.h5 --format sglang --step 0)" != "$("$mb" export placement rnone.h5 --format sglang --step 0)" ] || fail "the file's loads did not shape the placement"
   expect_error "rtrain.h5 holds several routers \(softmax_topk, sigmoid_topk\): name one, file:rtrain.h5#ROUTER" \
     "$mb" run --workload trace --trace test.h5 --ep-size 4 --placement eplb --placement-loads file:rtrain.h5 --out z.h5
