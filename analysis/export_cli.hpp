@@ -15,10 +15,12 @@ int export_command(int argc, const char* const* argv, const Comm& world);
 
 // [R x R] dispatch matrix (what: "bytes" or "tokens") of router, step, layer; ranks = R. An empty
 // router picks the file's only one.
-std::vector<int64_t> read_dispatch_matrix(const std::string& path, const std::string& router, int64_t step, int64_t layer,
-                                          const std::string& what, int64_t& ranks, std::string* router_out = nullptr);
+std::vector<int64_t> read_dispatch_matrix(const std::string& path, const std::string& router,
+                                          int64_t step, int64_t layer, const std::string& what,
+                                          int64_t& ranks, std::string* router_out = nullptr);
 // One row per sender, values separated by ' ' (txt) or ',' (csv), no header.
-std::string format_matrix(const std::vector<int64_t>& matrix, int64_t ranks, const std::string& format);
+std::string format_matrix(const std::vector<int64_t>& matrix, int64_t ranks,
+                          const std::string& format);
 
 struct ExportedPlacement {
   std::string router;
@@ -29,6 +31,7 @@ struct ExportedPlacement {
 ExportedPlacement read_placement(const std::string& path, const std::string& router, int64_t step);
 // sglang: {"physical_to_logical_map": [[...], ...]} (refuses empty slots); json: the same with
 // moebench's metadata.
-std::string format_placement(const ExportedPlacement& placement, const std::string& format, const std::string& source);
+std::string format_placement(const ExportedPlacement& placement, const std::string& format,
+                             const std::string& source);
 
 }  // namespace moe

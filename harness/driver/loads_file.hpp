@@ -10,7 +10,9 @@ namespace moe {
 //    router after '#', or the file's only router);
 //  - a moebench trace: assignments per expert over all its steps (logit traces: the top-k of the
 //    logits, k = `top_k`).
-// The file's experts and layers must match the run's. Throws InputError naming the file and problem.
-std::vector<std::vector<double>> read_loads_file(const std::string& spec, int32_t experts, int32_t layers, int32_t top_k);
+// The file's experts and layers must match the run's. Throws InputError naming the file and
+// problem.
+std::vector<std::vector<double>> read_loads_file(const std::string& spec, int32_t experts,
+                                                 int32_t layers, int32_t top_k);
 
 }  // namespace moe

@@ -37,7 +37,8 @@ class Parser {
   const std::string& path_;
   size_t i_ = 0;
   [[noreturn]] void fail(const std::string& why) const {
-    throw InputError("--placement file:" + path_ + ": malformed JSON at character " + std::to_string(i_) + " (" + why + ")");
+    throw InputError("--placement file:" + path_ + ": malformed JSON at character " +
+                     std::to_string(i_) + " (" + why + ")");
   }
   void ws() {
     while (i_ < s_.size() && std::isspace(static_cast<unsigned char>(s_[i_]))) ++i_;
@@ -109,7 +110,8 @@ class Parser {
     while (i_ < s_.size() && !std::strchr(",]} \t\r\n", s_[i_])) ++i_;
     if (i_ == start) fail("expected a value");
     v.text = s_.substr(start, i_ - start);
-    v.kind = std::isdigit(static_cast<unsigned char>(v.text[0])) || v.text[0] == '-' ? Json::number : Json::other;
+    v.kind = std::isdigit(static_cast<unsigned char>(v.text[0])) || v.text[0] == '-' ? Json::number
+                                                                                     : Json::other;
     return v;
   }
 };
@@ -127,37 +129,48 @@ bool as_int(const Json& v, int64_t& out) {
 
 }  // namespace
 
-std::vector<Placement> read_placement_file(const std::string& path, int32_t E, int32_t R, int32_t layers) {
+std::vector<Placement> read_placement_file(const std::string& path, int32_t E, int32_t R,
+                                           int32_t layers) {
   const std::string what = "--placement file:" + path;
   if (path.size() > 3 && path.compare(path.size() - 3, 3, ".pt") == 0)
-    throw InputError(what + ": .pt (torch.save) files are not read; save the map as JSON, {\"physical_to_logical_map\": "
-                            "[[...], ...]} (e.g. json.dump({'physical_to_logical_map': m.tolist()}, f))");
+    throw InputError(what +
+                     ": .pt (torch.save) files are not read; save the map as JSON, "
+                     "{\"physical_to_logical_map\": "
+                     "[[...], ...]} (e.g. json.dump({'physical_to_logical_map': m.tolist()}, f))");
   std::ifstream in(path);
   if (!in) throw InputError(what + ": cannot open file");
   std::stringstream buf;
   buf << in.rdbuf();
   const std::string text = buf.str();
   const Json doc = Parser(text, path).document();
-  if (doc.kind != Json::object) throw InputError(what + ": expected a JSON object with the key physical_to_logical_map");
+  if (doc.kind != Json::object)
+    throw InputError(what + ": expected a JSON object with the key physical_to_logical_map");
   const auto it = doc.members.find("physical_to_logical_map");
   if (it == doc.members.end()) {
     if (doc.members.count("logical_count"))
-      throw InputError(what + ": holds logical_count (expert loads), not a placement; moebench places from loads with "
-                              "--placement eplb --placement-loads file:RESULTS_OR_TRACE.h5");
+      throw InputError(
+          what +
+          ": holds logical_count (expert loads), not a placement; moebench places from loads with "
+          "--placement eplb --placement-loads file:RESULTS_OR_TRACE.h5");
     throw InputError(what + ": no key physical_to_logical_map");
   }
-  for (const auto& [key, expected] : {std::pair<const char*, int64_t>{"ep_size", R}, {"experts", E}}) {
+  for (const auto& [key, expected] :
+       {std::pair<const char*, int64_t>{"ep_size", R}, {"experts", E}}) {
     const auto k = doc.members.find(key);
     int64_t v = 0;
     if (k != doc.members.end() && (!as_int(k->second, v) || v != expected))
-      throw InputError(what + ": " + key + " = " + k->second.text + ", but this run has " + std::to_string(expected));
+      throw InputError(what + ": " + key + " = " + k->second.text + ", but this run has " +
+                       std::to_string(expected));
   }
   const Json& map = it->second;
-  if (map.kind != Json::array || map.items.empty()) throw InputError(what + ": physical_to_logical_map must be a non-empty [layers][physical experts] array");
+  if (map.kind != Json::array || map.items.empty())
+    throw InputError(
+        what + ": physical_to_logical_map must be a non-empty [layers][physical experts] array");
   const int64_t file_layers = static_cast<int64_t>(map.items.size());
   if (file_layers != layers && file_layers != 1)
-    throw InputError(what + ": physical_to_logical_map has " + std::to_string(file_layers) + " layers, the run has " +
-                     std::to_string(layers) + " (or give one row for every layer)");
+    throw InputError(what + ": physical_to_logical_map has " + std::to_string(file_layers) +
+                     " layers, the run has " + std::to_string(layers) +
+                     " (or give one row for every layer)");
   std::vector<Placement> out;
   for (int64_t l = 0; l < file_layers; ++l) {
     const Json& row = map.items[static_cast<size_t>(l)];
@@ -165,20 +178,24 @@ std::vector<Placement> read_placement_file(const std::string& path, int32_t E, i
     if (row.kind != Json::array) throw InputError(where + ": expected an array of expert ids");
     const int64_t n = static_cast<int64_t>(row.items.size());
     if (n == 0 || n % R != 0)
-      throw InputError(where + ": " + std::to_string(n) + " physical slots, not a positive multiple of the " + std::to_string(R) + " EP ranks");
+      throw InputError(where + ": " + std::to_string(n) +
+                       " physical slots, not a positive multiple of the " + std::to_string(R) +
+                       " EP ranks");
     Placement p;
     p.slots_per_rank = static_cast<int32_t>(n / R);
     std::vector<int32_t> copies(static_cast<size_t>(E), 0);
     for (int64_t i = 0; i < n; ++i) {
       int64_t e = 0;
       if (!as_int(row.items[static_cast<size_t>(i)], e) || e < -1 || e >= E)
-        throw InputError(where + "[" + std::to_string(i) + "]: '" + row.items[static_cast<size_t>(i)].text +
-                         "' is not an expert id in [0, " + std::to_string(E) + ") (or -1 for an empty slot)");
+        throw InputError(where + "[" + std::to_string(i) + "]: '" +
+                         row.items[static_cast<size_t>(i)].text + "' is not an expert id in [0, " +
+                         std::to_string(E) + ") (or -1 for an empty slot)");
       p.expert_of_slot.push_back(static_cast<int32_t>(e));
       if (e >= 0) ++copies[static_cast<size_t>(e)];
     }
     for (int32_t e = 0; e < E; ++e)
-      if (copies[static_cast<size_t>(e)] == 0) throw InputError(where + ": expert " + std::to_string(e) + " has no slot");
+      if (copies[static_cast<size_t>(e)] == 0)
+        throw InputError(where + ": expert " + std::to_string(e) + " has no slot");
     p.index(E);
     out.push_back(std::move(p));
   }

@@ -1,5 +1,6 @@
 // Issue 17, second half: balancedness, destinations per token, per-rank and per-expert bytes,
-// padding, bandwidth without self-traffic; placement files, limited re-placement, transfer matrices.
+// padding, bandwidth without self-traffic; placement files, limited re-placement, transfer
+// matrices.
 #include <gtest/gtest.h>
 
 #include <filesystem>
@@ -68,9 +69,9 @@ TEST(Issue17Metrics, DispatchDetailCountsDestinationsNotRelays) {
     EXPECT_EQ(d.rank_assignments, (std::vector<int64_t>{1, 2, 2, 1}));
     // One copy per kept assignment (108 B) by link class of (source, serving rank).
     std::vector<int64_t> want(8 * 3, 0);
-    want[0 * 3 + 0] = 108;                                          // expert 0: rank 0 -> 0, self
-    want[2 * 3 + 1] = want[3 * 3 + 1] = 108;                        // rank 0 -> 1: intra
-    want[6 * 3 + 2] = want[4 * 3 + 2] = want[5 * 3 + 2] = 108;      // -> ranks 3, 2: other node
+    want[0 * 3 + 0] = 108;                                      // expert 0: rank 0 -> 0, self
+    want[2 * 3 + 1] = want[3 * 3 + 1] = 108;                    // rank 0 -> 1: intra
+    want[6 * 3 + 2] = want[4 * 3 + 2] = want[5 * 3 + 2] = 108;  // -> ranks 3, 2: other node
     EXPECT_EQ(d.expert_bytes, want);
   }
 }
@@ -83,7 +84,8 @@ TEST(Issue17Metrics, RankBytesAddUpToTheLinkClasses) {
   const auto total = bytes_by_class(m, f.topo);
   for (int c = 0; c < 3; ++c) {
     int64_t s = 0, r = 0;
-    for (int rank = 0; rank < 4; ++rank) s += send[static_cast<size_t>(rank * 3 + c)], r += recv[static_cast<size_t>(rank * 3 + c)];
+    for (int rank = 0; rank < 4; ++rank)
+      s += send[static_cast<size_t>(rank * 3 + c)], r += recv[static_cast<size_t>(rank * 3 + c)];
     EXPECT_EQ(s, total[static_cast<size_t>(c)]);
     EXPECT_EQ(r, total[static_cast<size_t>(c)]);
   }
@@ -168,14 +170,18 @@ TEST(Issue17Placement, LimitedMovesKeepTheMostValuableOnes) {
   ASSERT_GT(needed, 1);
   // Every expert has one copy: no single-copy move is legal, one exchange (2 copies) is.
   const Placement none = limit_moves(current, target, load, 1, E);
-  EXPECT_EQ(none.expert_of_slot, current.expert_of_slot) << "a 1-copy budget cannot move an expert's only copy";
+  EXPECT_EQ(none.expert_of_slot, current.expert_of_slot)
+      << "a 1-copy budget cannot move an expert's only copy";
   const Placement two = limit_moves(current, target, load, 2, E);
   EXPECT_EQ(moved_copies(current, two, E), 2);
-  EXPECT_GT(placement_balancedness(two, load), placement_balancedness(current, load)) << "the move kept must help";
-  for (int32_t e = 0; e < E; ++e) EXPECT_GE(two.copies(e), 1) << "expert " << e << " lost its last copy";
+  EXPECT_GT(placement_balancedness(two, load), placement_balancedness(current, load))
+      << "the move kept must help";
+  for (int32_t e = 0; e < E; ++e)
+    EXPECT_GE(two.copies(e), 1) << "expert " << e << " lost its last copy";
   // The best exchange takes a hot expert off rank 0 (for a cold one).
   const std::vector<int32_t> rank0(two.expert_of_slot.begin(), two.expert_of_slot.begin() + 2);
-  EXPECT_EQ(std::count_if(rank0.begin(), rank0.end(), [](int32_t e) { return e == 0 || e == 1; }), 1);
+  EXPECT_EQ(std::count_if(rank0.begin(), rank0.end(), [](int32_t e) { return e == 0 || e == 1; }),
+            1);
   // With a spare copy (slot 7 holds a second copy of expert 6), one copy can move: the hot expert 0
   // gets a second copy where the spare was.
   Placement spare;
@@ -203,7 +209,8 @@ TEST(Issue17Placement, PlannerLimitsEachReplacement) {
   spec.loads = PlacementLoads::ema;
   spec.layers = 1;
   // The equal-load start deals experts round robin: 0, 4, 8, 12 share rank 0, and are the hot ones.
-  std::vector<std::vector<int64_t>> demand{{900, 10, 10, 10, 800, 10, 10, 10, 700, 10, 10, 10, 600, 10, 10, 10}};
+  std::vector<std::vector<int64_t>> demand{
+      {900, 10, 10, 10, 800, 10, 10, 10, 700, 10, 10, 10, 600, 10, 10, 10}};
   PlacementPlanner free_planner(spec);
   free_planner.end_step(0, demand);
   spec.max_moves = 2;
@@ -212,7 +219,8 @@ TEST(Issue17Placement, PlannerLimitsEachReplacement) {
   ASSERT_GT(free_planner.moved_copies(0), 2);
   EXPECT_EQ(limited.moved_copies(0), 2);
   const std::vector<double> load(demand[0].begin(), demand[0].end());
-  EXPECT_GT(placement_balancedness(limited.placement(0, demand[0]), load), placement_balancedness(limited.previous(0), load));
+  EXPECT_GT(placement_balancedness(limited.placement(0, demand[0]), load),
+            placement_balancedness(limited.previous(0), load));
 }
 
 TEST(Issue17Placement, ReadsSglangAndMoebenchPlacementFiles) {
@@ -225,14 +233,17 @@ TEST(Issue17Placement, ReadsSglangAndMoebenchPlacementFiles) {
   EXPECT_EQ(p[0].ranks_of(3)[1], 2);
   EXPECT_EQ(p[1].copies(0), 3);
   const std::string one = tmp_path("p_one.json");
-  write_file(one, "{\"format\": \"moebench-placement\", \"ep_size\": 2, \"experts\": 4, \"physical_to_logical_map\": [[0, 1, 2, 3]]}");
+  write_file(one,
+             "{\"format\": \"moebench-placement\", \"ep_size\": 2, \"experts\": 4, "
+             "\"physical_to_logical_map\": [[0, 1, 2, 3]]}");
   const auto q = read_placement_file(one, 4, 2, 3);
   ASSERT_EQ(q.size(), 3u) << "one row applies to every layer";
   EXPECT_EQ(q[2].rank_of_expert, (std::vector<int32_t>{0, 0, 1, 1}));
 }
 
 TEST(Issue17Placement, PlacementFileErrorsNameTheProblem) {
-  auto expect = [](const std::string& text, const std::string& name, const std::string& needle, int32_t E = 4, int32_t R = 2) {
+  auto expect = [](const std::string& text, const std::string& name, const std::string& needle,
+                   int32_t E = 4, int32_t R = 2) {
     const std::string path = tmp_path(name);
     write_file(path, text);
     try {
@@ -244,19 +255,23 @@ TEST(Issue17Placement, PlacementFileErrorsNameTheProblem) {
     }
   };
   expect("{\"physical_to_logical_map\": [[0, 1, 2, 2]]}", "e1.json", "expert 3 has no slot");
-  expect("{\"physical_to_logical_map\": [[0, 1, 2]]}", "e2.json", "not a positive multiple of the 2 EP ranks");
+  expect("{\"physical_to_logical_map\": [[0, 1, 2]]}", "e2.json",
+         "not a positive multiple of the 2 EP ranks");
   expect("{\"physical_to_logical_map\": [[0, 1, 2, 9]]}", "e3.json", "'9' is not an expert id");
   expect("{\"logical_count\": [[1, 2, 3, 4]]}", "e4.json", "logical_count");
-  expect("{\"physical_to_logical_map\": [[0, 1, 2, 3]], \"ep_size\": 4}", "e5.json", "ep_size = 4, but this run has 2");
+  expect("{\"physical_to_logical_map\": [[0, 1, 2, 3]], \"ep_size\": 4}", "e5.json",
+         "ep_size = 4, but this run has 2");
   expect("{\"physical_to_logical_map\": [[0, 1, 2, 3]", "e6.json", "malformed JSON");
   expect("{}", "e7.pt", ".pt (torch.save) files are not read");
-  expect("{\"physical_to_logical_map\": [[0, 1, 2, 3], [0, 1, 2, 3]]}", "e8.json", "has 2 layers, the run has 1");
+  expect("{\"physical_to_logical_map\": [[0, 1, 2, 3], [0, 1, 2, 3]]}", "e8.json",
+         "has 2 layers, the run has 1");
 }
 
 TEST(Issue17Matrix, ReadsTransferMatrices) {
   const std::string txt = tmp_path("m.txt");
   write_file(txt, "# bytes\n1 2 3\n4\t5 6\n\n7 8 9\n");
-  EXPECT_EQ(read_transfer_matrix(txt), (std::vector<std::vector<int64_t>>{{1, 2, 3}, {4, 5, 6}, {7, 8, 9}}));
+  EXPECT_EQ(read_transfer_matrix(txt),
+            (std::vector<std::vector<int64_t>>{{1, 2, 3}, {4, 5, 6}, {7, 8, 9}}));
   const std::string csv = tmp_path("m.csv");
   write_file(csv, "1,2\r\n3,4\r\n");
   EXPECT_EQ(read_transfer_matrix(csv), (std::vector<std::vector<int64_t>>{{1, 2}, {3, 4}}));
