@@ -47,7 +47,8 @@ Opened open_results(const std::string& path) {
     throw InputError(path + ": not an HDF5 file, so not a moebench results file");
   const hid_t f = H5Fopen(path.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT);
   if (f < 0) throw InputError(path + ": cannot open as HDF5");
-  Opened o{h5::Handle(f, H5Fclose)};
+  Opened o;
+  o.file = h5::Handle(f, H5Fclose);
   if (!h5::has_attr(o.file, "format") ||
       h5::read_attr_string(o.file, "format") != schema::kFormatName)
     throw InputError(path + ": not a moebench results file (root attribute 'format' is not '" +

@@ -419,7 +419,21 @@ PY
   grep -q '"mean_gpu_balancedness": null' old.json || fail "older file: gpu balancedness should be n/a"
   ;;
 export_matrix_bench_np4)
-  $mpiexec -n 4 "$mb" run $small --nodes 2 --routers softmax_topk,sigmoid_topk --out r.h5 > /dev/null || fail "run failed"
+  # A measured run (mpi backend): the matrix it exports is the traffic it moved.
+  $mpiexec -n 4 "$mb" run $small --nodes 2 --routers softmax_topk,sigmoid_topk --backend mpi --warmup 0 --iters 1 --out r.h5 > /dev/null || fail "run failed"
+  if [ -n "$py" ]; then
+    "$py" - r.h5 <<'PY' || fail "measured bandwidth without self-traffic"
+import sys, h5py, numpy as np
+g = h5py.File(sys.argv[1], "r")["/runs/softmax_topk"]
+d = g["dispatch_tokens"][()]
+self_share = np.trace(d, axis1=-2, axis2=-1) / d.sum((-1, -2))
+want = g["measured_algbw_GBps"][()] * (1 - self_share)
+got = g["measured_nonself_algbw_GBps"][()]
+assert np.isfinite(got).all() and (got > 0).all() and np.allclose(got, want), (got, want)
+assert (got < g["measured_algbw_GBps"][()]).all(), "self-traffic must lower the bandwidth that excludes it"
+print("measured no-self bandwidth consistent")
+PY
+  fi
   "$mb" export matrix r.h5 --router sigmoid_topk --step 2 --layer 1 > m.txt || fail "export matrix txt"
   "$mb" export matrix r.h5 --router sigmoid_topk --step 2 --layer 1 --format csv --out m.csv || fail "export matrix csv"
   cat m.txt
