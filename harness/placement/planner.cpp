@@ -34,6 +34,7 @@ PlacementPlanner::PlacementPlanner(const PlannerSpec& spec) : spec_(spec) {
   if (spec.placement.rfind("file:", 0) == 0) {  // a fixed placement per layer, read by the caller
     if (spec.loads != PlacementLoads::none)
       throw InputError("--placement-loads: --placement " + spec.placement + " is fixed (it does not use loads)");
+    if (spec.max_moves > 0) throw InputError("--replace-max-moves: --placement " + spec.placement + " is fixed (never re-placed)");
     if (static_cast<int32_t>(spec.file_placement.size()) != spec.layers) fail("PlacementPlanner: file placement not loaded");
     current_ = spec.file_placement;
     previous_ = current_;
@@ -47,6 +48,9 @@ PlacementPlanner::PlacementPlanner(const PlannerSpec& spec) : spec_(spec) {
   if (spec.replace_every < 1) throw InputError("--replace-every: must be >= 1 (got " + std::to_string(spec.replace_every) + ")");
   if (!(spec.ema_decay >= 0 && spec.ema_decay < 1))
     throw InputError("--placement-ema: must be in [0, 1) (got " + std::to_string(spec.ema_decay) + ")");
+  if (spec.max_moves > 0 && (spec.loads == PlacementLoads::none || spec.loads == PlacementLoads::file))
+    throw InputError("--replace-max-moves: placement " + spec.placement + " is never re-placed (--placement-loads " +
+                     (spec.loads == PlacementLoads::none ? "none" : "file: places once") + "; oracle, warmup and ema re-place)");
   spec_.setup.expert_load.clear();
   const Placement first = make_placement(spec.placement, spec_.setup);  // equal loads
   current_.assign(static_cast<size_t>(spec.layers), first);

@@ -546,6 +546,7 @@ replace_max_moves_np2)
   grep -qE "GPU balancedness gained [-+][0-9.]+ in total, [-+][0-9.]+ per GB moved" lim.txt || fail "summary lacks balancedness per GB moved"
   "$mb" report lim.h5 --format json | grep -q '"balancedness_gain_per_GB": [-0-9]' || fail "report json lacks balancedness per GB"
   expect_error "--replace-max-moves: must be >= 0 \(got -1\)" "$mb" run $small --replace-max-moves -1
+  expect_error "--replace-max-moves: placement contiguous is never re-placed" "$mb" run $small --replace-max-moves 4
   ;;
 *) fail "unknown case $case_name" ;;
 esac
