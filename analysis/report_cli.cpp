@@ -226,6 +226,23 @@ const Column kColumns[] = {
      +[](const RouterSummary& s) { return s.measured ? s.median_model_error : NAN; }},
     {"mean_router_s", "router_ms", Kind::Seconds, false,
      +[](const RouterSummary& s) { return s.mean_router_s; }},
+    // Issue 17 (after the older columns, whose positions scripts may rely on).
+    {"mean_expert_balancedness", "bal_e", Kind::Ratio, false,
+     +[](const RouterSummary& s) { return s.mean_expert_balancedness; }},
+    {"mean_gpu_balancedness", "bal_gpu", Kind::Ratio, false,
+     +[](const RouterSummary& s) { return s.mean_gpu_balancedness; }},
+    {"min_gpu_balancedness", "bal_gpu_min", Kind::Ratio, false,
+     +[](const RouterSummary& s) { return s.min_gpu_balancedness; }},
+    {"mean_ranks_per_token", "ranks/tok", Kind::Ratio, false,
+     +[](const RouterSummary& s) { return s.mean_ranks_per_token; }},
+    {"mean_nodes_per_token", "nodes/tok", Kind::Ratio, false,
+     +[](const RouterSummary& s) { return s.mean_nodes_per_token; }},
+    {"mean_nonself_algbw_GBps", "bw_GBps", Kind::GBps, false,
+     +[](const RouterSummary& s) { return s.mean_nonself_algbw_GBps; }},
+    {"mean_padding_bytes", "pad_MB", Kind::Bytes, false,
+     +[](const RouterSummary& s) { return s.mean_padding_bytes; }},
+    {"balancedness_gain_per_GB", "bal_gain/GB", Kind::Ratio, false,
+     +[](const RouterSummary& s) { return s.balancedness_gain_per_GB(); }},
 };
 
 // Delta columns: value - reference, and value / reference - 1.
@@ -508,7 +525,12 @@ constexpr const char* kLegend =
     "most tokens any expert "
     "processed (max); *_MB: dispatch bytes per layer (1e6 B) by link class; a2a_ms: modelled "
     "dispatch+combine per layer; "
-    "busbw_GBps: nccl-tests bus bandwidth; meas_ms: measured dispatch+combine per layer; "
+    "bal_e, bal_gpu: balancedness mean/max of expert loads and of GPU loads after placement "
+    "(SGLang/vLLM; bal_gpu_min: the worst step and layer); ranks/tok, nodes/tok: distinct "
+    "destinations per token; bw_GBps: modelled dispatch bytes that leave their rank / R / time "
+    "(self-traffic excluded); busbw_GBps: nccl-tests bus bandwidth (self bytes included, x (R-1)/R); "
+    "pad_MB: empty capacity slots if buffers are padded to C; bal_gain/GB: GPU balancedness gained "
+    "by re-placements per GB of expert weights moved; meas_ms: measured dispatch+combine per layer; "
     "model_err%: median |model - "
     "measured| / measured; Δ columns: relative to the reference row (n/a where the reference is 0 "
     "or unmeasured).";
@@ -691,6 +713,12 @@ std::string format_md(const std::vector<ResultsFile>& files, const ReportOptions
        << "\n\n";
     os << render_md(human_table(build_rows(files, o, scope), o.compare, measured)) << "\n";
   }
+  for (const auto& f : files)
+    for (const auto& g : offline_placement_gaps(f))
+      os << "- offline placement (" << label_of(f, files) << ", " << g.router << "): balancedness "
+         << printf_str("%.4f", g.train) << " on its training loads, " << printf_str("%.4f", g.test)
+         << " on this run's loads, gap " << printf_str("%+.4f", g.gap) << " (train - test); "
+         << printf_str("%.4f", g.served) << " served\n\n";
   os << kLegend << "\n";
   if (o.claims)
     for (const auto& f : files) os << "\n## Claims\n\n```\n" << format_claims(f) << "```\n";
@@ -781,6 +809,12 @@ std::string format_json(const std::vector<ResultsFile>& files, const ReportOptio
   }
   const std::map<std::string, std::string> section{
       {"all", "summary"}, {"layer", "per_layer"}, {"step", "per_step"}};
+  std::vector<std::string> gaps;  // offline placements: train/test balancedness
+  for (const auto& f : files)
+    for (const auto& g : offline_placement_gaps(f))
+      gaps.push_back("{\"run\": " + json_escape(label_of(f, files)) + ", \"router\": " + json_escape(g.router) +
+                     ", \"train_balancedness\": " + json_number(g.train) + ", \"test_balancedness\": " + json_number(g.test) +
+                     ", \"gap\": " + json_number(g.gap) + ", \"served_gpu_balancedness\": " + json_number(g.served) + "}");
   const auto sc = scopes(o);
   for (size_t si = 0; si < sc.size(); ++si) {
     const auto rows = build_rows(files, o, sc[si]);
@@ -804,8 +838,9 @@ std::string format_json(const std::vector<ResultsFile>& files, const ReportOptio
       }
       os << "}" << (i + 1 < rows.size() ? ",\n" : "\n");
     }
-    os << "  ]" << (si + 1 < sc.size() || o.claims ? ",\n" : "\n");
+    os << "  ]" << (si + 1 < sc.size() || o.claims || !gaps.empty() ? ",\n" : "\n");
   }
+  if (!gaps.empty()) os << "  \"offline_placement\": [" << join(gaps, ", ") << "]" << (o.claims ? ",\n" : "\n");
   if (o.claims) {
     os << "  \"claims\": [";
     for (size_t i = 0; i < files.size(); ++i)

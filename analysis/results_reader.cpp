@@ -1,5 +1,6 @@
 #include "analysis/results_reader.hpp"
 
+#include <cstdio>
 #include <limits>
 
 #include <filesystem>
@@ -80,6 +81,9 @@ ResultsFile read_results(const std::string& path) {
       rows_ok(dims, fld.name);
       for (size_t i = 0; i < recs.size(); ++i) recs[i].*(fld.member) = v[i];
     }
+    if (!h5::has_link(file, g + "expert_balancedness"))  // an older file: the same figure from max/mean
+      for (auto& rec : recs) rec.expert_balancedness = rec.expert_imbalance > 0 ? 1.0 / rec.expert_imbalance : 1.0;
+    if (h5::has_link(file, g + "train_gpu_balancedness")) r.train_gpu_balancedness[router] = h5::read_double(file, g + "train_gpu_balancedness");
     const std::string fg = g + "figures";
     if (h5::has_link(file, fg)) {
       h5::Handle group(h5::check(H5Gopen2(file, fg.c_str(), H5P_DEFAULT), "H5Gopen"), H5Gclose);
@@ -99,6 +103,26 @@ ResultsFile read_results(const std::string& path) {
   return r;
 }
 
+std::vector<OfflinePlacementGap> offline_placement_gaps(const ResultsFile& f) {
+  std::vector<OfflinePlacementGap> out;
+  for (const auto& router : f.routers) {
+    const auto it = f.train_gpu_balancedness.find(router);
+    if (it == f.train_gpu_balancedness.end() || it->second.empty()) continue;
+    OfflinePlacementGap g;
+    g.router = router;
+    for (double x : it->second) g.train += x / static_cast<double>(it->second.size());
+    const auto& recs = f.records.at(router);
+    for (const auto& m : recs) {
+      g.test += m.placement_balancedness / static_cast<double>(recs.size());
+      g.served += m.gpu_balancedness / static_cast<double>(recs.size());
+    }
+    if (recs.empty()) g.test = g.served = std::numeric_limits<double>::quiet_NaN();
+    g.gap = g.train - g.test;
+    out.push_back(g);
+  }
+  return out;
+}
+
 std::string format_report(const ResultsFile& f) {
   std::ostringstream os;
   os << "moebench results: " << f.path << " (format v" << f.format_version << ", moebench " << f.moebench_version << ", git "
@@ -114,6 +138,14 @@ std::string format_report(const ResultsFile& f) {
   std::vector<RouterSummary> rows;
   for (const auto& router : f.routers) rows.push_back(summarize(router, f.records.at(router)));
   os << format_summary_table(rows);
+  for (const auto& g : offline_placement_gaps(f)) {
+    char line[512];
+    std::snprintf(line, sizeof line,
+                  "offline placement (%s): balancedness %.4f on its training loads, %.4f on this run's (test) loads: gap %+.4f "
+                  "(train - test); %.4f served after replica selection and capacity\n",
+                  g.router.c_str(), g.train, g.test, g.gap, g.served);
+    os << line;
+  }
   for (const auto& n : router_notes(f)) os << n << "\n";
   return os.str();
 }

@@ -19,7 +19,21 @@ struct ResultsFile {
   std::vector<std::string> routers;
   std::map<std::string, std::vector<StepLayerMetrics>> records;  // router -> [step * layers + layer]
   std::map<std::string, std::map<std::string, std::vector<double>>> figures;  // router -> name -> [step * layers + layer]
+  // Routers placed once from another run's or a trace's loads (--placement-loads file:): [layers]
+  // balancedness of the placement on those training loads.
+  std::map<std::string, std::vector<double>> train_gpu_balancedness;
 };
+
+// Offline placement of one router: balancedness on its training loads against this run's (test)
+// loads, both EPLB's estimate (mean/max of rank loads, experts split evenly over their copies).
+struct OfflinePlacementGap {
+  std::string router;
+  double train = 0;   // mean over layers of train_gpu_balancedness
+  double test = 0;    // mean over steps and layers of placement_balancedness
+  double gap = 0;     // train - test: what the placement loses on data it was not made from
+  double served = 0;  // mean gpu_balancedness actually served (replica selection, capacity)
+};
+std::vector<OfflinePlacementGap> offline_placement_gaps(const ResultsFile& file);
 
 // Throws InputError naming the file for a missing file, a non-moebench file or an unknown version.
 ResultsFile read_results(const std::string& path);

@@ -10,6 +10,7 @@
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
+#include <fstream>
 #include <sstream>
 
 #include "backends/mpi/alltoall.hpp"
@@ -68,10 +69,167 @@ struct Row {
   int64_t wrong;
 };
 
+// Replays one rank x rank byte matrix (--matrix): every rank sends matrix[rank][d] bytes to d,
+// timed like one size of the sweep (warm-up, alternating harness/bare rounds), then checked byte by byte.
+int bench_matrix(const std::string& path, const Comm& world, const std::string& algo, int warmup, int iters, int rounds,
+                 const std::string& out) {
+  const auto m = read_transfer_matrix(path);
+  const int P = world.size(), r = world.rank();
+  if (static_cast<int>(m.size()) != P)
+    throw InputError("bench-a2a --matrix " + path + ": " + std::to_string(m.size()) + " rows (senders) but " + std::to_string(P) +
+                     " ranks; run it with mpirun -np " + std::to_string(m.size()));
+  constexpr int64_t kIntMax = 2147483647;
+  int64_t total = 0, nonself = 0, max_send = 0;
+  for (int s = 0; s < P; ++s) {
+    int64_t row = 0, col = 0;
+    for (int d = 0; d < P; ++d) {
+      row += m[s][d];
+      col += m[d][s];
+      total += m[s][d];
+      nonself += s == d ? 0 : m[s][d];
+    }
+    max_send = std::max(max_send, row);
+    if (row > kIntMax || col > kIntMax)
+      throw InputError("bench-a2a --matrix " + path + ": rank " + std::to_string(s) + " sends or receives more than 2^31-1 bytes in one exchange");
+  }
+  Topology topo;
+  topo.nodes = (algo == "hierarchical" && P % 2 == 0 && P > 2) ? P / 2 : 1;
+  topo.ranks_per_node = P / topo.nodes;
+  TokenExchanger ex(world, topo, 1, parse_a2a_algo(algo));
+  std::vector<int64_t> sc(m[static_cast<size_t>(r)].begin(), m[static_cast<size_t>(r)].end()), rc(static_cast<size_t>(P));
+  for (int s = 0; s < P; ++s) rc[static_cast<size_t>(s)] = m[static_cast<size_t>(s)][static_cast<size_t>(r)];
+  const auto sl = wire::make_layout(sc, 1), rl = wire::make_layout(rc, 1);
+  auto byte_of = [](int src, int dst, int64_t i) { return static_cast<uint8_t>(pattern(src, dst, i) >> 24); };
+  std::vector<uint8_t> send(static_cast<size_t>(std::max<int64_t>(1, sl.tokens))), recv(static_cast<size_t>(std::max<int64_t>(1, rl.tokens)));
+  for (int d = 0; d < P; ++d)
+    for (int64_t i = 0; i < sc[static_cast<size_t>(d)]; ++i) send[static_cast<size_t>(sl.displs[d] + i)] = byte_of(r, d, i);
+  auto* sb = reinterpret_cast<std::byte*>(send.data());
+  auto* rb = reinterpret_cast<std::byte*>(recv.data());
+  auto harness = [&] { ex.exchange(sb, sl, rb, rl); };
+  auto bare = [&] {
+    MOE_MPI(MPI_Alltoallv(send.data(), sl.counts.data(), sl.displs.data(), MPI_BYTE, recv.data(), rl.counts.data(), rl.displs.data(), MPI_BYTE,
+                          world.raw()));
+  };
+  for (int i = 0; i < warmup; ++i) {
+    harness();
+    bare();
+  }
+  double t_h = 0, t_b = 0;
+  auto time_loop = [&](auto&& once) {
+    world.barrier();
+    const double t0 = MPI_Wtime();
+    for (int i = 0; i < iters; ++i) once();
+    return MPI_Wtime() - t0;
+  };
+  for (int round = 0; round < rounds; ++round) {
+    if (round % 2 == 0) {
+      t_h += time_loop(harness);
+      t_b += time_loop(bare);
+    } else {
+      t_b += time_loop(bare);
+      t_h += time_loop(harness);
+    }
+  }
+  std::fill(recv.begin(), recv.end(), uint8_t{0});
+  harness();
+  int64_t wrong = 0;
+  for (int s = 0; s < P; ++s)
+    for (int64_t i = 0; i < rc[static_cast<size_t>(s)]; ++i) wrong += recv[static_cast<size_t>(rl.displs[s] + i)] != byte_of(s, r, i);
+  const double time_s = world.max(t_h / (rounds * iters)), bare_s = world.max(t_b / (rounds * iters));
+  wrong = world.sum(wrong);
+  // nccl-tests' convention for all-to-all: algbw = bytes per rank / time, busbw = algbw (P-1)/P,
+  // which assumes the self share is 1/P; routed traffic has its own self share, so the figure
+  // that excludes self-traffic (bytes that leave their rank / P / time) comes first.
+  const double nonself_GBps = static_cast<double>(nonself) / P / time_s / 1e9;
+  const double algbw = static_cast<double>(total) / P / time_s / 1e9, busbw = algbw * (P - 1) / P;
+  if (world.root()) {
+    std::printf("# moebench bench-a2a --matrix %s: %d ranks, algo %s, %d warm-up + %d x %d timed exchanges\n", path.c_str(), P, algo.c_str(),
+                warmup, rounds, iters);
+    std::printf("# bytes: %lld in total, %lld leave their rank (self-traffic %lld), largest sender %lld\n", static_cast<long long>(total),
+                static_cast<long long>(nonself), static_cast<long long>(total - nonself), static_cast<long long>(max_send));
+    std::printf("%14s %12s %12s %10s %10s %12s %10s %8s\n", "bytes", "time(us)", "bw(noself)", "algbw", "busbw", "bare(us)", "overhead",
+                "#wrong");
+    std::printf("%14lld %12.2f %12.3f %10.3f %10.3f %12.2f %9.1f%% %8lld\n", static_cast<long long>(total), time_s * 1e6, nonself_GBps, algbw,
+                busbw, bare_s * 1e6, 100.0 * (time_s - bare_s) / bare_s, static_cast<long long>(wrong));
+    std::printf("# bw(noself): bytes leaving their rank / P / time; algbw, busbw: nccl-tests (all bytes / P / time, x (P-1)/P)\n");
+    std::fflush(stdout);
+  }
+  if (!out.empty() && world.root()) {
+    h5::silence_error_stack();
+    const hid_t f = H5Fcreate(out.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
+    if (f < 0) throw InputError("--out " + out + ": cannot create the file");
+    h5::Handle file(f, H5Fclose);
+    h5::write_attr(file, "format", "moebench-bench-a2a");
+    h5::write_attr(file, "format_version", int64_t{1});
+    h5::write_attr(file, "pattern", "matrix");
+    h5::write_attr(file, "matrix_file", path);
+    h5::write_attr(file, "a2a_algo", algo);
+    h5::write_attr(file, "world_size", static_cast<int64_t>(P));
+    auto put = [&](const char* name, double v) {
+      const hsize_t n = 1;
+      h5::Handle sp(h5::check(H5Screate_simple(1, &n, nullptr), "H5Screate_simple"), H5Sclose);
+      h5::Handle d(h5::check(H5Dcreate2(file, name, H5T_IEEE_F64LE, sp, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT), "H5Dcreate"), H5Dclose);
+      h5::check_status(H5Dwrite(d, H5T_NATIVE_DOUBLE, H5S_ALL, H5S_ALL, H5P_DEFAULT, &v), "H5Dwrite");
+    };
+    put("size_bytes", static_cast<double>(total));
+    put("nonself_bytes", static_cast<double>(nonself));
+    put("time_s", time_s);
+    put("nonself_bw_GBps", nonself_GBps);
+    put("algbw_GBps", algbw);
+    put("busbw_GBps", busbw);
+    put("bare_time_s", bare_s);
+    put("wrong", static_cast<double>(wrong));
+    std::printf("# figures written to %s\n", out.c_str());
+  }
+  if (wrong != 0) throw Error("bench-a2a --matrix: " + std::to_string(wrong) + " bytes arrived wrong");
+  return 0;
+}
+
 }  // namespace
 
+std::vector<std::vector<int64_t>> read_transfer_matrix(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) throw InputError("--matrix " + path + ": cannot open file");
+  std::vector<std::vector<int64_t>> rows;
+  std::string line;
+  for (int64_t lineno = 1; std::getline(in, line); ++lineno) {
+    const auto first = line.find_first_not_of(" \t\r");
+    if (first == std::string::npos || line[first] == '#') continue;
+    std::vector<int64_t> row;
+    size_t i = first;
+    while (i < line.size()) {
+      while (i < line.size() && (line[i] == ' ' || line[i] == '\t' || line[i] == ',' || line[i] == '\r')) ++i;
+      if (i >= line.size()) break;
+      size_t j = i;
+      while (j < line.size() && line[j] != ' ' && line[j] != '\t' && line[j] != ',' && line[j] != '\r') ++j;
+      const std::string cell = line.substr(i, j - i);
+      size_t used = 0;
+      long long v = -1;
+      try {
+        v = std::stoll(cell, &used);
+      } catch (const std::exception&) {
+        used = 0;
+      }
+      if (used != cell.size() || v < 0)
+        throw InputError("--matrix " + path + " line " + std::to_string(lineno) + ", column " + std::to_string(row.size() + 1) + ": '" + cell +
+                         "' is not a byte count (an integer >= 0)");
+      row.push_back(v);
+      i = j;
+    }
+    if (!rows.empty() && row.size() != rows.front().size())
+      throw InputError("--matrix " + path + " line " + std::to_string(lineno) + ": " + std::to_string(row.size()) + " values, expected " +
+                       std::to_string(rows.front().size()) + " (one per receiver)");
+    rows.push_back(std::move(row));
+  }
+  if (rows.empty()) throw InputError("--matrix " + path + ": no rows (expected one line per sender)");
+  if (rows.size() != rows.front().size())
+    throw InputError("--matrix " + path + ": " + std::to_string(rows.size()) + " rows but " + std::to_string(rows.front().size()) +
+                     " columns; the matrix must be square (senders x receivers)");
+  return rows;
+}
+
 int bench_a2a_command(int argc, const char* const* argv, const Comm& world) {
-  std::string b = "1K", e = "64M", backend = "mpi", pattern_name = "uniform", algo = "alltoallv", out;
+  std::string b = "1K", e = "64M", backend = "mpi", pattern_name = "uniform", algo = "alltoallv", out, matrix;
   double factor = 2, zipf_s = 1.0;
   int warmup = 5, iters = 20, rounds = 3;
   bool force = false;
@@ -89,6 +247,7 @@ int bench_a2a_command(int argc, const char* const* argv, const Comm& world) {
     ("pattern", po::value(&pattern_name)->default_value(pattern_name), "uniform | zipf (peer shares ~ (i+1)^-s, hot peer rotating with the source)")
     ("zipf-s", po::value(&zipf_s)->default_value(zipf_s), "Zipf exponent of the skewed pattern")
     ("a2a-algo", po::value(&algo)->default_value(algo), "alltoallv | pairwise | hierarchical (hierarchical: consecutive pairs of ranks form a node)")
+    ("matrix", po::value(&matrix), "replay this rank x rank byte matrix (one line per sender, bytes per receiver; `moebench export matrix`) instead of the sweep")
     ("out", po::value(&out), "HDF5 file for the figures")
     ("force", po::bool_switch(&force), "overwrite --out");
   // clang-format on
@@ -101,6 +260,11 @@ int bench_a2a_command(int argc, const char* const* argv, const Comm& world) {
   if (!(factor > 1)) throw InputError("bench-a2a -f: must be > 1");
   if (warmup < 0 || iters < 1 || rounds < 1) throw InputError("bench-a2a: -w must be >= 0, -n and --rounds >= 1");
   refuse_to_overwrite("--out", out, force, world);
+  if (!matrix.empty()) {
+    parse_a2a_algo(algo);
+    if (warmup < 0 || iters < 1 || rounds < 1) throw InputError("bench-a2a: -w must be >= 0, -n and --rounds >= 1");
+    return bench_matrix(matrix, world, algo, warmup, iters, rounds, out);
+  }
 
   const int P = world.size(), r = world.rank();
   Topology topo;

@@ -124,7 +124,7 @@ std::string RunConfig::to_json() const {
      << redundant_experts << "," << q("expert_groups") << ":" << expert_groups << "," << q("replica_select") << ":"
      << q(replica_select) << "," << q("placement_loads") << ":" << q(placement_loads) << "," << q("placement_warmup") << ":"
      << placement_warmup << "," << q("replace_every") << ":" << replace_every << "," << q("placement_ema") << ":"
-     << num(placement_ema) << "," << q("ffn_hidden") << ":" << ffn_hidden << "," << q("dedup") << ":" << q(dedup)
+     << num(placement_ema) << "," << q("replace_max_moves") << ":" << replace_max_moves << "," << q("ffn_hidden") << ":" << ffn_hidden << "," << q("dedup") << ":" << q(dedup)
      << "," << q("backend") << ":" << q(backend) << "," << q("a2a_algo") << ":" << q(a2a_algo) << "," << q("warmup") << ":"
      << warmup << "," << q("iters") << ":" << iters << "," << q("route_on") << ":" << q(route_on) << "}";
   return os.str();
@@ -166,14 +166,15 @@ RunConfig parse_run_config(int argc, const char* const* argv, std::string* help_
     ("drop-policy", po::value(&c.drop_policy)->default_value(c.drop_policy), "which assignments an expert over capacity keeps: choice_first (first choices before second choices, GShard) | token_order (token order whatever the choice rank: Megatron-Core's \"position\") | probability (highest weight: Megatron-Core's \"probs\"); position = choice_first (older name)")
     ("capacity-scope", po::value(&c.capacity_scope)->default_value(c.capacity_scope), "global (C over the EP group's tokens) | local (C per EP rank over its own tokens, as Megatron-Core drops)")
     ("capacity-rounding", po::value(&c.capacity_rounding)->default_value(c.capacity_rounding), "exact (C = ceil of the exact CF*k*T/E) | framework (Megatron-Core's ceil((T*k/E)*CF) in double: one more when CF is not representable and the product is whole)")
-    ("placement", po::value(&c.placement)->default_value(c.placement), "expert placement (see `moebench list placements`)")
+    ("placement", po::value(&c.placement)->default_value(c.placement), "expert placement (see `moebench list placements`), or file:PATH: a fixed physical-to-logical map per layer (SGLang --init-expert-location JSON or `moebench export placement`)")
     ("redundant-experts", po::value(&c.redundant_experts)->default_value(c.redundant_experts), "extra expert copies for load_balanced/eplb (raised so every rank holds the same number of slots)")
     ("expert-groups", po::value(&c.expert_groups)->default_value(c.expert_groups), "eplb: expert groups (0: one per node, as group-limited routing uses)")
     ("replica-select", po::value(&c.replica_select)->default_value(c.replica_select), "copy of a replicated expert a token goes to: locality | round_robin | random | token_hash")
-    ("placement-loads", po::value(&c.placement_loads)->default_value(c.placement_loads), "loads a load-aware placement balances: none | oracle (the step's own) | warmup | ema; auto = ema for load_balanced/eplb, none otherwise")
+    ("placement-loads", po::value(&c.placement_loads)->default_value(c.placement_loads), "loads a load-aware placement balances: none | oracle (the step's own) | warmup | ema | file:LOADS.h5[#router] (offline EPLB: expert loads of a results file's router, summed over its steps, or of a trace; placed once); auto = ema for load_balanced/eplb, none otherwise")
     ("placement-warmup", po::value(&c.placement_warmup)->default_value(c.placement_warmup), "warmup: place once from the mean load of the first N steps")
     ("replace-every", po::value(&c.replace_every)->default_value(c.replace_every), "ema: re-place after every N steps")
     ("placement-ema", po::value(&c.placement_ema)->default_value(c.placement_ema), "ema: decay d of load <- d*load + (1-d)*step load")
+    ("replace-max-moves", po::value(&c.replace_max_moves)->default_value(c.replace_max_moves), "per layer per re-placement, move at most N expert copies: the N that most even out the GPU loads (0: all the new placement needs)")
     ("ffn-hidden", po::value(&c.ffn_hidden)->default_value(c.ffn_hidden), "expert FFN width for the re-placement cost, 3 x hidden x ffn-hidden x dtype bytes per moved copy (0: = hidden)")
     ("dedup", po::value(&c.dedup)->default_value(c.dedup), "token_expert | token_rank | token_node")
     ("backend", po::value(&c.backend)->default_value(c.backend), "exchange backend (see `moebench list backends`)")
@@ -308,7 +309,12 @@ std::vector<std::string> resolve_and_validate(RunConfig& c, int world_size) {
   check_name(p, "--capacity-rounding", c.capacity_rounding, {"exact", "framework"});
   check_name(p, "--dedup", c.dedup, {"token_expert", "token_rank", "token_node"});
   check_name(p, "--replica-select", c.replica_select, {"locality", "round_robin", "random", "token_hash"});
-  check_name(p, "--placement-loads", c.placement_loads, {"auto", "none", "oracle", "warmup", "ema"});
+  if (c.placement_loads.rfind("file:", 0) == 0) {
+    if (c.placement_loads.size() == 5 || c.placement_loads[5] == '#') p.push_back("--placement-loads file:: expected file:PATH[#router]");
+  } else {
+    check_name(p, "--placement-loads", c.placement_loads, {"auto", "none", "oracle", "warmup", "ema", "file:PATH[#router]"});
+  }
+  if (c.replace_max_moves < 0) p.push_back("--replace-max-moves: must be >= 0 (got " + std::to_string(c.replace_max_moves) + ")");
   if (c.redundant_experts < 0) p.push_back("--redundant-experts: must be >= 0 (got " + std::to_string(c.redundant_experts) + ")");
   if (c.expert_groups < 0) p.push_back("--expert-groups: must be >= 0 (got " + std::to_string(c.expert_groups) + ")");
   if (c.placement_warmup < 1) p.push_back("--placement-warmup: must be >= 1 (got " + std::to_string(c.placement_warmup) + ")");
@@ -330,7 +336,13 @@ std::vector<std::string> resolve_and_validate(RunConfig& c, int world_size) {
   if (c.iters < 1) p.push_back("--iters: must be >= 1 (got " + std::to_string(c.iters) + ")");
   check_name(p, "--progress", c.progress, {"auto", "bar", "lines", "off"});
   check_name(p, "--workload", c.workload, known_workloads());
-  check_name(p, "--placement", c.placement, known_placements());
+  if (c.placement.rfind("file:", 0) == 0) {
+    if (c.placement.size() == 5) p.push_back("--placement file:: expected file:PATH");
+  } else {
+    auto known = known_placements();
+    known.push_back("file:PATH");
+    check_name(p, "--placement", c.placement, known);
+  }
   if (c.backend == "nccl" && !contains(known_backends(), "nccl"))
     p.push_back("--backend nccl: this build has no NCCL backend (CUDA and NCCL were not found when it was configured)");
   else

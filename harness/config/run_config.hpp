@@ -50,10 +50,11 @@ struct RunConfig {
   int32_t redundant_experts = 0;       // extra expert copies (load_balanced, eplb)
   int32_t expert_groups = 0;           // eplb expert groups (0: one per node)
   std::string replica_select = "locality";  // locality | round_robin | random | token_hash
-  std::string placement_loads = "auto";     // auto | none | oracle | warmup | ema
+  std::string placement_loads = "auto";     // auto | none | oracle | warmup | ema | file:PATH[#router]
   int32_t placement_warmup = 1;        // warmup: steps averaged before placing once
   int32_t replace_every = 1;           // ema: re-place after every N steps
   double placement_ema = 0.5;          // ema decay
+  int64_t replace_max_moves = 0;       // > 0: moves per layer per re-placement, the most valuable kept
   int64_t ffn_hidden = 0;              // expert FFN width for the re-placement cost (0: = hidden)
   std::string dedup = "token_expert";
   std::string backend = "sim";

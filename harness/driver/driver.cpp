@@ -11,6 +11,7 @@
 #include "harness/capacity/capacity.hpp"
 #include "harness/core/error.hpp"
 #include "harness/placement/placement.hpp"
+#include "harness/placement/planner.hpp"
 #include "harness/report/progress.hpp"
 #include "harness/report/results_writer.hpp"
 #include "harness/report/table.hpp"
@@ -137,6 +138,7 @@ RunOutput run_pipeline(const RunConfig& cfg, const Comm& world, const RunOptions
     info.placement = out.placement;
     info.save_dispatch_matrix = cfg.save_dispatch_matrix();
     info.measured = measured_backend;
+    for (const auto& p : planners) info.train_balancedness.push_back(p.train_balancedness());
     info.first_rank = first_rank;
     info.num_ranks = ranks_here;
     writer = std::make_unique<ResultsWriter>(info, world);
@@ -176,6 +178,7 @@ RunOutput run_pipeline(const RunConfig& cfg, const Comm& world, const RunOptions
   RoutingPlan route_plan;
   CapacityResult cap;
   TrafficMatrix combine;
+  DispatchDetail detail;
   Progress progress(cfg.progress, static_cast<int64_t>(cfg.steps) * L, world.root());
 
   if (options.on_start) options.on_start();
@@ -257,11 +260,15 @@ RunOutput run_pipeline(const RunConfig& cfg, const Comm& world, const RunOptions
           TrafficMatrix& dispatch = step_matrices[ri][step_matrices_needed ? layer : 0];
           dispatch.reset(R);
           const Placement& placement = planners[ri].placement(layer, cap.expert_demand);
-          account_dispatch(plan, cap.kept, tokens, placement, topo, traffic_spec, dispatch);
+          detail.reset(R, topo.nodes, cfg.experts);
+          account_dispatch(plan, cap.kept, tokens, placement, topo, traffic_spec, dispatch, &detail);
           world.sum(dispatch.tokens);
           world.sum(dispatch.bytes);
+          for (auto* v : {&detail.rank_assignments, &detail.ranks_per_token_hist, &detail.nodes_per_token_hist, &detail.expert_bytes})
+            world.sum(*v);
           combine_from_dispatch(dispatch, cfg.payload_bytes(), combine);
           fill_traffic_metrics(dispatch, combine, topo, m);
+          m.padding_bytes = padding_bytes(m.capacity, cfg.experts, global_capacity ? 1 : R, m.kept_assignments, cfg.payload_bytes());
           const ModelTime md = model_alltoall(dispatch, topo, a2a_model);
           const ModelTime mc = model_alltoall(combine, topo, a2a_model);
           m.model_dispatch_s = md.seconds;
@@ -272,16 +279,22 @@ RunOutput run_pipeline(const RunConfig& cfg, const Comm& world, const RunOptions
           m.busbw_GBps = md.busbw_GBps;
           m.bottleneck_rank = md.bottleneck_rank;
           m.bottleneck_link = static_cast<int64_t>(md.bottleneck_link);
+          fill_detail_metrics(detail, m);
           m.expert_of_slot.assign(placement.expert_of_slot.begin(), placement.expert_of_slot.end());
           m.replication_factor = static_cast<double>(placement.physical_experts()) / cfg.experts;
+          m.placement_balancedness = placement_balancedness(placement, std::vector<double>(cap.expert_demand.begin(), cap.expert_demand.end()));
           m.replaced_copies = planners[ri].moved_copies(layer);
           m.replacement_bytes = m.replaced_copies * cfg.expert_bytes();
           if (m.replaced_copies > 0) {  // the same traffic under the placement it replaced
             TrafficMatrix before, before_combine;
             before.reset(R);
-            account_dispatch(plan, cap.kept, tokens, planners[ri].previous(layer), topo, traffic_spec, before);
+            DispatchDetail before_detail;
+            before_detail.reset(R, topo.nodes, cfg.experts);
+            account_dispatch(plan, cap.kept, tokens, planners[ri].previous(layer), topo, traffic_spec, before, &before_detail);
             world.sum(before.tokens);
             world.sum(before.bytes);
+            world.sum(before_detail.rank_assignments);
+            m.balancedness_gain = m.gpu_balancedness - mean_over_max(before_detail.rank_assignments);
             combine_from_dispatch(before, cfg.payload_bytes(), before_combine);
             m.a2a_saved_s = model_alltoall(before, topo, a2a_model).seconds + model_alltoall(before_combine, topo, a2a_model).seconds -
                             md.seconds - mc.seconds;
@@ -294,6 +307,15 @@ RunOutput run_pipeline(const RunConfig& cfg, const Comm& world, const RunOptions
             if (ex.dispatch_s > 0) {  // nccl-tests: algbw = bytes per rank / time, busbw = algbw (R-1)/R
               m.measured_algbw_GBps = static_cast<double>(ex.bytes_moved) / R / ex.dispatch_s / 1e9;
               m.measured_busbw_GBps = m.measured_algbw_GBps * (R - 1) / R;
+              // Bytes that left their rank: the moved bytes scaled by the non-self share of the copies.
+              const int64_t self_copies = [&] {
+                int64_t n = 0;
+                for (int32_t r = 0; r < R; ++r) n += dispatch.tok(r, r);
+                return n;
+              }();
+              const double nonself_share =
+                  m.dispatch_copies > 0 ? static_cast<double>(m.dispatch_copies - self_copies) / static_cast<double>(m.dispatch_copies) : 0.0;
+              m.measured_nonself_algbw_GBps = static_cast<double>(ex.bytes_moved) * nonself_share / R / ex.dispatch_s / 1e9;
             }
             m.rank_dispatch_s = ex.rank_dispatch_s;
             m.rank_combine_s = ex.rank_combine_s;

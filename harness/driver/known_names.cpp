@@ -6,6 +6,7 @@
 #include "harness/core/error.hpp"
 #include "harness/placement/placement.hpp"
 #include "harness/placement/planner.hpp"
+#include "harness/driver/loads_file.hpp"
 #include "harness/routing/router.hpp"
 #include "workloads/trace_file.hpp"
 #include "workloads/workload.hpp"
@@ -52,14 +53,18 @@ PlannerSpec planner_spec(const RunConfig& cfg) {
   ps.warmup_steps = cfg.placement_warmup;
   ps.replace_every = cfg.replace_every;
   ps.ema_decay = cfg.placement_ema;
+  ps.max_moves = cfg.replace_max_moves;
+  if (cfg.placement.rfind("file:", 0) == 0)
+    ps.file_placement = read_placement_file(cfg.placement.substr(5), cfg.experts, cfg.topology().ep_size(), cfg.layers);
+  if (ps.loads == PlacementLoads::file) ps.file_loads = read_loads_file(cfg.placement_loads.substr(5), cfg.experts, cfg.layers, cfg.top_k);
   return ps;
 }
 
 std::string check_placement(RunConfig& cfg) {
   try {
-    if (cfg.placement_loads == "auto") cfg.placement_loads = placement_strategy(cfg.placement).uses_loads ? "ema" : "none";
+    const bool from_file = cfg.placement.rfind("file:", 0) == 0;
+    if (cfg.placement_loads == "auto") cfg.placement_loads = !from_file && placement_strategy(cfg.placement).uses_loads ? "ema" : "none";
     PlannerSpec ps = planner_spec(cfg);
-    ps.layers = 1;
     PlacementPlanner check(ps);
   } catch (const InputError& e) {
     return e.what();

@@ -6,6 +6,7 @@
 #include <string>
 #include <vector>
 
+#include "analysis/export_cli.hpp"
 #include "analysis/report_cli.hpp"
 #include "backends/mpi/bench_a2a.hpp"
 #include "backends/backend.hpp"
@@ -27,8 +28,11 @@ constexpr const char* kUsage =
     "  list [KIND]             routers, workloads, placements, backends with one-line descriptions\n"
     "  report FILE [options]   per-router summary of a results file, from the file alone (--format md|csv|json,\n"
     "                          --baseline R, --per-layer, --per-step, --claims; A.h5 B.h5 --compare; --help)\n"
+    "  export matrix|placement RESULTS.h5   the dispatch matrix of a step and layer (txt|csv, for bench-a2a --matrix\n"
+    "                          and alltoallv tools), or the placement (sglang|json, for SGLang and --placement file:)\n"
     "  trace convert|gen|info   import captures (csv, jsonl, megatron, npy) into a trace, make synthetic ones, summarise\n"
-    "  bench-a2a [options]     nccl-tests-style all-to-all sweep (mpi backend) beside a bare MPI loop\n"
+    "  bench-a2a [options]     nccl-tests-style all-to-all sweep (mpi backend) beside a bare MPI loop;\n"
+    "                          --matrix FILE replays an exported rank x rank byte matrix instead\n"
     "  calibrate --out FILE    measure latency/bandwidth per link class, write a topology file for the model\n"
     "  --version               version, git sha and what the build found\n";
 
@@ -93,6 +97,8 @@ int main(int argc, char** argv) {
       rc = moe::calibrate_command(argc - 1, argv + 1, world);
     } else if (cmd == "trace") {
       rc = moe::trace_command(argc - 1, argv + 1, world);
+    } else if (cmd == "export") {
+      rc = moe::export_command(argc - 1, argv + 1, world);
     } else if (cmd == "report") {
       rc = moe::report_command(argc - 1, argv + 1, world);
     } else if (cmd == "--version" || cmd == "version") {

@@ -15,6 +15,14 @@ double max_over_mean(const std::vector<int64_t>& v) {
   return static_cast<double>(*std::max_element(v.begin(), v.end())) / (sum / static_cast<double>(v.size()));
 }
 
+double mean_over_max(const std::vector<int64_t>& v) {
+  if (v.empty()) return 1;
+  const int64_t mx = *std::max_element(v.begin(), v.end());
+  if (mx == 0) return 1;
+  const double sum = static_cast<double>(std::accumulate(v.begin(), v.end(), int64_t{0}));
+  return sum / static_cast<double>(v.size()) / static_cast<double>(mx);
+}
+
 double coefficient_of_variation(const std::vector<int64_t>& v) {
   if (v.empty()) return 0;
   const double n = static_cast<double>(v.size());
@@ -44,6 +52,7 @@ void fill_load_metrics(const RoutingPlan& plan, const CapacityResult& cap, int64
   m.drop_rate = m.demand_assignments ? static_cast<double>(m.dropped_assignments) / static_cast<double>(m.demand_assignments) : 0;
   m.expert_imbalance = max_over_mean(m.expert_load);
   m.expert_cv = coefficient_of_variation(m.expert_load);
+  m.expert_balancedness = mean_over_max(m.expert_load);
   const double balanced = static_cast<double>(group_tokens) * top_k / E;
   m.capacity_factor_required = balanced > 0 ? static_cast<double>(m.max_demand) / balanced : 0;
   m.active_experts_hist.assign(static_cast<size_t>(E) + 1, 0);
@@ -122,6 +131,33 @@ void fill_traffic_metrics(const TrafficMatrix& dispatch, const TrafficMatrix& co
   m.rank_cv = coefficient_of_variation(m.rank_recv_tokens);
   m.node_recv_tokens.assign(static_cast<size_t>(topo.nodes), 0);
   for (int32_t r = 0; r < R; ++r) m.node_recv_tokens[static_cast<size_t>(topo.node_of(r))] += m.rank_recv_tokens[r];
+  rank_bytes_by_class(dispatch, topo, m.rank_send_bytes, m.rank_recv_bytes);
+}
+
+void fill_detail_metrics(const DispatchDetail& detail, StepLayerMetrics& m) {
+  m.rank_load = detail.rank_assignments;
+  m.gpu_balancedness = mean_over_max(m.rank_load);
+  m.ranks_per_token_hist = detail.ranks_per_token_hist;
+  m.nodes_per_token_hist = detail.nodes_per_token_hist;
+  m.expert_recv_bytes = detail.expert_bytes;
+  auto mean_of = [](const std::vector<int64_t>& hist) {
+    int64_t n = 0, sum = 0;
+    for (size_t i = 0; i < hist.size(); ++i) {
+      n += hist[i];
+      sum += static_cast<int64_t>(i) * hist[i];
+    }
+    return n > 0 ? static_cast<double>(sum) / static_cast<double>(n) : 0.0;
+  };
+  m.mean_ranks_per_token = mean_of(m.ranks_per_token_hist);
+  m.mean_nodes_per_token = mean_of(m.nodes_per_token_hist);
+  const double R = static_cast<double>(std::max<size_t>(1, m.rank_recv_tokens.size()));
+  const double nonself = static_cast<double>(m.dispatch_bytes_intra + m.dispatch_bytes_inter);
+  m.nonself_algbw_GBps = m.model_dispatch_s > 0 ? nonself / R / m.model_dispatch_s / 1e9 : 0;
+}
+
+int64_t padding_bytes(int64_t capacity, int32_t experts, int64_t scopes, int64_t kept_assignments, int64_t payload_bytes) {
+  if (capacity <= 0) return 0;
+  return std::max<int64_t>(0, scopes * experts * capacity - kept_assignments) * payload_bytes;
 }
 
 void SummaryAccumulator::add(const StepLayerMetrics& m) {
@@ -145,6 +181,15 @@ void SummaryAccumulator::add(const StepLayerMetrics& m) {
   s_.replacement_bytes += m.replacement_bytes;
   if (m.replaced_copies > 0) s_.a2a_saved_s += m.a2a_saved_s;
   s_.replication_factor = m.replication_factor;
+  s_.mean_expert_balancedness += m.expert_balancedness;
+  s_.mean_gpu_balancedness += m.gpu_balancedness;
+  s_.min_gpu_balancedness = s_.records == 1 ? m.gpu_balancedness : std::min(s_.min_gpu_balancedness, m.gpu_balancedness);
+  s_.mean_ranks_per_token += m.mean_ranks_per_token;
+  s_.mean_nodes_per_token += m.mean_nodes_per_token;
+  s_.mean_padding_bytes += static_cast<double>(m.padding_bytes);
+  s_.mean_nonself_algbw_GBps += m.nonself_algbw_GBps;
+  s_.mean_placement_balancedness += m.placement_balancedness;
+  if (m.replaced_copies > 0) s_.balancedness_gain += m.balancedness_gain;
   if (!std::isnan(m.measured_dispatch_s)) {
     const double measured = m.measured_dispatch_s + m.measured_combine_s;
     const double model = m.model_dispatch_s + m.model_combine_s;
@@ -161,7 +206,9 @@ RouterSummary SummaryAccumulator::result() const {
   s.drop_rate = demand_ ? static_cast<double>(dropped_) / static_cast<double>(demand_) : 0;
   for (double* v : {&s.mean_active_experts, &s.mean_expert_imbalance, &s.mean_expert_cv, &s.mean_rank_imbalance,
                     &s.mean_dispatch_bytes_local, &s.mean_dispatch_bytes_intra, &s.mean_dispatch_bytes_inter,
-                    &s.mean_model_a2a_s, &s.mean_model_lower_bound_s, &s.mean_busbw_GBps, &s.mean_router_s, &s.mean_measured_a2a_s})
+                    &s.mean_model_a2a_s, &s.mean_model_lower_bound_s, &s.mean_busbw_GBps, &s.mean_router_s, &s.mean_measured_a2a_s,
+                    &s.mean_expert_balancedness, &s.mean_gpu_balancedness, &s.mean_ranks_per_token, &s.mean_nodes_per_token,
+                    &s.mean_padding_bytes, &s.mean_nonself_algbw_GBps, &s.mean_placement_balancedness})
     *v /= n;
   if (!model_errors_.empty()) {
     std::vector<double> e = model_errors_;

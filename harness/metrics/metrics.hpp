@@ -6,6 +6,7 @@
 
 #include "harness/core/comm.hpp"
 #include "harness/core/types.hpp"
+#include "harness/traffic/traffic.hpp"
 
 namespace moe {
 
@@ -44,12 +45,28 @@ struct StepLayerMetrics {
   int64_t replacement_bytes = 0;       // their weights: copies x 3 x hidden x ffn_hidden x dtype bytes
   double a2a_saved_s = 0;              // modelled dispatch+combine under the previous placement minus under this one (0: unchanged)
   double replication_factor = 1;       // physical expert copies / E
+  // Balancedness as SGLang and vLLM log it: mean / max (1 = perfectly balanced; 1 when nothing is
+  // routed). Of the experts' loads, and of the GPUs' (EP ranks') served assignments after placement
+  // and replica selection.
+  double expert_balancedness = 1, gpu_balancedness = 1;
+  double placement_balancedness = 1;   // mean/max of rank loads from this step's demand, each expert split evenly over its copies (EPLB's estimate)
+  double balancedness_gain = 0;        // gpu_balancedness minus its value under the previous placement (0: unchanged)
+  double mean_ranks_per_token = 0, mean_nodes_per_token = 0;  // distinct destinations per token, over all T tokens
+  // Bandwidth of the modelled / measured dispatch counting only bytes that leave their rank
+  // (intra + inter): (those bytes / R) / seconds, 1e9 B/s. Measured: NaN for sim.
+  double nonself_algbw_GBps = 0, measured_nonself_algbw_GBps = NAN;
+  int64_t padding_bytes = 0;           // Megatron pad_to_capacity: empty capacity slots x payload (0 when unlimited)
   std::vector<int64_t> expert_of_slot; // [R x slots per rank]: expert in each slot (-1 empty); slot s on rank s / slots
   std::vector<int64_t> node_recv_tokens;  // [nodes]: token copies each node receives
   std::vector<int64_t> expert_demand;  // [E]
   std::vector<int64_t> expert_load;    // [E]
   std::vector<int64_t> active_experts_hist;  // [E+1]: tokens with n kept experts
   std::vector<int64_t> rank_recv_tokens;     // [R]: column sums of the dispatch token matrix
+  std::vector<int64_t> rank_load;            // [R]: kept assignments each rank serves
+  std::vector<int64_t> ranks_per_token_hist; // [min(E,R)+1]: tokens by distinct destination ranks
+  std::vector<int64_t> nodes_per_token_hist; // [min(E,N)+1]: tokens by distinct destination nodes
+  std::vector<int64_t> rank_send_bytes, rank_recv_bytes;  // [R x 3]: dispatch bytes by link class (local, intra, inter)
+  std::vector<int64_t> expert_recv_bytes;    // [E x 3]: bytes to each expert by link class, one copy per assignment
   std::vector<double> figures;               // router figures, then workload figures (names kept by the run)
   // Real backends only ([R], empty for sim): mean seconds per rank and integrity counts per rank
   // (dispatch and combine together).
@@ -66,6 +83,15 @@ void fill_load_metrics(const RoutingPlan& plan, const CapacityResult& cap, int64
 void fill_traffic_metrics(const TrafficMatrix& dispatch, const TrafficMatrix& combine, const Topology& topology,
                           StepLayerMetrics& m);
 
+// Balancedness, distinct destinations per token and per-expert bytes from the group's (summed)
+// dispatch detail; per-rank bytes and the no-self bandwidth from the matrix (call after
+// fill_traffic_metrics and once model_dispatch_s is set).
+void fill_detail_metrics(const DispatchDetail& detail, StepLayerMetrics& m);
+
+// Megatron's pad_to_capacity: every expert buffer of every capacity scope padded to C tokens.
+// `scopes` capacity scopes (1: global); bytes = (scopes * E * C - kept) * payload, 0 when C = 0.
+int64_t padding_bytes(int64_t capacity, int32_t experts, int64_t scopes, int64_t kept_assignments, int64_t payload_bytes);
+
 // Anticipation figures on labelled workloads (batch.domain set; ROUTERS.md §5). A transition is a
 // token t whose successor t+1 (same sequence, same EP rank) has another domain; the experts of
 // t+1's domain are the "correct" ones. Figures: transitions (count), acc_at_transition (first
@@ -77,6 +103,8 @@ std::vector<double> transition_figures(const TokenBatch& batch, const RoutingPla
 
 // max/mean and std/mean of counts (0 when the mean is 0).
 double max_over_mean(const std::vector<int64_t>& v);
+// mean/max ("balancedness"): 1 when all are equal or all zero.
+double mean_over_max(const std::vector<int64_t>& v);
 double coefficient_of_variation(const std::vector<int64_t>& v);
 
 // One router over a whole run: what the console table and `moebench report` print.
@@ -102,11 +130,25 @@ struct RouterSummary {
   int64_t replacement_bytes = 0;    // expert weights moved by them, in total
   double a2a_saved_s = 0;           // modelled dispatch+combine they saved at the step they took effect, in total
   double replication_factor = 1;    // physical expert copies / E (last record)
+  double mean_expert_balancedness = 1, mean_gpu_balancedness = 1;  // mean / max, mean over records
+  double min_gpu_balancedness = 1;  // the worst record
+  double mean_ranks_per_token = 0, mean_nodes_per_token = 0;
+  double mean_padding_bytes = 0;      // per layer
+  double mean_nonself_algbw_GBps = 0; // modelled dispatch, bytes leaving their rank
+  double mean_placement_balancedness = 0;  // EPLB's estimate on each step's own demand
+  double balancedness_gain = 0;       // gpu_balancedness gained by re-placements at the step they took effect, in total
+  // balancedness_gain / (replacement_bytes / 1e9); NaN without re-placement
+  double balancedness_gain_per_GB() const {
+    return replacement_bytes > 0 ? balancedness_gain / (static_cast<double>(replacement_bytes) / 1e9) : NAN;
+  }
 };
 // Accumulates the summary record by record, so a run keeps O(1) per router, not O(steps x layers).
 class SummaryAccumulator {
  public:
-  explicit SummaryAccumulator(std::string router) { s_.router = std::move(router); }
+  explicit SummaryAccumulator(std::string router) {
+    s_.router = std::move(router);
+    s_.mean_expert_balancedness = s_.mean_gpu_balancedness = 0;  // sums until result()
+  }
   void add(const StepLayerMetrics& m);
   RouterSummary result() const;
 

@@ -122,9 +122,27 @@ void ResultsWriter::create_datasets() {
     create_extensible(file_, g + "/expert_load", H5T_STD_I64LE, {L, E});
     create_extensible(file_, g + "/active_experts_hist", H5T_STD_I64LE, {L, E + 1});
     create_extensible(file_, g + "/rank_recv_tokens", H5T_STD_I64LE, {L, R});
+    create_extensible(file_, g + "/rank_load", H5T_STD_I64LE, {L, R});
+    create_extensible(file_, g + "/rank_send_bytes", H5T_STD_I64LE, {L, R, 3});
+    create_extensible(file_, g + "/rank_recv_bytes", H5T_STD_I64LE, {L, R, 3});
+    create_extensible(file_, g + "/expert_recv_bytes", H5T_STD_I64LE, {L, E, 3});
+    const hsize_t N = static_cast<hsize_t>(info_.topology.nodes);
+    create_extensible(file_, g + "/ranks_per_token_hist", H5T_STD_I64LE, {L, std::min(E, R) + 1});
+    create_extensible(file_, g + "/nodes_per_token_hist", H5T_STD_I64LE, {L, std::min(E, N) + 1});
     create_extensible(file_, g + "/node_recv_tokens", H5T_STD_I64LE, {L, static_cast<hsize_t>(info_.topology.nodes)});
     create_extensible(file_, g + "/expert_of_slot", H5T_STD_I64LE, {L, R * static_cast<hsize_t>(info_.placement.slots_per_rank)});
-    if (info_.save_dispatch_matrix) create_extensible(file_, g + "/dispatch_tokens", H5T_STD_I64LE, {L, R, R});
+    if (ri < info_.train_balancedness.size() && !info_.train_balancedness[ri].empty()) {
+      const auto& v = info_.train_balancedness[ri];
+      const hsize_t n = v.size();
+      Handle sp(check(H5Screate_simple(1, &n, nullptr), "H5Screate_simple"), H5Sclose);
+      const std::string path = g + "/train_gpu_balancedness";
+      Handle d(check(H5Dcreate2(file_, path.c_str(), H5T_IEEE_F64LE, sp, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT), "H5Dcreate"), H5Dclose);
+      check_status(H5Dwrite(d, H5T_NATIVE_DOUBLE, H5S_ALL, H5S_ALL, dxpl_, v.data()), "H5Dwrite train_gpu_balancedness");
+    }
+    if (info_.save_dispatch_matrix) {
+      create_extensible(file_, g + "/dispatch_tokens", H5T_STD_I64LE, {L, R, R});
+      create_extensible(file_, g + "/dispatch_bytes", H5T_STD_I64LE, {L, R, R});
+    }
     if (info_.measured) {
       for (const char* name : {"rank_dispatch_s", "rank_combine_s"}) create_extensible(file_, g + "/" + name, H5T_IEEE_F64LE, {L, R});
       for (const char* name : {"tokens_sent", "tokens_received", "tokens_lost", "tokens_corrupted"})
@@ -172,6 +190,14 @@ void ResultsWriter::write_step(int32_t step, const std::vector<std::vector<StepL
     per_layer("active_experts_hist", &StepLayerMetrics::active_experts_hist);
     per_layer("node_recv_tokens", &StepLayerMetrics::node_recv_tokens);
     per_layer("expert_of_slot", &StepLayerMetrics::expert_of_slot);
+    per_layer("ranks_per_token_hist", &StepLayerMetrics::ranks_per_token_hist);
+    per_layer("nodes_per_token_hist", &StepLayerMetrics::nodes_per_token_hist);
+    {
+      std::vector<int64_t> block;
+      for (size_t l = 0; l < L; ++l) block.insert(block.end(), rec[l].expert_recv_bytes.begin(), rec[l].expert_recv_bytes.end());
+      const hsize_t E = static_cast<hsize_t>(info_.experts);
+      append_block(file_, dxpl_, g + "/expert_recv_bytes", H5T_NATIVE_INT64, step, {s, 0, 0, 0}, {1, L, E, 3}, block.data());
+    }
     // Per-rank rows: every process writes the EP ranks it hosts.
     const hsize_t r0 = static_cast<hsize_t>(info_.first_rank), nr = static_cast<hsize_t>(info_.num_ranks);
     {
@@ -179,6 +205,16 @@ void ResultsWriter::write_step(int32_t step, const std::vector<std::vector<StepL
       for (size_t l = 0; l < L; ++l)
         for (hsize_t r = 0; r < nr; ++r) block[l * nr + r] = rec[l].rank_recv_tokens.at(r0 + r);
       append_block(file_, dxpl_, g + "/rank_recv_tokens", H5T_NATIVE_INT64, step, {s, 0, r0}, {1, L, nr}, block.data());
+      for (size_t l = 0; l < L; ++l)
+        for (hsize_t r = 0; r < nr; ++r) block[l * nr + r] = rec[l].rank_load.at(r0 + r);
+      append_block(file_, dxpl_, g + "/rank_load", H5T_NATIVE_INT64, step, {s, 0, r0}, {1, L, nr}, block.data());
+      for (const auto& [name, member] : {std::pair{"rank_send_bytes", &StepLayerMetrics::rank_send_bytes},
+                                         std::pair{"rank_recv_bytes", &StepLayerMetrics::rank_recv_bytes}}) {
+        std::vector<int64_t> b3(L * nr * 3);
+        for (size_t l = 0; l < L; ++l)
+          std::copy_n((rec[l].*member).begin() + static_cast<std::ptrdiff_t>(r0 * 3), nr * 3, b3.begin() + static_cast<std::ptrdiff_t>(l * nr * 3));
+        append_block(file_, dxpl_, g + "/" + name, H5T_NATIVE_INT64, step, {s, 0, r0, 0}, {1, L, nr, 3}, b3.data());
+      }
     }
     if (info_.measured) {
       auto rank_rows = [&](const std::string& name, hid_t type, auto member) {
@@ -202,6 +238,10 @@ void ResultsWriter::write_step(int32_t step, const std::vector<std::vector<StepL
         std::copy(mats.at(l).tokens.begin() + static_cast<std::ptrdiff_t>(r0 * R),
                   mats.at(l).tokens.begin() + static_cast<std::ptrdiff_t>((r0 + nr) * R), block.begin() + static_cast<std::ptrdiff_t>(l * nr * R));
       append_block(file_, dxpl_, g + "/dispatch_tokens", H5T_NATIVE_INT64, step, {s, 0, r0, 0}, {1, L, nr, R}, block.data());
+      for (size_t l = 0; l < L; ++l)
+        std::copy(mats.at(l).bytes.begin() + static_cast<std::ptrdiff_t>(r0 * R),
+                  mats.at(l).bytes.begin() + static_cast<std::ptrdiff_t>((r0 + nr) * R), block.begin() + static_cast<std::ptrdiff_t>(l * nr * R));
+      append_block(file_, dxpl_, g + "/dispatch_bytes", H5T_NATIVE_INT64, step, {s, 0, r0, 0}, {1, L, nr, R}, block.data());
     }
   }
   steps_done_ = step + 1;

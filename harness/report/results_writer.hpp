@@ -24,6 +24,9 @@ struct ResultsFileInfo {
   Placement placement;
   bool save_dispatch_matrix = true;
   bool measured = false;  // a real backend: per-rank times and integrity counts
+  // Per router (empty: none): [L] balancedness of the placement on the loads it was made from
+  // (--placement-loads file:), written as /runs/<router>/train_gpu_balancedness.
+  std::vector<std::vector<double>> train_balancedness;
   int32_t first_rank = 0;  // EP ranks [first_rank, first_rank + num_ranks) are this process's rows
   int32_t num_ranks = 0;
 };

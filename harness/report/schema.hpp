@@ -42,6 +42,7 @@ inline constexpr IntField kIntFields[] = {
     {"bytes_moved", &StepLayerMetrics::measured_bytes_moved},
     {"replaced_copies", &StepLayerMetrics::replaced_copies, true},
     {"replacement_bytes", &StepLayerMetrics::replacement_bytes, true},
+    {"padding_bytes", &StepLayerMetrics::padding_bytes, true},
 };
 inline constexpr RealField kRealFields[] = {
     {"mean_active_experts", &StepLayerMetrics::mean_active_experts},
@@ -64,6 +65,14 @@ inline constexpr RealField kRealFields[] = {
     {"router_s", &StepLayerMetrics::router_s},
     {"a2a_saved_s", &StepLayerMetrics::a2a_saved_s, true},
     {"replication_factor", &StepLayerMetrics::replication_factor, true},
+    {"expert_balancedness", &StepLayerMetrics::expert_balancedness, true},
+    {"gpu_balancedness", &StepLayerMetrics::gpu_balancedness, true},
+    {"balancedness_gain", &StepLayerMetrics::balancedness_gain, true},
+    {"placement_balancedness", &StepLayerMetrics::placement_balancedness, true},
+    {"mean_ranks_per_token", &StepLayerMetrics::mean_ranks_per_token, true},
+    {"mean_nodes_per_token", &StepLayerMetrics::mean_nodes_per_token, true},
+    {"nonself_algbw_GBps", &StepLayerMetrics::nonself_algbw_GBps, true},
+    {"measured_nonself_algbw_GBps", &StepLayerMetrics::measured_nonself_algbw_GBps, true},
 };
 
 }  // namespace moe::schema

@@ -22,7 +22,7 @@ ReplicaSelect parse_replica_select(const std::string& name) {
 
 void account_dispatch(const RoutingPlan& plan, const std::vector<uint8_t>& kept, const TokenBatch& batch,
                       const Placement& placement, const Topology& topo, const TrafficSpec& spec,
-                      TrafficMatrix& m) {
+                      TrafficMatrix& m, DispatchDetail* detail) {
   if (m.ranks != topo.ep_size()) fail("account_dispatch: matrix not reset to the EP size");
   const int64_t payload = spec.payload_bytes;
   const int64_t meta = spec.meta_bytes_per_assignment;
@@ -67,7 +67,7 @@ void account_dispatch(const RoutingPlan& plan, const std::vector<uint8_t>& kept,
       }
       return ranks[0];
     };
-    if (spec.dedup == Dedup::token_expert) {
+    if (spec.dedup == Dedup::token_expert && !detail) {
       for (int64_t a = plan.offsets[t]; a < plan.offsets[t + 1]; ++a) {
         if (!kept.empty() && !kept[a]) continue;
         const int32_t d = rank_of(plan.expert[a]);
@@ -81,6 +81,14 @@ void account_dispatch(const RoutingPlan& plan, const std::vector<uint8_t>& kept,
     for (int64_t a = plan.offsets[t]; a < plan.offsets[t + 1]; ++a) {
       if (!kept.empty() && !kept[a]) continue;
       const int32_t d = rank_of(plan.expert[a]);
+      if (detail) {
+        ++detail->rank_assignments[static_cast<size_t>(d)];
+        detail->expert_bytes[static_cast<size_t>(plan.expert[a]) * 3 + static_cast<size_t>(topo.link(src, d))] += payload + meta;
+      }
+      if (spec.dedup == Dedup::token_expert) {
+        m.tok(src, d) += 1;
+        m.byt(src, d) += payload + meta;
+      }
       size_t i = 0;
       while (i < dest.size() && dest[i] != d) ++i;
       if (i == dest.size()) {
@@ -89,6 +97,18 @@ void account_dispatch(const RoutingPlan& plan, const std::vector<uint8_t>& kept,
       }
       ++per_dest[i];
     }
+    if (detail) {
+      const size_t nr = std::min(dest.size(), detail->ranks_per_token_hist.size() - 1);
+      ++detail->ranks_per_token_hist[nr];
+      size_t nodes = 0;
+      for (size_t i = 0; i < dest.size(); ++i) {
+        bool first = true;
+        for (size_t j = 0; j < i && first; ++j) first = topo.node_of(dest[j]) != topo.node_of(dest[i]);
+        nodes += first;
+      }
+      ++detail->nodes_per_token_hist[std::min(nodes, detail->nodes_per_token_hist.size() - 1)];
+    }
+    if (spec.dedup == Dedup::token_expert) continue;
     if (spec.dedup == Dedup::token_rank) {
       for (size_t i = 0; i < dest.size(); ++i) {
         m.tok(src, dest[i]) += 1;
@@ -141,6 +161,21 @@ std::array<int64_t, 3> bytes_by_class(const TrafficMatrix& m, const Topology& to
   for (int32_t s = 0; s < m.ranks; ++s)
     for (int32_t d = 0; d < m.ranks; ++d) out[static_cast<int>(topo.link(s, d))] += m.byt(s, d);
   return out;
+}
+
+}  // namespace moe
+
+namespace moe {
+
+void rank_bytes_by_class(const TrafficMatrix& m, const Topology& topo, std::vector<int64_t>& send, std::vector<int64_t>& recv) {
+  send.assign(static_cast<size_t>(m.ranks) * 3, 0);
+  recv.assign(static_cast<size_t>(m.ranks) * 3, 0);
+  for (int32_t s = 0; s < m.ranks; ++s)
+    for (int32_t d = 0; d < m.ranks; ++d) {
+      const size_t c = static_cast<size_t>(topo.link(s, d));
+      send[static_cast<size_t>(s) * 3 + c] += m.byt(s, d);
+      recv[static_cast<size_t>(d) * 3 + c] += m.byt(s, d);
+    }
 }
 
 }  // namespace moe

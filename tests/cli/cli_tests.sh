@@ -20,6 +20,11 @@ expect_error() {
 }
 shape="--experts 16 --top-k 2 --layers 2 --steps 3 --tokens-per-rank 500 --hidden 256"
 small="$shape --progress off"
+# An interpreter with h5py and numpy (as analysis/pyenv.py looks for one); empty when none.
+py=""
+for c in "${MOEBENCH_PYTHON:-}" /usr/bin/python3 python3; do
+  [ -n "$c" ] && "$c" -c "import h5py, numpy" 2>/dev/null && { py=$c; break; }
+done
 
 case $case_name in
 list)
@@ -371,6 +376,210 @@ placement_eplb_np2)
   expect_error "placement round_robin does not use loads" "$mb" run --placement round_robin --placement-loads ema --progress off
   expect_error "--replica-select: unknown value 'nearest'" "$mb" run --replica-select nearest --progress off
   "$mb" list placements | grep -qE "^  eplb +DeepSeek" || fail "list placements: eplb"
+  ;;
+issue17_metrics_np124)
+  # Balancedness, destinations per token, per-rank/per-expert bytes, padding: identical on 1, 2, 4
+  # processes, and consistent with the file's other datasets.
+  run17="$small --ep-size 8 --nodes 2 --placement eplb --redundant-experts 8 --replica-select round_robin --dedup token_node --capacity-factor 1.0"
+  for n in 1 2 4; do
+    $mpiexec -n $n "$mb" run $run17 --out np$n.h5 > out$n.txt || { cat out$n.txt; fail "np=$n run failed"; }
+  done
+  cat out4.txt
+  grep -qE "bal_e +bal_gpu +ranks/t +nodes/t" out4.txt || fail "summary lacks the balancedness / destinations columns"
+  grep -q "padding (softmax_topk): capacity buffers padded to C" out4.txt || fail "summary lacks the padding figure"
+  grep -q "balancedness gained .* per GB moved" out4.txt || fail "summary lacks balancedness per GB moved"
+  for n in 2 4; do
+    for ds in expert_balancedness gpu_balancedness placement_balancedness balancedness_gain mean_ranks_per_token mean_nodes_per_token \
+        ranks_per_token_hist nodes_per_token_hist rank_load rank_send_bytes rank_recv_bytes expert_recv_bytes padding_bytes dispatch_bytes \
+        nonself_algbw_GBps; do
+      h5diff np1.h5 np$n.h5 /runs/softmax_topk/$ds /runs/softmax_topk/$ds > diff.txt 2>&1 || { cat diff.txt; fail "/runs/softmax_topk/$ds differs between 1 and $n processes"; }
+    done
+  done
+  "$mb" report np2.h5 --format json > r.json || fail "report json"
+  for key in mean_expert_balancedness mean_gpu_balancedness min_gpu_balancedness mean_ranks_per_token mean_nodes_per_token \
+      mean_nonself_algbw_GBps mean_padding_bytes balancedness_gain_per_GB; do
+    grep -qE "\"$key\": -?[0-9]" r.json || fail "report json lacks a number for $key"
+  done
+  "$mb" report np2.h5 --format csv --per-layer | head -1 | grep -q "mean_gpu_balancedness" || fail "report csv lacks balancedness"
+  "$mb" report np2.h5 --per-layer | grep -q "bal_gpu" || fail "report text lacks balancedness"
+  if [ -z "$py" ]; then echo "SKIP part: no python3 with h5py and numpy for the consistency checks"; echo "PASS: $case_name"; exit 0; fi
+  "$py" - np4.h5 <<'PY' || fail "consistency checks"
+import json, sys
+import h5py, numpy as np
+f = h5py.File(sys.argv[1], "r")
+g = f["/runs/softmax_topk"]
+cfg = json.loads(f.attrs["config"])
+load, T = g["expert_load"][()], g["tokens"][()]
+assert np.allclose(g["expert_balancedness"][()], load.mean(-1) / load.max(-1)), "expert balancedness != mean/max of expert_load"
+rl = g["rank_load"][()]
+assert (rl.sum(-1) == g["kept_assignments"][()]).all(), "rank_load does not add up to the kept assignments"
+assert np.allclose(g["gpu_balancedness"][()], rl.mean(-1) / rl.max(-1)), "gpu balancedness != mean/max of rank_load"
+for name in ("ranks_per_token_hist", "nodes_per_token_hist"):
+    h = g[name][()]
+    assert (h.sum(-1) == T).all(), name + " does not count every token"
+    mean = (h * np.arange(h.shape[-1])).sum(-1) / T
+    assert np.allclose(mean, g["mean_" + name[:-5]][()]), name + " and its mean disagree"
+assert (g["mean_nodes_per_token"][()] <= g["mean_ranks_per_token"][()] + 1e-12).all(), "more nodes than ranks per token"
+assert (g["mean_ranks_per_token"][()] > 1).all(), "top-2 over 8 ranks should often reach 2 ranks"
+send, recv = g["rank_send_bytes"][()], g["rank_recv_bytes"][()]
+for c, name in enumerate(("bytes_local", "bytes_intra", "bytes_inter")):
+    assert (send[..., c].sum(-1) == g[name][()]).all() and (recv[..., c].sum(-1) == g[name][()]).all(), "per-rank " + name
+db = g["dispatch_bytes"][()]
+assert (db.sum((-1, -2)) == g["bytes_local"][()] + g["bytes_intra"][()] + g["bytes_inter"][()]).all(), "dispatch_bytes total"
+assert (send.sum(-1) == db.sum(-1)).all(), "rank_send_bytes != row sums of dispatch_bytes"
+eb = g["expert_recv_bytes"][()]
+payload = cfg["hidden"] * 2 + 8
+assert (eb.sum(-1) == load * payload).all(), "expert_recv_bytes != one copy per kept assignment"
+E, C, kept = f.attrs["experts"], g["capacity"][()], g["kept_assignments"][()]
+assert (g["padding_bytes"][()] == (E * C - kept) * cfg["hidden"] * 2).all(), "padding bytes"
+nonself = g["bytes_intra"][()] + g["bytes_inter"][()]
+assert np.allclose(g["nonself_algbw_GBps"][()], nonself / f.attrs["ep_size"] / g["model_dispatch_s"][()] / 1e9), "no-self bandwidth"
+print("consistent")
+PY
+  # An older file without the new datasets still reports (balancedness from max/mean, the rest n/a).
+  cp np2.h5 old.h5
+  "$py" - old.h5 <<'PY' || fail "could not strip the new datasets"
+import sys, h5py
+with h5py.File(sys.argv[1], "r+") as f:
+    for r in ("softmax_topk", "sigmoid_topk"):
+        for n in ("expert_balancedness", "gpu_balancedness", "placement_balancedness", "balancedness_gain", "mean_ranks_per_token",
+                  "mean_nodes_per_token", "nonself_algbw_GBps", "measured_nonself_algbw_GBps", "padding_bytes", "ranks_per_token_hist",
+                  "nodes_per_token_hist", "rank_load", "rank_send_bytes", "rank_recv_bytes", "expert_recv_bytes", "dispatch_bytes"):
+            del f["/runs/%s/%s" % (r, n)]
+PY
+  "$mb" report old.h5 --format json > old.json || fail "an older file must still report"
+  grep -q '"mean_expert_balancedness": 0\.[0-9]' old.json || fail "older file: expert balancedness from max/mean"
+  grep -q '"mean_gpu_balancedness": null' old.json || fail "older file: gpu balancedness should be n/a"
+  ;;
+export_matrix_bench_np4)
+  # A measured run (mpi backend): the matrix it exports is the traffic it moved.
+  $mpiexec -n 4 "$mb" run $small --nodes 2 --routers softmax_topk,sigmoid_topk --backend mpi --warmup 0 --iters 1 --out r.h5 > /dev/null || fail "run failed"
+  if [ -n "$py" ]; then
+    "$py" - r.h5 <<'PY' || fail "measured bandwidth without self-traffic"
+import sys, h5py, numpy as np
+g = h5py.File(sys.argv[1], "r")["/runs/softmax_topk"]
+d = g["dispatch_tokens"][()]
+self_share = np.trace(d, axis1=-2, axis2=-1) / d.sum((-1, -2))
+want = g["measured_algbw_GBps"][()] * (1 - self_share)
+got = g["measured_nonself_algbw_GBps"][()]
+assert np.isfinite(got).all() and (got > 0).all() and np.allclose(got, want), (got, want)
+assert (got < g["measured_algbw_GBps"][()]).all(), "self-traffic must lower the bandwidth that excludes it"
+print("measured no-self bandwidth consistent")
+PY
+  fi
+  "$mb" export matrix r.h5 --router sigmoid_topk --step 2 --layer 1 > m.txt || fail "export matrix txt"
+  "$mb" export matrix r.h5 --router sigmoid_topk --step 2 --layer 1 --format csv --out m.csv || fail "export matrix csv"
+  cat m.txt
+  [ "$(wc -l < m.txt)" -eq 4 ] && [ "$(awk '{print NF}' m.txt | sort -u)" = "4" ] || fail "expected 4 rows of 4 byte counts"
+  [ "$(tr ',' ' ' < m.csv)" = "$(cat m.txt)" ] || fail "csv and txt hold different numbers"
+  total=$(awk '{for (i = 1; i <= NF; ++i) s += $i} END {print s}' m.txt)
+  want=0
+  for ds in bytes_local bytes_intra bytes_inter; do
+    v=$(h5dump -y -w 0 -d "/runs/sigmoid_topk/$ds[2,1;;1,1]" r.h5 | sed -n '/DATA {/,/}/p' | tr -c '0-9\n' ' ' | tr -s ' ' '\n' | grep -v '^$' | tail -1)
+    want=$((want + v))
+  done
+  [ "$total" -eq "$want" ] || fail "matrix total $total != bytes_local+intra+inter $want of step 2 layer 1"
+  "$mb" export matrix r.h5 --router sigmoid_topk --step 2 --layer 1 --what tokens > t.txt || fail "export tokens"
+  [ "$(cat t.txt)" != "$(cat m.txt)" ] || fail "--what tokens should differ from bytes"
+  $mpiexec -n 4 "$mb" bench-a2a --matrix m.txt -w 1 -n 2 --rounds 2 --out b.h5 > bench.txt || { cat bench.txt; fail "bench-a2a --matrix failed"; }
+  cat bench.txt
+  grep -q "# bytes: $total in total" bench.txt || fail "the replay moved another total than the matrix"
+  grep -qE "^ +$total +[0-9.]+ +[0-9.]+ +[0-9.]+ +[0-9.]+ +[0-9.]+ +-?[0-9.]+% +0$" bench.txt || fail "expected one timed row with 0 wrong bytes"
+  h5dump -d /nonself_bw_GBps b.h5 > /dev/null || fail "no no-self bandwidth in the bench file"
+  $mpiexec -n 4 "$mb" bench-a2a --matrix m.csv -w 0 -n 1 --rounds 1 --a2a-algo pairwise | grep -qE " 0$" || fail "csv replay (pairwise)"
+  # Errors: one line naming the file and the problem, exit 2, nothing left behind.
+  expect_error "m.txt: 4 rows \(senders\) but 2 ranks" $mpiexec -n 2 "$mb" bench-a2a --matrix m.txt
+  printf '1 2\n3 x\n' > bad.txt
+  expect_error "bad.txt line 2, column 2: 'x' is not a byte count" $mpiexec -n 2 "$mb" bench-a2a --matrix bad.txt
+  expect_error "holds several routers \(softmax_topk, sigmoid_topk\): name one with --router" "$mb" export matrix r.h5
+  expect_error "--router nope: not a router of r.h5" "$mb" export matrix r.h5 --router nope
+  expect_error "--step 3: r.h5 has 3 completed steps" "$mb" export matrix r.h5 --router softmax_topk --step 3 --out x.txt
+  [ ! -e x.txt ] && [ ! -e x.txt.tmp ] || fail "a failed export left a file"
+  expect_error "--format 'npy' is not one of txt, csv" "$mb" export matrix r.h5 --router softmax_topk --format npy
+  expect_error "m.csv: file exists; refusing to overwrite" "$mb" export matrix r.h5 --router sigmoid_topk --format csv --out m.csv
+  $mpiexec -n 4 "$mb" run $small --nodes 2 --routers softmax_topk --dispatch-matrix off --out nomat.h5 > /dev/null || fail "run failed"
+  expect_error "no dataset /runs/softmax_topk/dispatch_bytes" "$mb" export matrix nomat.h5
+  expect_error "unknown kind 'matrices'" "$mb" export matrices r.h5
+  ;;
+placement_roundtrip_np2)
+  $mpiexec -n 2 "$mb" run $small --workload hot_experts --ep-size 4 --nodes 2 --placement eplb --redundant-experts 4 --routers softmax_topk --out e.h5 > /dev/null || fail "eplb run failed"
+  "$mb" export placement e.h5 --format sglang --out p.json || fail "export sglang"
+  cat p.json
+  grep -q '^{"physical_to_logical_map": \[' p.json || fail "not SGLang's physical_to_logical_map JSON"
+  [ "$(grep -c '^  \[' p.json)" -eq 2 ] || fail "expected one row per layer"
+  "$mb" export placement e.h5 --format json --step 0 --out p0.json || fail "export json"
+  grep -q '"ep_size": 4, "slots_per_rank": 5' p0.json || fail "json metadata"
+  $mpiexec -n 2 "$mb" run $small --workload hot_experts --ep-size 4 --nodes 2 --placement file:p.json --routers softmax_topk --out f.h5 > run.txt || { cat run.txt; fail "run with --placement file: failed"; }
+  "$mb" export placement f.h5 --format sglang | diff - p.json || fail "the placement read back differs from the one exported"
+  $mpiexec -n 2 "$mb" run $small --ep-size 4 --nodes 2 --placement file:p0.json --routers softmax_topk --out f0.h5 > /dev/null || fail "run with a json placement"
+  "$mb" export placement f0.h5 --format json --step 2 | grep -A3 physical_to_logical_map > a.txt
+  grep -A3 physical_to_logical_map p0.json > b.txt
+  diff a.txt b.txt || fail "the moebench json placement did not round-trip"
+  # Errors: bad files name the file and the problem; nothing is written.
+  $mpiexec -n 2 "$mb" run --experts 6 --top-k 2 --layers 2 --steps 1 --tokens-per-rank 200 --progress off --ep-size 4 --routers softmax_topk --out c.h5 > /dev/null || fail "contiguous run"
+  expect_error "empty slots \(-1\); SGLang needs an expert in every physical slot" "$mb" export placement c.h5 --format sglang --out c.json
+  [ ! -e c.json ] || fail "a failed export left a file"
+  expect_error "--format is required: sglang or json" "$mb" export placement e.h5
+  echo '{"physical_to_logical_map": [[0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 14]]}' > miss.json
+  expect_error "file:miss.json: physical_to_logical_map\[0\]: expert 15 has no slot" $mpiexec -n 2 "$mb" run $small --ep-size 4 --placement file:miss.json --out z.h5
+  [ ! -e z.h5 ] || fail "a refused run left a results file"
+  echo '{"logical_count": [[1, 2]]}' > lc.json
+  expect_error "holds logical_count" "$mb" run $small --placement file:lc.json
+  expect_error "file:p.json: physical_to_logical_map\[0\]: 20 physical slots, not a positive multiple of the 3 EP ranks" $mpiexec -n 3 "$mb" run $small --placement file:p.json
+  expect_error "--placement-loads: --placement file:p.json is fixed" "$mb" run $small --ep-size 4 --placement file:p.json --placement-loads ema
+  ;;
+offline_eplb_np2)
+  # Record loads on one half (train), place once from them, evaluate on the other half (test).
+  "$mb" trace gen --workload hot_experts --experts 16 --top-k 2 --layers 2 --steps 2 --tokens 2000 --seed 1 --out train.h5 > /dev/null || fail "trace gen train"
+  "$mb" trace gen --workload hot_experts --experts 16 --top-k 2 --layers 2 --steps 2 --tokens 2000 --seed 2 --out test.h5 > /dev/null || fail "trace gen test"
+  "$mb" trace gen --workload hot_experts --workload-arg hot_experts.first=8 --experts 16 --top-k 2 --layers 2 --steps 2 --tokens 2000 --seed 2 \
+    --out shifted.h5 > /dev/null || fail "trace gen shifted"
+  $mpiexec -n 2 "$mb" run --workload trace --trace train.h5 --workload-arg trace.split=block --ep-size 4 --nodes 2 --routers softmax_topk,sigmoid_topk --progress off --out rtrain.h5 > /dev/null || fail "train run"
+  for loads in "file:train.h5" "file:rtrain.h5#sigmoid_topk"; do
+    $mpiexec -n 2 "$mb" run --workload trace --trace test.h5 --workload-arg trace.split=block --ep-size 4 --nodes 2 --routers softmax_topk --progress off \
+      --placement load_balanced --redundant-experts 4 --placement-loads "$loads" --force --out rtest.h5 > run.txt || { cat run.txt; fail "offline run ($loads)"; }
+    grep -q "re-placement" run.txt && fail "an offline placement is placed once, before the first step"
+    "$mb" report rtest.h5 > rep.txt || fail "report"
+    cat rep.txt | tail -1
+    grep -qE "offline placement \(softmax_topk\): balancedness 0\.[0-9]+ on its training loads, 0\.[0-9]+ on this run's \(test\) loads: gap [-+]0\.[0-9]+" rep.txt || fail "report lacks the train/test gap ($loads)"
+    "$mb" report rtest.h5 --format json | grep -q '"offline_placement": \[{"run": "rtest.h5", "router": "softmax_topk", "train_balancedness": 0\.' || fail "json lacks the gap"
+    "$mb" report rtest.h5 --format md | grep -q "offline placement (rtest.h5, softmax_topk)" || fail "md lacks the gap"
+  done
+  # Same distribution: a small gap; the hot experts moved (shifted.h5): a large one.
+  gap() { "$mb" report "$1" | sed -n 's/.*gap \([-+][0-9.]*\) (train - test).*/\1/p'; }
+  small_gap=$(gap rtest.h5)
+  $mpiexec -n 2 "$mb" run --workload trace --trace shifted.h5 --workload-arg trace.split=block --ep-size 4 --nodes 2 --routers softmax_topk \
+    --progress off --placement load_balanced --redundant-experts 4 --placement-loads file:train.h5 --out rshift.h5 > /dev/null || fail "shifted run"
+  large_gap=$(gap rshift.h5)
+  echo "gap on the same distribution: $small_gap, on shifted hot experts: $large_gap"
+  awk -v a="$small_gap" -v b="$large_gap" 'BEGIN { exit !(a < 0.1 && a > -0.1 && b > 0.2) }' || fail "expected a small gap in-distribution and a large one shifted"
+  # Loads from the file change the placement: the first step's placement is not the equal-load one.
+  $mpiexec -n 2 "$mb" run --workload trace --trace test.h5 --workload-arg trace.split=block --ep-size 4 --nodes 2 --routers softmax_topk --progress off \
+    --placement load_balanced --redundant-experts 4 --placement-loads none --out rnone.h5 > /dev/null || fail "equal-load run"
+  [ "$("$mb" export placement rtest.h5 --format sglang --step 0)" != "$("$mb" export placement rnone.h5 --format sglang --step 0)" ] || fail "the file's loads did not shape the placement"
+  expect_error "rtrain.h5 holds several routers \(softmax_topk, sigmoid_topk\): name one, file:rtrain.h5#ROUTER" \
+    "$mb" run --workload trace --trace test.h5 --ep-size 4 --placement eplb --placement-loads file:rtrain.h5 --out z.h5
+  expect_error "router 'bogus' is not in rtrain.h5" "$mb" run --workload trace --trace test.h5 --ep-size 4 --placement eplb --placement-loads file:rtrain.h5#bogus
+  expect_error "train.h5 has 16 experts, the run 32" "$mb" run --experts 32 --placement eplb --placement-loads file:train.h5
+  echo "not hdf5" > notes.txt
+  expect_error "notes.txt: not an HDF5 file" "$mb" run --placement eplb --placement-loads file:notes.txt
+  expect_error "placement contiguous does not use loads" "$mb" run --experts 16 --layers 2 --placement contiguous --placement-loads file:train.h5
+  [ ! -e z.h5 ] || fail "a refused run left a results file"
+  ;;
+replace_max_moves_np2)
+  rm17="--experts 16 --top-k 2 --layers 2 --steps 4 --tokens-per-rank 500 --hidden 256 --progress off --workload rotating_hotspot --ep-size 4 --nodes 2 --placement load_balanced --routers softmax_topk"
+  $mpiexec -n 2 "$mb" run $rm17 --out free.h5 > free.txt || fail "free run"
+  $mpiexec -n 2 "$mb" run $rm17 --replace-max-moves 2 --out lim.h5 > lim.txt || fail "limited run"
+  cat lim.txt
+  moves() { h5dump -y -w 0 -d /runs/softmax_topk/replaced_copies "$1" | sed -n '/DATA {/,/}/p' | tr -c '0-9\n' ' ' | tr -s ' ' '\n' | grep -v '^$'; }
+  echo "free: $(moves free.h5 | tr '\n' ' ')  limited: $(moves lim.h5 | tr '\n' ' ')"
+  [ "$(moves free.h5 | sort -n | tail -1)" -gt 2 ] || fail "the unlimited re-placements should move more than 2 copies somewhere"
+  [ "$(moves lim.h5 | sort -n | tail -1)" -le 2 ] || fail "--replace-max-moves 2 moved more than 2 copies in a layer"
+  [ "$(moves lim.h5 | sort -n | tail -1)" -gt 0 ] || fail "--replace-max-moves 2 should still move"
+  grep -qE "GPU balancedness gained [-+][0-9.]+ in total, [-+][0-9.]+ per GB moved" lim.txt || fail "summary lacks balancedness per GB moved"
+  "$mb" report lim.h5 --format json | grep -q '"balancedness_gain_per_GB": [-0-9]' || fail "report json lacks balancedness per GB"
+  expect_error "--replace-max-moves: must be >= 0 \(got -1\)" "$mb" run $small --replace-max-moves -1
+  expect_error "--replace-max-moves: placement contiguous is never re-placed" "$mb" run $small --replace-max-moves 4
   ;;
 *) fail "unknown case $case_name" ;;
 esac
