@@ -182,6 +182,7 @@ RunConfig parse_run_config(int argc, const char* const* argv, std::string* help_
     ("iters", po::value(&c.iters)->default_value(c.iters), "timed exchanges per step and layer, averaged (mpi backend)")
     ("out", po::value(&c.out), "HDF5 results file (none if not given)")
     ("force", po::bool_switch(&c.force), "overwrite an existing results file")
+    ("resume", po::bool_switch(&c.resume), "continue the results file --out from its last complete step (same options; --steps may be raised); a missing file starts a new run")
     ("dispatch-matrix", po::value(&c.dispatch_matrix)->default_value(c.dispatch_matrix), "save [steps,layers,R,R] dispatch_tokens: auto | on | off")
     ("progress", po::value(&c.progress)->default_value(c.progress), "auto | bar | lines | off");
   // clang-format on
@@ -312,6 +313,8 @@ std::vector<std::string> resolve_and_validate(RunConfig& c, int world_size) {
   if (c.replace_every < 1) p.push_back("--replace-every: must be >= 1 (got " + std::to_string(c.replace_every) + ")");
   if (!(c.placement_ema >= 0 && c.placement_ema < 1)) p.push_back("--placement-ema: must be in [0, 1) (got " + num(c.placement_ema) + ")");
   if (c.ffn_hidden < 0) p.push_back("--ffn-hidden: must be >= 0 (got " + std::to_string(c.ffn_hidden) + ")");
+  if (c.resume && c.out.empty()) p.push_back("--resume: needs --out FILE (the results file to continue)");
+  if (c.resume && c.force) p.push_back("--resume and --force: pick one (--force starts the file again, --resume continues it)");
   check_name(p, "--dispatch-matrix", c.dispatch_matrix, {"auto", "on", "off"});
   check_name(p, "--a2a-algo", c.a2a_algo, {"alltoallv", "pairwise", "hierarchical"});
   check_name(p, "--route-on", c.route_on, {"cpu", "gpu"});

@@ -63,6 +63,7 @@ struct RunConfig {
   // outputs
   std::string out;                 // empty: no results file
   bool force = false;
+  bool resume = false;             // --resume: continue the partial file --out (harness/driver/resume.hpp)
   std::string dispatch_matrix = "auto";  // auto (saved when ep_size <= 256) | on | off
   std::string progress = "auto";         // auto | bar | lines | off
   std::string config_file;

@@ -13,6 +13,7 @@
 #include "harness/core/build_info.hpp"
 #include "harness/core/error.hpp"
 #include "harness/driver/driver.hpp"
+#include "harness/driver/resume.hpp"
 #include "harness/placement/placement.hpp"
 #include "harness/routing/router.hpp"
 #include "workloads/trace_cli.hpp"
@@ -67,8 +68,9 @@ int cmd_run(int argc, char** argv, const moe::Comm& world, bool& setup_phase) {
   }
   moe::RunOptions options;
   options.on_start = [&] { setup_phase = false; };  // before: config, component and file errors hit every rank alike
-  moe::run_pipeline(cfg, world, options);
-  return 0;
+  moe::install_stop_handlers();  // SIGTERM/SIGINT: finish the step, mark the file interrupted, exit 128 + signal
+  const moe::RunOutput out = moe::run_pipeline(cfg, world, options);
+  return out.stop_signal ? 128 + out.stop_signal : 0;
 }
 
 }  // namespace

@@ -6,6 +6,7 @@
 #include <string>
 #include <vector>
 
+#include "harness/core/state_io.hpp"
 #include "harness/placement/placement.hpp"
 
 namespace moe {
@@ -36,6 +37,9 @@ class PlacementPlanner {
   // Feeds the step's loads (warmup, ema) and re-places for the next step when due. Call once per
   // step with every layer's demand [L][E].
   void end_step(int32_t step, const std::vector<std::vector<int64_t>>& demand);
+  // --resume: the placements, the moved counts and the load history, after end_step().
+  void save_state(StateWriter& out) const;
+  void load_state(StateReader& in);
 
  private:
   void replace(int32_t layer, const std::vector<double>& load);
