@@ -75,6 +75,11 @@ RunOutput run_pipeline(const RunConfig& cfg, const Comm& world, const RunOptions
   // --resume: where the file stands (collective; input errors alike on every rank).
   const ResumePoint resume = cfg.resume && !cfg.out.empty() ? prepare_resume(cfg, world) : ResumePoint{};
   if (cfg.resume && options.console && world.root() && !resume.resume) std::printf("moebench: %s\n", resume.note.c_str());
+  if (resume.resume && resume.steps_done == cfg.steps && resume.status == "complete") {  // nothing to do; the file stays as it is
+    if (options.console && world.root()) std::printf("moebench: %s is complete (%d steps); nothing to resume\n", cfg.out.c_str(), cfg.steps);
+    out.first_step = cfg.steps;
+    return out;
+  }
   // --route-on gpu: the CUDA implementation routes; the CPU router object still validated the knobs.
   std::vector<const GpuRouteFn*> gpu_route(routers.size(), nullptr);
   if (cfg.route_on == "gpu")

@@ -230,6 +230,9 @@ void ResultsWriter::write_step(int32_t step, const std::vector<std::vector<StepL
     }
   }
   if (state) write_checkpoint(file_, dxpl_, step + 1, *state, world_);
+  // Two flushes: the step's data (and checkpoint) reach the file before steps_done names the step,
+  // so a process killed inside a flush never leaves a steps_done that counts unwritten rows.
+  check_status(H5Fflush(file_, H5F_SCOPE_GLOBAL), "H5Fflush");
   steps_done_ = step + 1;
   h5::write_attr(file_, "steps_done", static_cast<int64_t>(steps_done_));
   check_status(H5Fflush(file_, H5F_SCOPE_GLOBAL), "H5Fflush");
