@@ -123,7 +123,8 @@ refuse_np2)
     $mpiexec -n 2 "$mb" "${base[@]}" --steps 6 --out part.h5 --resume --tokens-per-rank 400
   expect '--routers \(file \["deepseek_v3","remoe"\], now \["deepseek_v3"\]\), --seed \(file 1, now 7\)' \
     $mpiexec -n 2 "$mb" run $shape --routers deepseek_v3 --tokens-per-rank 300 --steps 6 --out part.h5 --resume --seed 7
-  expect "written by 2 processes; resume it with as many" $mpiexec -n 1 "$mb" "${args[@]}" --steps 6 --out part.h5 --resume
+  expect "--ep-size \(file 2, now 1\)" $mpiexec -n 1 "$mb" "${args[@]}" --steps 6 --out part.h5 --resume
+  expect "written by 2 processes; resume it with as many" $mpiexec -n 1 "$mb" "${args[@]}" --ep-size 2 --steps 6 --out part.h5 --resume
   expect "holds 3 steps, more than --steps 2" $mpiexec -n 2 "$mb" "${args[@]}" --steps 2 --out part.h5 --resume
   expect "needs --out" "$mb" "${args[@]}" --resume
   expect "pick one" "$mb" "${args[@]}" --out part.h5 --resume --force
