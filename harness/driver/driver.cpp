@@ -10,6 +10,7 @@
 #include "backends/gpu_routing.hpp"
 #include "backends/sim/cost_model.hpp"
 #include "harness/capacity/capacity.hpp"
+#include "harness/core/agree.hpp"
 #include "harness/core/error.hpp"
 #include "harness/driver/resume.hpp"
 #include "harness/placement/placement.hpp"
@@ -108,7 +109,7 @@ RunOutput run_pipeline(const RunConfig& cfg, const Comm& world, const RunOptions
   // The first batch tells what the source provides: routers refuse inputs they cannot use, and
   // labelled workloads add the transition figures. One rank tells it (a whole batch may be large).
   TokenBatch batch;
-  workload->generate_ranks(0, 0, first_rank, 1, batch);
+  agree(world, [&] { workload->generate_ranks(0, 0, first_rank, 1, batch); });  // a bad row may be one process's
   for (size_t ri = 0; ri < routers.size(); ++ri) {
     const std::string missing = routers[ri]->missing_input(batch);
     if (!missing.empty())
