@@ -184,6 +184,8 @@ RunConfig parse_run_config(int argc, const char* const* argv, std::string* help_
     ("iters", po::value(&c.iters)->default_value(c.iters), "timed exchanges per step and layer, averaged (mpi backend)")
     ("out", po::value(&c.out), "HDF5 results file (none if not given)")
     ("force", po::bool_switch(&c.force), "overwrite an existing results file")
+    ("max-memory", po::value(&c.max_memory)->default_value(c.max_memory), "preflight: refuse a run whose estimated peak memory per process exceeds this (e.g. 64G; auto: the node's available memory over its processes; 0: no check)")
+    ("resume", po::bool_switch(&c.resume), "continue the results file --out from its last complete step (same options; --steps may be raised); a missing file starts a new run")
     ("dispatch-matrix", po::value(&c.dispatch_matrix)->default_value(c.dispatch_matrix), "save [steps,layers,R,R] dispatch_tokens: auto | on | off")
     ("progress", po::value(&c.progress)->default_value(c.progress), "auto | bar | lines | off");
   // clang-format on
@@ -283,7 +285,7 @@ void check_name(std::vector<std::string>& problems, const std::string& field, co
 
 }  // namespace
 
-std::vector<std::string> resolve_and_validate(RunConfig& c, int world_size) {
+std::vector<std::string> resolve_and_validate(RunConfig& c, int world_size, const std::function<std::string(const RunConfig&)>& preflight) {
   std::vector<std::string> p;
   if (!c.topology_file.empty()) load_topology_file(c, p);
   if (c.workload == "trace") {
@@ -321,6 +323,8 @@ std::vector<std::string> resolve_and_validate(RunConfig& c, int world_size) {
   if (c.replace_every < 1) p.push_back("--replace-every: must be >= 1 (got " + std::to_string(c.replace_every) + ")");
   if (!(c.placement_ema >= 0 && c.placement_ema < 1)) p.push_back("--placement-ema: must be in [0, 1) (got " + num(c.placement_ema) + ")");
   if (c.ffn_hidden < 0) p.push_back("--ffn-hidden: must be >= 0 (got " + std::to_string(c.ffn_hidden) + ")");
+  if (c.resume && c.out.empty()) p.push_back("--resume: needs --out FILE (the results file to continue)");
+  if (c.resume && c.force) p.push_back("--resume and --force: pick one (--force starts the file again, --resume continues it)");
   check_name(p, "--dispatch-matrix", c.dispatch_matrix, {"auto", "on", "off"});
   check_name(p, "--a2a-algo", c.a2a_algo, {"alltoallv", "pairwise", "hierarchical"});
   check_name(p, "--route-on", c.route_on, {"cpu", "gpu"});
@@ -347,10 +351,10 @@ std::vector<std::string> resolve_and_validate(RunConfig& c, int world_size) {
     p.push_back("--backend nccl: this build has no NCCL backend (CUDA and NCCL were not found when it was configured)");
   else
     check_name(p, "--backend", c.backend, known_backends());
-  if (!(c.intra_bw_GBps > 0)) p.push_back("--intra-bw-GBps: must be > 0 (got " + num(c.intra_bw_GBps) + ")");
-  if (!(c.inter_bw_Gbps > 0)) p.push_back("--inter-bw-Gbps: must be > 0 (got " + num(c.inter_bw_Gbps) + ")");
-  if (!(c.intra_lat_us >= 0)) p.push_back("--intra-lat-us: must be >= 0 (got " + num(c.intra_lat_us) + ")");
-  if (!(c.inter_lat_us >= 0)) p.push_back("--inter-lat-us: must be >= 0 (got " + num(c.inter_lat_us) + ")");
+  if (!(c.intra_bw_GBps > 0) || !std::isfinite(c.intra_bw_GBps)) p.push_back("--intra-bw-GBps: must be finite and > 0 (got " + num(c.intra_bw_GBps) + ")");
+  if (!(c.inter_bw_Gbps > 0) || !std::isfinite(c.inter_bw_Gbps)) p.push_back("--inter-bw-Gbps: must be finite and > 0 (got " + num(c.inter_bw_Gbps) + ")");
+  if (!(c.intra_lat_us >= 0) || !std::isfinite(c.intra_lat_us)) p.push_back("--intra-lat-us: must be finite and >= 0 (got " + num(c.intra_lat_us) + ")");
+  if (!(c.inter_lat_us >= 0) || !std::isfinite(c.inter_lat_us)) p.push_back("--inter-lat-us: must be finite and >= 0 (got " + num(c.inter_lat_us) + ")");
 
   // EP group shape: ep_size = nodes * ranks_per_node, every process hosts the same number of ranks.
   if (c.ep_size < 0 || c.nodes < 0 || c.ranks_per_node < 0) {
@@ -388,6 +392,11 @@ std::vector<std::string> resolve_and_validate(RunConfig& c, int world_size) {
       c.nics_per_node % c.ranks_per_node != 0)
     p.push_back("--topology " + c.topology_file + ": inter.nics_per_node = " + std::to_string(c.nics_per_node) +
                 ": must divide ranks_per_node (" + std::to_string(c.ranks_per_node) + ") or be a multiple of it");
+
+  if (p.empty() && preflight) {  // before anything sized by E, L, R or T is built below
+    const std::string problem = preflight(c);
+    if (!problem.empty()) return {problem};
+  }
 
   // Routers and their args: every name known, every knob understood.
   if (c.routers.empty()) p.push_back("--routers: empty list (known: " + join(known_routers()) + ")");

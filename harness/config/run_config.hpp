@@ -1,5 +1,6 @@
 #pragma once
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <set>
 #include <string>
@@ -65,6 +66,8 @@ struct RunConfig {
   // outputs
   std::string out;                 // empty: no results file
   bool force = false;
+  bool resume = false;
+  std::string max_memory = "auto";  // --max-memory: preflight limit per process (harness/config/preflight.hpp)             // --resume: continue the partial file --out (harness/driver/resume.hpp)
   std::string dispatch_matrix = "auto";  // auto (saved when ep_size <= 256) | on | off
   std::string progress = "auto";         // auto | bar | lines | off
   std::string config_file;
@@ -88,6 +91,9 @@ RunConfig parse_run_config(int argc, const char* const* argv, std::string* help_
 
 // Fills derived fields (ep size, nodes, ranks per node, topology file) for a given MPI world
 // size, then reports every remaining problem at once. Deterministic: every rank gets the same list.
-std::vector<std::string> resolve_and_validate(RunConfig& cfg, int world_size);
+// `preflight` (optional) runs once the EP shape is resolved and before anything sized by the
+// configuration is built (router and placement checks); a non-empty result is the only problem.
+std::vector<std::string> resolve_and_validate(RunConfig& cfg, int world_size,
+                                              const std::function<std::string(const RunConfig&)>& preflight = nullptr);
 
 }  // namespace moe

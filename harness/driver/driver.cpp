@@ -1,6 +1,7 @@
 #include "harness/driver/driver.hpp"
 
 #include <chrono>
+#include <cstring>
 #include <cstdio>
 #include <memory>
 #include <sstream>
@@ -9,7 +10,9 @@
 #include "backends/gpu_routing.hpp"
 #include "backends/sim/cost_model.hpp"
 #include "harness/capacity/capacity.hpp"
+#include "harness/core/agree.hpp"
 #include "harness/core/error.hpp"
+#include "harness/driver/resume.hpp"
 #include "harness/placement/placement.hpp"
 #include "harness/placement/planner.hpp"
 #include "harness/report/progress.hpp"
@@ -70,6 +73,14 @@ RunOutput run_pipeline(const RunConfig& cfg, const Comm& world, const RunOptions
     routers.push_back(make_router(name, rs, cfg.router_args.count(name) ? cfg.router_args.at(name) : std::map<std::string, std::string>{}));
   RunOutput out;
   out.routers = cfg.routers;
+  // --resume: where the file stands (collective; input errors alike on every rank).
+  const ResumePoint resume = cfg.resume && !cfg.out.empty() ? prepare_resume(cfg, world) : ResumePoint{};
+  if (cfg.resume && options.console && world.root() && !resume.resume) std::printf("moebench: %s\n", resume.note.c_str());
+  if (resume.resume && resume.steps_done == cfg.steps && resume.status == "complete") {  // nothing to do; the file stays as it is
+    if (options.console && world.root()) std::printf("moebench: %s is complete (%d steps); nothing to resume\n", cfg.out.c_str(), cfg.steps);
+    out.first_step = cfg.steps;
+    return out;
+  }
   // --route-on gpu: the CUDA implementation routes; the CPU router object still validated the knobs.
   std::vector<const GpuRouteFn*> gpu_route(routers.size(), nullptr);
   if (cfg.route_on == "gpu")
@@ -82,6 +93,7 @@ RunOutput run_pipeline(const RunConfig& cfg, const Comm& world, const RunOptions
   const PlannerSpec plan_spec = planner_spec(cfg);
   std::vector<PlacementPlanner> planners(routers.size(), PlacementPlanner(plan_spec));
   out.placement = planners.empty() ? make_placement(cfg.placement, plan_spec.setup) : planners[0].previous(0);
+  if (resume.resume) unpack_state(resume.state, cfg.out, routers, cfg.routers, planners);
   BackendSetup backend_setup;
   backend_setup.payload_bytes = cfg.payload_bytes();
   backend_setup.warmup = cfg.warmup;
@@ -97,7 +109,7 @@ RunOutput run_pipeline(const RunConfig& cfg, const Comm& world, const RunOptions
   // The first batch tells what the source provides: routers refuse inputs they cannot use, and
   // labelled workloads add the transition figures. One rank tells it (a whole batch may be large).
   TokenBatch batch;
-  workload->generate_ranks(0, 0, first_rank, 1, batch);
+  agree(world, [&] { workload->generate_ranks(0, 0, first_rank, 1, batch); });  // a bad row may be one process's
   for (size_t ri = 0; ri < routers.size(); ++ri) {
     const std::string missing = routers[ri]->missing_input(batch);
     if (!missing.empty())
@@ -116,7 +128,11 @@ RunOutput run_pipeline(const RunConfig& cfg, const Comm& world, const RunOptions
   if (!cfg.out.empty()) {
     ResultsFileInfo info;
     info.path = cfg.out;
-    info.force = cfg.force;
+    info.force = cfg.force || (cfg.resume && !resume.resume);  // --resume of a file without a complete step: start it again
+    if (resume.resume) {
+      info.resume_steps_done = resume.steps_done;
+      info.resume_note = resume.note;
+    }
     info.config_json = cfg.to_json();
     info.command_line = cfg.command_line;
     info.topology_json = topology_json(topo);
@@ -151,6 +167,7 @@ RunOutput run_pipeline(const RunConfig& cfg, const Comm& world, const RunOptions
                 cfg.workload.c_str(), cfg.experts, cfg.top_k, L, cfg.steps, tokens.c_str(), R,
                 topo.nodes, topo.ranks_per_node, world.size(), cfg.capacity_factor, cfg.drop_policy.c_str(),
                 cfg.capacity_scope.c_str(), cfg.placement.c_str(), cfg.dedup.c_str(), cfg.backend.c_str());
+    if (resume.resume) std::printf("moebench: %s: %s\n", cfg.out.c_str(), resume.note.c_str());
     std::fflush(stdout);
   }
 
@@ -185,7 +202,9 @@ RunOutput run_pipeline(const RunConfig& cfg, const Comm& world, const RunOptions
   // From here an error may hit one rank only: abort the job before unwinding, whose destructors
   // (the HDF5 file close, communicators) are collective and would wait for the other ranks.
   try {
-    for (int32_t step = 0; step < cfg.steps; ++step) {
+    out.first_step = resume.steps_done;
+    std::vector<char> state;  // this process's checkpoint after each step
+    for (int32_t step = resume.steps_done; step < cfg.steps; ++step) {
       for (int32_t layer = 0; layer < L; ++layer) {
         std::fill(route_s.begin(), route_s.end(), 0.0);
         if (!chunked) {
@@ -333,7 +352,10 @@ RunOutput run_pipeline(const RunConfig& cfg, const Comm& world, const RunOptions
         for (int32_t layer = 0; layer < L; ++layer) demand[layer] = step_records[ri][layer].expert_demand;
         planners[ri].end_step(step, demand);
       }
-      if (writer) writer->write_step(step, step_records, step_matrices);
+      if (writer) {
+        state = pack_state(routers, cfg.routers, planners);
+        writer->write_step(step, step_records, step_matrices, &state);
+      }
       // Integrity: the only acceptable figure for lost and corrupted copies is 0. The step is in the
       // file (status partial) before the run stops.
       for (size_t ri = 0; ri < NR; ++ri)
@@ -351,9 +373,19 @@ RunOutput run_pipeline(const RunConfig& cfg, const Comm& world, const RunOptions
         out.records[ri].insert(out.records[ri].end(), step_records[ri].begin(), step_records[ri].end());
         out.matrices[ri].insert(out.matrices[ri].end(), step_matrices[ri].begin(), step_matrices[ri].end());
       }
+      // SIGTERM/SIGINT on any process: every process stops after this step (agreed collectively).
+      if (step + 1 < cfg.steps) {
+        out.stop_signal = static_cast<int>(world.max(static_cast<int64_t>(stop_signal())));
+        if (out.stop_signal != 0) {
+          if (world.root())
+            std::fprintf(stderr, "moebench: %s: stopping after step %d of %d%s\n", strsignal(out.stop_signal), step + 1, cfg.steps,
+                         cfg.out.empty() ? "" : ("; " + cfg.out + " says status = interrupted: add --resume to the same command to finish it").c_str());
+          break;
+        }
+      }
     }
     progress.done();
-    if (writer) writer->finish();
+    if (writer) writer->finish(out.stop_signal ? "interrupted" : "");
   } catch (const std::exception& e) {
     if (world.size() > 1 && !dynamic_cast<const CollectiveError*>(&e)) {
       const auto* input = dynamic_cast<const InputError*>(&e);
@@ -364,6 +396,9 @@ RunOutput run_pipeline(const RunConfig& cfg, const Comm& world, const RunOptions
   }
   for (const auto& acc : summaries) out.summaries.push_back(acc.result());
   if (options.console && world.root()) {
+    if (out.first_step > 0)
+      std::printf("summary of steps %d..%d (this run; `moebench report %s` summarises the whole file):\n", out.first_step + 1, cfg.steps,
+                  cfg.out.c_str());
     std::printf("%s", format_summary_table(out.summaries).c_str());
     if (!cfg.out.empty()) std::printf("results: %s\n", cfg.out.c_str());
     std::fflush(stdout);

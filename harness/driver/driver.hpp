@@ -17,6 +17,8 @@ struct RunOutput {
   std::vector<std::vector<TrafficMatrix>> matrices;    // same index; only with keep_history
   Placement placement;
   std::vector<std::vector<std::string>> figure_names;  // [router]: names of StepLayerMetrics::figures
+  int32_t first_step = 0;  // --resume: the first step this run routed (records and summaries start there)
+  int stop_signal = 0;     // SIGTERM/SIGINT stopped the run after a complete step (status interrupted)
 };
 
 struct RunOptions {

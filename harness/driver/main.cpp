@@ -10,10 +10,12 @@
 #include "analysis/report_cli.hpp"
 #include "backends/mpi/bench_a2a.hpp"
 #include "backends/backend.hpp"
+#include "harness/config/preflight.hpp"
 #include "harness/config/run_config.hpp"
 #include "harness/core/build_info.hpp"
 #include "harness/core/error.hpp"
 #include "harness/driver/driver.hpp"
+#include "harness/driver/resume.hpp"
 #include "harness/placement/placement.hpp"
 #include "harness/routing/router.hpp"
 #include "workloads/trace_cli.hpp"
@@ -61,7 +63,14 @@ int cmd_run(int argc, char** argv, const moe::Comm& world, bool& setup_phase) {
     if (world.root()) std::printf("usage: mpirun -np N moebench run [options]\n%s", help.c_str());
     return 0;
   }
-  const auto problems = moe::resolve_and_validate(cfg, world.size());
+  const moe::PreflightLimits limits = moe::preflight_limits(cfg, world);  // collective
+  const auto problems = moe::resolve_and_validate(cfg, world.size(), [&](const moe::RunConfig& c) {
+    return moe::preflight_check(c, world.size(), limits);
+  });
+  if (problems.size() == 1) {  // one line
+    if (world.root()) std::fprintf(stderr, "moebench: error: invalid configuration: %s\n", problems[0].c_str());
+    return 2;
+  }
   if (!problems.empty()) {
     if (world.root()) {
       std::fprintf(stderr, "moebench: error: invalid configuration (%zu problem%s):\n", problems.size(), problems.size() > 1 ? "s" : "");
@@ -71,8 +80,9 @@ int cmd_run(int argc, char** argv, const moe::Comm& world, bool& setup_phase) {
   }
   moe::RunOptions options;
   options.on_start = [&] { setup_phase = false; };  // before: config, component and file errors hit every rank alike
-  moe::run_pipeline(cfg, world, options);
-  return 0;
+  moe::install_stop_handlers();  // SIGTERM/SIGINT: finish the step, mark the file interrupted, exit 128 + signal
+  const moe::RunOutput out = moe::run_pipeline(cfg, world, options);
+  return out.stop_signal ? 128 + out.stop_signal : 0;
 }
 
 }  // namespace

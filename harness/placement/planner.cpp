@@ -39,6 +39,7 @@ PlacementPlanner::PlacementPlanner(const PlannerSpec& spec) : spec_(spec) {
     current_ = spec.file_placement;
     previous_ = current_;
     moved_.assign(static_cast<size_t>(spec.layers), 0);
+    load_.assign(static_cast<size_t>(spec.layers), std::vector<double>(static_cast<size_t>(spec.setup.num_experts), 0.0));
     return;
   }
   const bool uses_loads = placement_strategy(spec.placement).uses_loads;
@@ -108,6 +109,49 @@ void PlacementPlanner::end_step(int32_t step, const std::vector<std::vector<int6
         for (int32_t l = 0; l < L; ++l) replace(l, load_[l]);
       return;
   }
+}
+
+namespace {
+void save_placement(StateWriter& out, const Placement& p) {
+  out.put(p.slots_per_rank);
+  out.put_vec(p.expert_of_slot);
+  out.put_vec(p.rank_of_expert);
+  out.put_vec(p.replica_offsets);
+  out.put_vec(p.replica_ranks);
+}
+void load_placement(StateReader& in, Placement& p, int32_t num_experts) {
+  p.slots_per_rank = in.get<int32_t>();
+  in.get_vec(p.expert_of_slot);
+  in.get_vec(p.rank_of_expert, static_cast<size_t>(num_experts));
+  in.get_vec(p.replica_offsets);
+  in.get_vec(p.replica_ranks);
+  for (int32_t e : p.expert_of_slot)
+    if (e < -1 || e >= num_experts) in.bad("an expert id out of range in a placement");
+  if (!p.replica_offsets.empty() && (p.replica_offsets.size() != static_cast<size_t>(num_experts) + 1 ||
+                                     p.replica_offsets.back() != static_cast<int64_t>(p.replica_ranks.size())))
+    in.bad("replica lists of the wrong size");
+}
+}  // namespace
+
+void PlacementPlanner::save_state(StateWriter& out) const {
+  out.put(static_cast<uint64_t>(current_.size()));
+  for (size_t l = 0; l < current_.size(); ++l) {
+    save_placement(out, current_[l]);
+    save_placement(out, previous_[l]);
+    out.put_vec(load_[l]);
+  }
+  out.put_vec(moved_);
+}
+
+void PlacementPlanner::load_state(StateReader& in) {
+  if (in.get<uint64_t>() != current_.size()) in.bad("placement planner: layer count");
+  const int32_t E = spec_.setup.num_experts;
+  for (size_t l = 0; l < current_.size(); ++l) {
+    load_placement(in, current_[l], E);
+    load_placement(in, previous_[l], E);
+    in.get_vec(load_[l], static_cast<size_t>(E));
+  }
+  in.get_vec(moved_, current_.size());
 }
 
 }  // namespace moe

@@ -6,6 +6,7 @@
 #include <string>
 #include <vector>
 
+#include "harness/core/state_io.hpp"
 #include "harness/placement/placement.hpp"
 
 namespace moe {
@@ -42,6 +43,9 @@ class PlacementPlanner {
   void end_step(int32_t step, const std::vector<std::vector<int64_t>>& demand);
   // Loads from a file: the balancedness of each layer's placement on those (training) loads.
   const std::vector<double>& train_balancedness() const { return train_balancedness_; }
+  // --resume: the placements, the moved counts and the load history, after end_step().
+  void save_state(StateWriter& out) const;
+  void load_state(StateReader& in);
 
  private:
   void replace(int32_t layer, const std::vector<double>& load);

@@ -6,6 +6,7 @@
 #include "harness/core/build_info.hpp"
 #include "harness/core/error.hpp"
 #include "harness/core/registry.hpp"
+#include "harness/report/checkpoint.hpp"
 #include "harness/report/schema.hpp"
 
 namespace moe {
@@ -65,6 +66,10 @@ std::string group_of(const std::string& router) { return "/runs/" + router; }
 
 ResultsWriter::ResultsWriter(const ResultsFileInfo& info, const Comm& world) : info_(info), world_(world) {
   h5::silence_error_stack();
+  if (info_.resume_steps_done >= 0) {
+    open_for_resume();
+    return;
+  }
   refuse_to_overwrite("--out", info_.path, info_.force, world_);
   Handle fapl(check(H5Pcreate(H5P_FILE_ACCESS), "H5Pcreate"), H5Pclose);
   check_status(H5Pset_fapl_mpio(fapl, world_.raw(), MPI_INFO_NULL), "H5Pset_fapl_mpio");
@@ -92,11 +97,31 @@ ResultsWriter::ResultsWriter(const ResultsFileInfo& info, const Comm& world) : i
   h5::write_attr(file_, "experts", static_cast<int64_t>(info_.experts));
   h5::write_attr(file_, "status", "partial", kStatusLen);
   h5::write_attr(file_, "steps_done", int64_t{0});
+  h5::write_attr(file_, "resumed", "");
+  h5::write_attr(file_, "varying", schema::kVaryingFields);
   create_datasets();
   check_status(H5Fflush(file_, H5F_SCOPE_GLOBAL), "H5Fflush");
 }
 
 ResultsWriter::~ResultsWriter() = default;
+
+// --resume: the file was checked by the caller (same configuration, datasets, checkpoint).
+void ResultsWriter::open_for_resume() {
+  Handle fapl(check(H5Pcreate(H5P_FILE_ACCESS), "H5Pcreate"), H5Pclose);
+  check_status(H5Pset_fapl_mpio(fapl, world_.raw(), MPI_INFO_NULL), "H5Pset_fapl_mpio");
+  const hid_t f = H5Fopen(info_.path.c_str(), H5F_ACC_RDWR, fapl);
+  if (f < 0) throw InputError("--resume " + info_.path + ": cannot open the file for writing");
+  file_ = Handle(f, H5Fclose);
+  dxpl_ = Handle(check(H5Pcreate(H5P_DATASET_XFER), "H5Pcreate"), H5Pclose);
+  check_status(H5Pset_dxpl_mpio(dxpl_, H5FD_MPIO_COLLECTIVE), "H5Pset_dxpl_mpio");
+  steps_done_ = info_.resume_steps_done;
+  h5::write_attr(file_, "config", info_.config_json);  // --steps may have been raised
+  h5::write_attr(file_, "steps_planned", static_cast<int64_t>(info_.steps));
+  h5::write_attr(file_, "status", "partial", kStatusLen);
+  const std::string before = h5::has_attr(file_, "resumed") ? h5::read_attr_string(file_, "resumed") : "";
+  h5::write_attr(file_, "resumed", before + (before.empty() ? "" : "; ") + info_.resume_note);
+  check_status(H5Fflush(file_, H5F_SCOPE_GLOBAL), "H5Fflush");
+}
 
 void ResultsWriter::create_datasets() {
   const hsize_t L = static_cast<hsize_t>(info_.layers);
@@ -152,7 +177,7 @@ void ResultsWriter::create_datasets() {
 }
 
 void ResultsWriter::write_step(int32_t step, const std::vector<std::vector<StepLayerMetrics>>& records,
-                               const std::vector<std::vector<TrafficMatrix>>& matrices) {
+                               const std::vector<std::vector<TrafficMatrix>>& matrices, const std::vector<char>* state) {
   const size_t L = static_cast<size_t>(info_.layers);
   const hsize_t R = static_cast<hsize_t>(info_.topology.ep_size());
   const hsize_t s = static_cast<hsize_t>(step);
@@ -244,13 +269,17 @@ void ResultsWriter::write_step(int32_t step, const std::vector<std::vector<StepL
       append_block(file_, dxpl_, g + "/dispatch_bytes", H5T_NATIVE_INT64, step, {s, 0, r0, 0}, {1, L, nr, R}, block.data());
     }
   }
+  if (state) write_checkpoint(file_, dxpl_, step + 1, *state, world_);
+  // Two flushes: the step's data (and checkpoint) reach the file before steps_done names the step,
+  // so a process killed inside a flush never leaves a steps_done that counts unwritten rows.
+  check_status(H5Fflush(file_, H5F_SCOPE_GLOBAL), "H5Fflush");
   steps_done_ = step + 1;
   h5::write_attr(file_, "steps_done", static_cast<int64_t>(steps_done_));
   check_status(H5Fflush(file_, H5F_SCOPE_GLOBAL), "H5Fflush");
 }
 
-void ResultsWriter::finish() {
-  h5::write_attr(file_, "status", steps_done_ == info_.steps ? "complete" : "partial", kStatusLen);
+void ResultsWriter::finish(const std::string& status) {
+  h5::write_attr(file_, "status", !status.empty() ? status : steps_done_ == info_.steps ? "complete" : "partial", kStatusLen);
   check_status(H5Fflush(file_, H5F_SCOPE_GLOBAL), "H5Fflush");
   file_.reset();
 }

@@ -29,6 +29,10 @@ struct ResultsFileInfo {
   std::vector<std::vector<double>> train_balancedness;
   int32_t first_rank = 0;  // EP ranks [first_rank, first_rank + num_ranks) are this process's rows
   int32_t num_ranks = 0;
+  // --resume: the steps already in the file at `path` (which then is opened, not created; its
+  // datasets must be those this info would create). -1: a new file.
+  int32_t resume_steps_done = -1;
+  std::string resume_note;  // appended to the `resumed` attribute
 };
 
 // The HDF5 results file, written with parallel HDF5 by every process of `world`. All members are
@@ -40,12 +44,15 @@ class ResultsWriter {
   ~ResultsWriter();
   // records[router][layer] (identical on every process); matrices[router][layer] the group's
   // dispatch matrices, of which each process writes its own rows (ignored when not saved).
+  // `state`: this process's checkpoint blob after the step (harness/report/checkpoint.hpp).
   void write_step(int32_t step, const std::vector<std::vector<StepLayerMetrics>>& records,
-                  const std::vector<std::vector<TrafficMatrix>>& matrices);
-  void finish();
+                  const std::vector<std::vector<TrafficMatrix>>& matrices, const std::vector<char>* state = nullptr);
+  // status: complete when every planned step is in, else partial; "interrupted" (a signal) wins.
+  void finish(const std::string& status = "");
 
  private:
   void create_datasets();
+  void open_for_resume();
   ResultsFileInfo info_;
   Comm world_;  // by value: a Comm is a handle, and callers pass temporaries
   h5::Handle file_;

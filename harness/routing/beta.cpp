@@ -135,6 +135,31 @@ class Beta final : public Router {
     }
   }
 
+  void save_state(StateWriter& out) const override {
+    out.put(static_cast<uint64_t>(layers_.size()));
+    for (const auto& st : layers_) {
+      out.put_vec(st.carry_u);
+      out.put(st.carry_seq);
+      out.put(st.carry_step);
+      out.put_vec(st.v);
+      out.put_vec(st.n);
+      out.put_vec(st.m);
+    }
+  }
+  void load_state(StateReader& in) override {
+    const uint64_t n = in.get<uint64_t>();
+    if (n > (uint64_t{1} << 20)) in.bad("layer count");
+    layers_.resize(static_cast<size_t>(n));
+    for (auto& st : layers_) {
+      in.get_vec(st.carry_u);
+      st.carry_seq = in.get<int64_t>();
+      st.carry_step = in.get<int32_t>();
+      in.get_vec(st.v);
+      in.get_vec(st.n);
+      in.get_vec(st.m);
+    }
+  }
+
  private:
   struct LayerState {
     std::vector<float> carry_u;  // [E] state after the last token of the group at step carry_step

@@ -380,6 +380,23 @@ class DeepSeekV3 final : public Router {
     }
   }
 
+  void save_state(StateWriter& out) const override {
+    out.put(static_cast<uint64_t>(bias_.size()));
+    for (size_t l = 0; l < bias_.size(); ++l) {
+      out.put_vec(bias_[l]);
+      out.put_vec(counts_[l]);
+    }
+    out.put_vec(routed_);
+  }
+  void load_state(StateReader& in) override {
+    if (in.get<uint64_t>() != bias_.size()) in.bad("layer count");
+    for (size_t l = 0; l < bias_.size(); ++l) {
+      in.get_vec(bias_[l], bias_[l].size());
+      in.get_vec(counts_[l], counts_[l].size());
+    }
+    in.get_vec(routed_, routed_.size());
+  }
+
  private:
   int32_t E_, k_;
   int32_t G_ = 1, gs_ = 1, M_ = 1;

@@ -222,6 +222,22 @@ class ReMoE final : public Router {
     }
   }
 
+  void save_state(StateWriter& out) const override {
+    out.put_vec(theta_);
+    out.put_vec(eta_);
+    out.put_bools(eta_known_);
+    out.put_bools(pending_);
+    out.put_vec(last_sign_);
+  }
+  void load_state(StateReader& in) override {
+    in.get_vec(theta_);
+    in.get_vec(eta_, theta_.size());
+    in.get_bools(eta_known_);
+    in.get_bools(pending_);
+    in.get_vec(last_sign_, theta_.size());
+    if (eta_known_.size() != theta_.size() || pending_.size() != theta_.size()) in.bad("layer count");
+  }
+
   std::vector<std::string> figure_names() const override {
     return {"sparsity", "theta", "mean_active_experts", "zero_expert_tokens"};
   }

@@ -6,6 +6,7 @@
 #include "harness/core/args.hpp"
 #include "harness/core/comm.hpp"
 #include "harness/core/registry.hpp"
+#include "harness/core/state_io.hpp"
 #include "harness/core/types.hpp"
 
 namespace moe {
@@ -55,6 +56,13 @@ class Router {
   virtual void begin_chunks(int32_t /*layer*/, int32_t /*first_rank*/, int32_t /*ranks*/) {}
   virtual void route_chunk(const TokenBatch& chunk, RoutingPlan& plan) { route(chunk, Comm::self(), plan); }
   virtual void finish_chunks(const Comm& /*group*/) {}
+
+  // --resume: the state carried from step to step (what end_step() updates), appended to `out`
+  // after every step's end_step() and read back, in the same order, by a freshly built router
+  // before the first resumed step. Per process (a router may keep process-local state). Routers
+  // that keep nothing across steps leave both empty.
+  virtual void save_state(StateWriter& /*out*/) const {}
+  virtual void load_state(StateReader& /*in*/) {}
 };
 
 // For routers that pick the top k by a score monotone in the logit (softmax_topk, sigmoid_topk): on
