@@ -156,14 +156,18 @@ slurm_requeue)
   env_line=$("$src/cluster/local/slurm-up" --dir "$sdir") || fail "slurm-up failed"
   eval "$env_line"
   export MOEBENCH_ROOT=$src OUTROOT=$work/out OMPI_MCA_mpi_yield_when_idle=1
-  args=(--workload zipf --experts 16 --top-k 2 --layers 2 --steps 300 --tokens-per-rank 2000 --hidden 64 --routers deepseek_v3,remoe --backend sim)
+  args=(--workload zipf --experts 16 --top-k 2 --layers 2 --steps 1500 --tokens-per-rank 2000 --hidden 64 --backend sim)
   id=$(sbatch --parsable --nodes=1 --ntasks-per-node=2 --gpus-per-node=0 --cpus-per-task=1 -o "$work/rq-%j.out" \
-      --export=ALL,EP=2,RANKS_PER_NODE=2 "$src/cluster/slurm/moebench.sbatch" "${args[@]}") || fail "sbatch failed"
+      --export=ALL,ROUTERS=deepseek_v3:remoe,EP=2,RANKS_PER_NODE=2 "$src/cluster/slurm/moebench.sbatch" "${args[@]}") || fail "sbatch failed"
   res=out/$id/results.h5
   steps_done() { h5dump -a /steps_done "$res" 2> /dev/null | sed -n 's/^ *(0): \([0-9]*\)$/\1/p'; }
   for _ in $(seq 240); do [ "$(steps_done)" -gt 3 ] 2> /dev/null && break; sleep 0.5; done
   [ "$(steps_done)" -gt 3 ] 2> /dev/null || { cat rq-*.out; fail "the job wrote no step within 120 s"; }
-  scancel --batch --signal=TERM "$id" || fail "scancel --batch --signal=TERM"
+  # SIGTERM to the batch shell, as --signal=B:TERM@120 delivers it (scancel --batch would also
+  # cancel the job on this Slurm version)
+  bpid=$(pgrep -f slurm_script | head -1)
+  [ -n "$bpid" ] || fail "no batch script process"
+  kill -TERM "$bpid"
   # interrupted -> requeued -> pending -> running -> completed (at most 300 s)
   st=""
   for _ in $(seq 600); do
@@ -176,7 +180,7 @@ slurm_requeue)
   grep -q "SIGTERM (time limit?)" "rq-$id.out" || fail "the batch script did not see the SIGTERM"
   grep -q "interrupted; requeueing $id" "rq-$id.out" || fail "the job did not requeue itself"
   grep -q "resumed after step" "rq-$id.out" || fail "the requeued run did not resume"
-  "$mb" report "$res" | grep -q "status: complete, 300 steps" || fail "the results are not complete"
+  "$mb" report "$res" | grep -q "status: complete, 1500 steps" || fail "the results are not complete"
   h5dump -a /resumed "$res" | grep -q "resumed after step" || fail "the file does not record the resume"
   ;;
 netns)
