@@ -33,7 +33,7 @@ kill_run() {
   sleep "$(awk -v m="$ms" 'BEGIN { printf "%.3f", m / 1000 }')"
   local pids victim
   pids=($(pgrep -P "$mpid"))
-  [ ${#pids[@]} -gt 0 ] || { wait "$mpid"; fail "no process to kill (the run ended after ${ms} ms?)"; }
+  if [ ${#pids[@]} -eq 0 ]; then wait "$mpid"; echo "seed $seed: the run ended within ${ms} ms, before the kill"; return 1; fi
   victim=${pids[$(( seed % ${#pids[@]} ))]}
   kill -9 "$victim" 2>/dev/null
   timeout 60 tail --pid="$mpid" -f /dev/null || fail "mpiexec did not end after kill -9"
@@ -55,13 +55,13 @@ kill9_np*)
   resumed=0
   for seed in 1 2 3; do
     rm -f part.h5
-    kill_run "$seed" "$np" "${args[@]}" --out part.h5
+    kill_run "$seed" "$np" "${args[@]}" --out part.h5 || continue
     if [ ! -e part.h5 ]; then echo "seed $seed: killed before the file was created"; continue; fi
     done_steps=$(attr_int part.h5 steps_done)
     echo "seed $seed: killed with steps_done = $done_steps, status $(attr part.h5 status)"
     "$mb" report part.h5 > /dev/null; rc=$?
     [ "$rc" -eq 3 ] || fail "seed $seed: report of the partial file exited $rc (3: readable, partial)"
-    [ "$done_steps" -lt "$steps" ] || fail "seed $seed: the run ended before the kill"
+    [ "$done_steps" -lt "$steps" ] || { echo "seed $seed: the run ended before the kill"; continue; }
     [ "$done_steps" -gt 0 ] && resumed=$((resumed + 1))
     timeout 120 $mpiexec -n "$np" "$mb" "${args[@]}" --out part.h5 --resume > resume.out 2>&1 || { cat resume.out; fail "seed $seed: --resume"; }
     grep -q "resumed after step $done_steps of $steps" resume.out || [ "$done_steps" -eq 0 ] || { cat resume.out; fail "seed $seed: no resume note"; }
@@ -158,7 +158,7 @@ trace_np2)
   t0=$(date +%s%N)
   $mpiexec -n 2 "$mb" "${args[@]}" --out ref.h5 > ref.out 2>&1 || { cat ref.out; fail "reference"; }
   ref_ms=$(( ($(date +%s%N) - t0) / 1000000 ))
-  kill_run 2 2 "${args[@]}" --out part.h5
+  kill_run 2 2 "${args[@]}" --out part.h5 || fail "the run ended before the kill"
   echo "killed with steps_done = $(attr_int part.h5 steps_done)"
   timeout 120 $mpiexec -n 2 "$mb" "${args[@]}" --out part.h5 --resume > r.out 2>&1 || { cat r.out; fail "resume"; }
   same ref.h5 part.h5
