@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs what moebench needs on Debian 12 (bookworm) or newer, then configures and builds it.
-#   cluster/local/setup-debian.sh [PRESET]                   (PRESET: release (default), dev, asan)
+#   cluster/local/setup-debian.sh [PRESET]                   (PRESET: release (default), dev, asan, fuzz)
 #   cluster/local/setup-debian.sh [PRESET] --test-packages   also what the tests use (.ci/run)
 # Runs apt-get only for packages that are missing; needs root (or sudo) for that.
 set -euo pipefail
@@ -21,7 +21,10 @@ pkgs=(build-essential cmake ninja-build git libopenmpi-dev openmpi-bin libhdf5-o
 trace_test_pkgs=(python3-torch python3-h5py python3-numpy)
 analysis_test_pkgs=(python3 python3-h5py python3-numpy python3-matplotlib chromium fonts-dejavu-core)
 cluster_test_pkgs=(slurm-wlm munge iproute2 iputils-ping)
-[ "$test_packages" -eq 1 ] && pkgs+=("${trace_test_pkgs[@]}" "${analysis_test_pkgs[@]}" "${cluster_test_pkgs[@]}")
+# The libFuzzer targets (tests/fuzz, the fuzz preset): clang 16 (14 lacks std::source_location with
+# GCC 12's library) and its runtime with -fsanitize=fuzzer.
+fuzz_test_pkgs=(clang-16 libclang-rt-16-dev)
+[ "$test_packages" -eq 1 ] && pkgs+=("${trace_test_pkgs[@]}" "${analysis_test_pkgs[@]}" "${cluster_test_pkgs[@]}" "${fuzz_test_pkgs[@]}")
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

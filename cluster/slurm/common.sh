@@ -66,6 +66,9 @@ moebench_job_run() {
       add+=(--topology "$TOPOLOGY")
     fi
   fi
+  # --resume: a requeued job (same job id, same OUTROOT/JOBID) continues its partial file; a new one
+  # starts it (--resume of a missing file is a new run).
+  has_opt force "$@" || has_opt resume "$@" || add+=(--resume)
   moebench_launch run "${add[@]}" --out "$out" "$@"
 }
 

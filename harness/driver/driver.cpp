@@ -354,7 +354,12 @@ RunOutput run_pipeline(const RunConfig& cfg, const Comm& world, const RunOptions
       }
       if (writer) {
         state = pack_state(routers, cfg.routers, planners);
-        writer->write_step(step, step_records, step_matrices, &state);
+        try {
+          writer->write_step(step, step_records, step_matrices, &state);
+        } catch (const std::exception& e) {
+          throw_write_failure(cfg.out, step, e);
+        }
+        if (world.root()) check_out_exists(cfg.out, step + 1);
       }
       // Integrity: the only acceptable figure for lost and corrupted copies is 0. The step is in the
       // file (status partial) before the run stops.

@@ -209,6 +209,24 @@ ResumePoint prepare_resume(const RunConfig& cfg, const Comm& world) {
   return rp;
 }
 
+void throw_write_failure(const std::string& path, int32_t steps_done, const std::exception& e) {
+  std::error_code ec;
+  const auto dir = std::filesystem::path(path).parent_path().empty() ? std::filesystem::path(".") : std::filesystem::path(path).parent_path();
+  std::string cause;
+  if (!std::filesystem::exists(path, ec)) cause = "the file or its folder was removed";
+  else if (const auto sp = std::filesystem::space(dir, ec); !ec && sp.available < (uint64_t{1} << 20)) cause = "no space left on its file system";
+  else cause = std::string("the write failed: ") + e.what();
+  throw Error("--out " + path + ": cannot write step " + std::to_string(steps_done + 1) + " (" + cause + "); the file keeps " +
+              std::to_string(steps_done) + " complete steps: free space, then run the same command with --resume");
+}
+
+void check_out_exists(const std::string& path, int32_t steps_done) {
+  std::error_code ec;
+  if (!std::filesystem::exists(path, ec))
+    throw Error("--out " + path + ": the file was removed during the run (after step " + std::to_string(steps_done) +
+                "); its results are lost");
+}
+
 void install_stop_handlers() {
   struct sigaction sa {};
   sa.sa_handler = on_stop_signal;

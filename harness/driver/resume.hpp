@@ -36,6 +36,12 @@ std::vector<char> pack_state(const std::vector<std::unique_ptr<Router>>& routers
 void unpack_state(const std::vector<char>& blob, const std::string& path, const std::vector<std::unique_ptr<Router>>& routers,
                   const std::vector<std::string>& names, std::vector<PlacementPlanner>& planners);
 
+// A results-file write that failed (disk full, file or folder removed): one clean line naming the
+// file, the step and the likely cause; the file keeps `steps_done` complete steps for --resume.
+[[noreturn]] void throw_write_failure(const std::string& path, int32_t steps_done, const std::exception& e);
+// The file --out was removed while the run wrote it (the writes would go on into a deleted file).
+void check_out_exists(const std::string& path, int32_t steps_done);
+
 // SIGTERM and SIGINT set a flag instead of killing the process; the driver checks it (all ranks
 // agree, collectively) after every step. Installed by `moebench run`.
 void install_stop_handlers();

@@ -67,6 +67,7 @@ PY
            $h .= " " x (128 - 10 - length($h) - 1) . "\n"; print "\x93NUMPY\x01\x00", pack("v", length($h)), $h, pack("f<*", 1, 2, 3, 4);' > huge.npy
   perl -e 'my $h = "{\x27descr\x27: \x27<f4\x27, \x27fortran_order\x27: False, \x27shape\x27: (8, 4), }";
            $h .= " " x (128 - 10 - length($h) - 1) . "\n"; print "\x93NUMPY\x01\x00", pack("v", length($h)), $h, pack("f<*", 1, 2, 3, 4);' > short.npy
+  cp "$here"/fuzz_*.* .  # inputs the fuzzers found (tests/fuzz), kept as regression cases
   printf '{"step": 0, "layer": 0, "rank": 0, "top_indices": [[1, 2], [3, 4]\n' > mega_bad.jsonl
   printf '{"step": 0, "layer": 0, "rank": 0, "top_indices": [[1, 12], [3, 4]]}\n' > mega.jsonl
 }

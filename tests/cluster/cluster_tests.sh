@@ -3,6 +3,9 @@
 #   scripts  launcher and merge input handling, Open MPI and MPICH command lines (no root needed)
 #   slurm    a throw-away local Slurm (cluster/local/slurm-up) runs moebench.sbatch and a router
 #            sweep (array + merge job); needs root, slurm-wlm and munge, else skipped (77)
+#   slurm_requeue  moebench.sbatch stopped by SIGTERM to its batch shell (what --signal=B:TERM@120
+#            sends before the time limit): moebench marks the file interrupted, the job requeues
+#            itself, and the requeued run continues with --resume to a complete file
 #   netns    2 namespace hosts x 2 ranks with shaped links (cluster/local/netns-up): calibration
 #            finds two link classes as the shaping says, a verified mpi-backend run across them
 #            with the model's error; needs root and ip netns, else skipped (77)
@@ -144,6 +147,42 @@ slurm)
   grep -q "array task 1 but LIST has 1 items" "bad-${id}_1.out" || fail "no reason in the failed task's output"
   ;;
 
+slurm_requeue)
+  [ "$(id -u)" -eq 0 ] || skip "needs root (the local Slurm runs as SlurmUser=root)"
+  for b in slurmctld slurmd munged sbatch scontrol h5dump; do command -v $b > /dev/null || skip "no $b: apt-get install slurm-wlm munge hdf5-tools"; done
+  sdir=$(mktemp -d /tmp/moebench-slurm-test.XXXXXX)
+  rmdir "$sdir"
+  trap '"$src/cluster/local/slurm-down" "$sdir"' EXIT
+  env_line=$("$src/cluster/local/slurm-up" --dir "$sdir") || fail "slurm-up failed"
+  eval "$env_line"
+  export MOEBENCH_ROOT=$src OUTROOT=$work/out OMPI_MCA_mpi_yield_when_idle=1
+  args=(--workload zipf --experts 16 --top-k 2 --layers 2 --steps 1500 --tokens-per-rank 2000 --hidden 64 --backend sim)
+  id=$(sbatch --parsable --nodes=1 --ntasks-per-node=2 --gpus-per-node=0 --cpus-per-task=1 -o "$work/rq-%j.out" \
+      --export=ALL,ROUTERS=deepseek_v3:remoe,EP=2,RANKS_PER_NODE=2 "$src/cluster/slurm/moebench.sbatch" "${args[@]}") || fail "sbatch failed"
+  res=out/$id/results.h5
+  steps_done() { h5dump -a /steps_done "$res" 2> /dev/null | sed -n 's/^ *(0): \([0-9]*\)$/\1/p'; }
+  for _ in $(seq 240); do [ "$(steps_done)" -gt 3 ] 2> /dev/null && break; sleep 0.5; done
+  [ "$(steps_done)" -gt 3 ] 2> /dev/null || { cat rq-*.out; fail "the job wrote no step within 120 s"; }
+  # SIGTERM to the batch shell, as --signal=B:TERM@120 delivers it (scancel --batch would also
+  # cancel the job on this Slurm version)
+  bpid=$(pgrep -f slurm_script | head -1)
+  [ -n "$bpid" ] || fail "no batch script process"
+  kill -TERM "$bpid"
+  # interrupted -> requeued -> pending -> running -> completed (at most 300 s)
+  st=""
+  for _ in $(seq 600); do
+    st=$(scontrol -o show job "$id" 2>/dev/null | grep -oE 'JobState=[A-Z_]+' | head -1)
+    [ "$st" = JobState=COMPLETED ] || [ "$st" = JobState=FAILED ] || [ "$st" = JobState=CANCELLED ] && break
+    sleep 0.5
+  done
+  cat "rq-$id.out"
+  [ "$st" = JobState=COMPLETED ] || fail "the job ended ${st:-nowhere} (expected COMPLETED after a requeue)"
+  grep -q "SIGTERM (time limit?)" "rq-$id.out" || fail "the batch script did not see the SIGTERM"
+  grep -q "interrupted; requeueing $id" "rq-$id.out" || fail "the job did not requeue itself"
+  grep -q "resumed after step" "rq-$id.out" || fail "the requeued run did not resume"
+  "$mb" report "$res" | grep -q "status: complete, 1500 steps" || fail "the results are not complete"
+  h5dump -a /resumed "$res" | grep -q "resumed after step" || fail "the file does not record the resume"
+  ;;
 netns)
   [ "$(id -u)" -eq 0 ] || skip "needs root (ip netns)"
   command -v ip > /dev/null && command -v tc > /dev/null || skip "no ip/tc: apt-get install iproute2"

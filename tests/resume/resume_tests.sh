@@ -7,6 +7,8 @@
 #   refuse_np2   --resume with other options, other process counts, fewer steps, a foreign file: one
 #                line, exit 2, the file untouched; --steps raised extends a complete run
 #   trace_np2    the recorded router on a trace, killed and resumed
+#   write_failures_np2  the disk fills up mid-run (a small tmpfs; root) and the folder is removed
+#                mid-run: one clean error, a readable partial file, --resume finishes it
 set -u
 case_name=$1
 mb=$2
@@ -31,7 +33,7 @@ kill_run() {
   sleep "$(awk -v m="$ms" 'BEGIN { printf "%.3f", m / 1000 }')"
   local pids victim
   pids=($(pgrep -P "$mpid"))
-  [ ${#pids[@]} -gt 0 ] || { wait "$mpid"; fail "no process to kill (the run ended after ${ms} ms?)"; }
+  if [ ${#pids[@]} -eq 0 ]; then wait "$mpid"; echo "seed $seed: the run ended within ${ms} ms, before the kill"; return 1; fi
   victim=${pids[$(( seed % ${#pids[@]} ))]}
   kill -9 "$victim" 2>/dev/null
   timeout 60 tail --pid="$mpid" -f /dev/null || fail "mpiexec did not end after kill -9"
@@ -53,13 +55,13 @@ kill9_np*)
   resumed=0
   for seed in 1 2 3; do
     rm -f part.h5
-    kill_run "$seed" "$np" "${args[@]}" --out part.h5
+    kill_run "$seed" "$np" "${args[@]}" --out part.h5 || continue
     if [ ! -e part.h5 ]; then echo "seed $seed: killed before the file was created"; continue; fi
     done_steps=$(attr_int part.h5 steps_done)
     echo "seed $seed: killed with steps_done = $done_steps, status $(attr part.h5 status)"
     "$mb" report part.h5 > /dev/null; rc=$?
     [ "$rc" -eq 3 ] || fail "seed $seed: report of the partial file exited $rc (3: readable, partial)"
-    [ "$done_steps" -lt "$steps" ] || fail "seed $seed: the run ended before the kill"
+    [ "$done_steps" -lt "$steps" ] || { echo "seed $seed: the run ended before the kill"; continue; }
     [ "$done_steps" -gt 0 ] && resumed=$((resumed + 1))
     timeout 120 $mpiexec -n "$np" "$mb" "${args[@]}" --out part.h5 --resume > resume.out 2>&1 || { cat resume.out; fail "seed $seed: --resume"; }
     grep -q "resumed after step $done_steps of $steps" resume.out || [ "$done_steps" -eq 0 ] || { cat resume.out; fail "seed $seed: no resume note"; }
@@ -156,10 +158,45 @@ trace_np2)
   t0=$(date +%s%N)
   $mpiexec -n 2 "$mb" "${args[@]}" --out ref.h5 > ref.out 2>&1 || { cat ref.out; fail "reference"; }
   ref_ms=$(( ($(date +%s%N) - t0) / 1000000 ))
-  kill_run 2 2 "${args[@]}" --out part.h5
+  kill_run 2 2 "${args[@]}" --out part.h5 || fail "the run ended before the kill"
   echo "killed with steps_done = $(attr_int part.h5 steps_done)"
   timeout 120 $mpiexec -n 2 "$mb" "${args[@]}" --out part.h5 --resume > r.out 2>&1 || { cat r.out; fail "resume"; }
   same ref.h5 part.h5
+  ;;
+write_failures_np2)
+  mnt=$work/small
+  mkdir -p "$mnt"
+  mount -t tmpfs -o size=8m tmpfs "$mnt" 2> /dev/null || { echo "SKIP: cannot mount a tmpfs (needs root)"; exit 77; }
+  trap 'umount "$mnt" 2> /dev/null' EXIT
+  args=(run --experts 64 --layers 4 --steps 150 --tokens-per-rank 2000 --progress off --routers softmax_topk,deepseek_v3)
+  $mpiexec -n 2 "$mb" "${args[@]}" --out ref.h5 > ref.out 2>&1 || fail "reference run"
+  $mpiexec -n 2 "$mb" "${args[@]}" --out "$mnt/r.h5" > full.out 2>&1 &
+  mpid=$!
+  for _ in $(seq 100); do [ "$(attr_int "$mnt/r.h5" steps_done 2> /dev/null)" -gt 2 ] 2> /dev/null && break; sleep 0.1; done
+  dd if=/dev/zero of="$mnt/fill" bs=64k 2> /dev/null
+  timeout 60 tail --pid="$mpid" -f /dev/null || fail "disk full: the run did not end"
+  wait "$mpid"; rc=$?
+  grep '^moebench: error' full.out
+  [ "$rc" -ne 0 ] || fail "disk full: exit status 0"
+  [ "$(grep -c '^moebench: error' full.out)" -eq 1 ] || fail "disk full: expected one error line"
+  grep -qE "^moebench: error: --out $mnt/r.h5: cannot write step [0-9]+ \(no space left on its file system\); the file keeps [0-9]+ complete steps" full.out ||
+    fail "disk full: not the expected error"
+  rm -f "$mnt/fill"
+  "$mb" report "$mnt/r.h5" > /dev/null; rc=$?
+  [ "$rc" -eq 3 ] || fail "disk full: report of the partial file exited $rc (3: readable, partial)"
+  timeout 120 $mpiexec -n 2 "$mb" "${args[@]}" --out "$mnt/r.h5" --resume > r.out 2>&1 || { cat r.out; fail "disk full: --resume"; }
+  same ref.h5 "$mnt/r.h5"
+  # The folder removed mid-run.
+  mkdir -p gone
+  $mpiexec -n 2 "$mb" "${args[@]}" --out gone/r.h5 > gone.out 2>&1 &
+  mpid=$!
+  for _ in $(seq 100); do [ "$(attr_int gone/r.h5 steps_done 2> /dev/null)" -gt 2 ] 2> /dev/null && break; sleep 0.1; done
+  rm -rf gone
+  timeout 60 tail --pid="$mpid" -f /dev/null || fail "folder removed: the run did not end"
+  wait "$mpid"; rc=$?
+  grep '^moebench: error' gone.out
+  [ "$rc" -ne 0 ] || fail "folder removed: exit status 0"
+  grep -qE "^moebench: error: --out gone/r.h5: (the file was removed during the run|cannot write step)" gone.out || fail "folder removed: not the expected error"
   ;;
 *) echo "unknown case $case_name"; exit 2 ;;
 esac

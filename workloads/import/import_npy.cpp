@@ -42,6 +42,15 @@ struct Npy {
     } else {
       throw InputError(path + ": .npy format version " + std::to_string(major) + " is not supported");
     }
+    {  // the header length comes from the file: no allocation beyond what the file holds
+      const std::streamoff here = in.tellg();
+      in.seekg(0, std::ios::end);
+      const std::streamoff end = in.tellg();
+      in.seekg(here);
+      if (!in || here < 0 || static_cast<std::streamoff>(hlen) > end - here)
+        throw InputError(path + ": truncated .npy header (" + std::to_string(hlen) + " bytes announced, " +
+                         std::to_string(std::max<std::streamoff>(0, end - here)) + " in the file)");
+    }
     std::string header(hlen, '\0');
     in.read(header.data(), hlen);
     if (!in) throw InputError(path + ": truncated .npy header");

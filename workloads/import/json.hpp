@@ -14,7 +14,8 @@ struct Value {
   double number = 0;
   std::string text;                                    // string, or a number's spelling
   std::vector<Value> items;                            // array
-  std::vector<std::pair<std::string, Value>> members;  // object, in order
+  struct Member;
+  std::vector<Member> members;  // object, in order (a vector of an incomplete type: C++17)
 
   // Member by dotted path ("meta.layer"); nullptr when absent.
   const Value* find(std::string_view path) const;
@@ -22,6 +23,11 @@ struct Value {
   bool is_array() const { return type == Type::array; }
   // The value as text for filters: strings as is, numbers as spelled, true/false/null.
   std::string as_text() const;
+};
+struct Value::Member {  // not std::pair: a pair of an incomplete Value does not compile with clang + libstdc++
+  std::string first;
+  Value second;
+  Member(std::string k, Value v) : first(std::move(k)), second(std::move(v)) {}
 };
 
 // Parses one JSON document; throws std::runtime_error("column N: ...") on malformed input.
