@@ -156,6 +156,10 @@ RunOutput run_pipeline(const RunConfig& cfg, const Comm& world, const RunOptions
     info.measured = measured_backend;
     info.first_rank = first_rank;
     info.num_ranks = ranks_here;
+    if (resume.resume)  // keep only the rows steps_done vouches for (a kill mid-flush may leave more)
+      agree(world, [&] {
+        if (world.root()) rebuild_for_resume(info, resume.steps_done);
+      });
     writer = std::make_unique<ResultsWriter>(info, world);
   }
   if (options.console && world.root()) {
