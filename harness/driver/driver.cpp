@@ -157,6 +157,10 @@ RunOutput run_pipeline(const RunConfig& cfg, const Comm& world, const RunOptions
     for (const auto& p : planners) info.train_balancedness.push_back(p.train_balancedness());
     info.first_rank = first_rank;
     info.num_ranks = ranks_here;
+    if (resume.resume)  // keep only the rows steps_done vouches for (a kill mid-flush may leave more)
+      agree(world, [&] {
+        if (world.root()) rebuild_for_resume(info, resume.steps_done);
+      });
     writer = std::make_unique<ResultsWriter>(info, world);
   }
   if (options.console && world.root()) {

@@ -86,6 +86,118 @@ std::vector<std::string> config_differences(const std::string& file_json, const 
   return out;
 }
 
+namespace {
+
+struct CopyVisit {
+  std::vector<std::string> datasets;
+};
+
+herr_t collect_dataset(hid_t, const char* name, const H5O_info_t* info, void* data) {
+  if (info->type == H5O_TYPE_DATASET) static_cast<CopyVisit*>(data)->datasets.push_back(std::string("/") + name);
+  return 0;
+}
+
+// Copies the first `rows` rows of dataset `path` (all rows when rows < 0) from `from` into `to`,
+// creating it there like the original when missing.
+void copy_rows(hid_t from, hid_t to, const std::string& path, int64_t rows, const std::string& where) {
+  using h5::check;
+  using h5::check_status;
+  using h5::Handle;
+  Handle src(check(H5Dopen2(from, path.c_str(), H5P_DEFAULT), "H5Dopen"), H5Dclose);
+  Handle type(check(H5Dget_type(src), "H5Dget_type"), H5Tclose);
+  Handle sspace(check(H5Dget_space(src), "H5Dget_space"), H5Sclose);
+  const int nd = H5Sget_simple_extent_ndims(sspace);
+  if (nd < 0) throw InputError(where + path + ": unreadable dataspace");
+  std::vector<hsize_t> dims(static_cast<size_t>(std::max(nd, 1)), 1);
+  if (nd > 0) H5Sget_simple_extent_dims(sspace, dims.data(), nullptr);
+  if (nd > 0 && rows >= 0) {
+    if (static_cast<hsize_t>(rows) > dims[0]) throw InputError(where + path + " has " + std::to_string(dims[0]) + " rows, fewer than steps_done");
+    dims[0] = static_cast<hsize_t>(rows);
+  }
+  Handle dst;
+  if (h5::has_link(to, path)) {
+    dst = Handle(check(H5Dopen2(to, path.c_str(), H5P_DEFAULT), "H5Dopen"), H5Dclose);
+    Handle dspace(check(H5Dget_space(dst), "H5Dget_space"), H5Sclose);
+    std::vector<hsize_t> have(dims.size(), 0);
+    if (nd > 0 && H5Sget_simple_extent_ndims(dspace) == nd) H5Sget_simple_extent_dims(dspace, have.data(), nullptr);
+    if (nd > 0 && have != dims) check_status(H5Dset_extent(dst, dims.data()), ("H5Dset_extent " + path).c_str());
+  } else {
+    Handle dcpl(check(H5Dget_create_plist(src), "H5Dget_create_plist"), H5Pclose);
+    Handle lcpl(check(H5Pcreate(H5P_LINK_CREATE), "H5Pcreate"), H5Pclose);
+    check_status(H5Pset_create_intermediate_group(lcpl, 1), "H5Pset_create_intermediate_group");
+    Handle maxspace(check(H5Dget_space(src), "H5Dget_space"), H5Sclose);
+    std::vector<hsize_t> maxdims(dims.size(), 0);
+    if (nd > 0) H5Sget_simple_extent_dims(maxspace, nullptr, maxdims.data());
+    Handle space(nd > 0 ? check(H5Screate_simple(nd, dims.data(), maxdims.data()), "H5Screate_simple")
+                        : check(H5Screate(H5S_SCALAR), "H5Screate"), H5Sclose);
+    dst = Handle(check(H5Dcreate2(to, path.c_str(), type, space, lcpl, dcpl, H5P_DEFAULT), ("H5Dcreate " + path).c_str()), H5Dclose);
+  }
+  hsize_t n = H5Tget_size(type);
+  for (int i = 0; i < nd; ++i) n *= dims[static_cast<size_t>(i)];
+  if (n == 0) return;
+  std::vector<char> buf(static_cast<size_t>(n));
+  Handle fsel(check(H5Dget_space(src), "H5Dget_space"), H5Sclose);
+  Handle msel(nd > 0 ? check(H5Screate_simple(nd, dims.data(), nullptr), "H5Screate_simple") : check(H5Screate(H5S_SCALAR), "H5Screate"), H5Sclose);
+  if (nd > 0) {
+    const std::vector<hsize_t> start(dims.size(), 0);
+    check_status(H5Sselect_hyperslab(fsel, H5S_SELECT_SET, start.data(), nullptr, dims.data(), nullptr), "H5Sselect_hyperslab");
+  }
+  if (H5Dread(src, type, msel, fsel, H5P_DEFAULT, buf.data()) < 0)
+    throw InputError(where + "cannot read " + path + " (damaged beyond its last complete step?)");
+  Handle dsel(check(H5Dget_space(dst), "H5Dget_space"), H5Sclose);
+  check_status(H5Dwrite(dst, type, msel, dsel, H5P_DEFAULT, buf.data()), ("H5Dwrite " + path).c_str());
+}
+
+}  // namespace
+
+void rebuild_for_resume(const ResultsFileInfo& info, int32_t steps_done) {
+  const std::string where = "--resume " + info.path + ": ";
+  const std::string tmp = info.path + ".resume.tmp";
+  h5::silence_error_stack();
+  const hid_t f = H5Fopen(info.path.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT);
+  if (f < 0) throw InputError(where + "cannot open the HDF5 file");
+  h5::Handle old(f, H5Fclose);
+  CopyVisit visit;
+  if (H5Ovisit(old, H5_INDEX_NAME, H5_ITER_NATIVE, collect_dataset, &visit) < 0)
+    throw InputError(where + "cannot list its datasets (damaged?)");
+  try {
+    ResultsFileInfo fresh = info;
+    fresh.path = tmp;
+    fresh.force = true;
+    fresh.resume_steps_done = -1;
+    fresh.first_rank = 0;
+    fresh.num_ranks = info.topology.ep_size();
+    ResultsWriter writer(fresh, Comm::self());
+    hid_t to = writer.file();
+    const std::string slot = "/checkpoint/slot" + std::to_string(steps_done % 2);
+    for (const auto& path : visit.datasets) {
+      if (path.rfind("/checkpoint/", 0) == 0) {
+        if (path.rfind(slot + "/", 0) == 0) copy_rows(old, to, path, -1, where);
+      } else {
+        copy_rows(old, to, path, path.rfind("/runs/", 0) == 0 ? steps_done : -1, where);
+      }
+    }
+    if (h5::has_link(old, slot)) {
+      h5::Handle g(h5::check(H5Gopen2(to, slot.c_str(), H5P_DEFAULT), "H5Gopen"), H5Gclose);
+      h5::write_attr(g, "steps_done", static_cast<int64_t>(steps_done));
+      h5::write_attr(g, "world_size", h5::read_attr_int(old, "world_size"));
+    }
+    for (const char* a : {"command_line", "resumed"})
+      if (h5::has_attr(old, a)) h5::write_attr(to, a, h5::read_attr_string(old, a));
+    h5::write_attr(to, "steps_done", static_cast<int64_t>(steps_done));
+    h5::write_attr(to, "world_size", h5::read_attr_int(old, "world_size"));  // the writer above ran on one process
+    writer.close();
+  } catch (...) {
+    std::error_code ec;
+    std::filesystem::remove(tmp, ec);
+    throw;
+  }
+  old.reset();
+  std::error_code ec;
+  std::filesystem::rename(tmp, info.path, ec);
+  if (ec) throw InputError(where + "cannot replace it with the rewritten " + tmp + ": " + ec.message());
+}
+
 std::vector<char> pack_state(const std::vector<std::unique_ptr<Router>>& routers, const std::vector<std::string>& names,
                              const std::vector<PlacementPlanner>& planners) {
   std::vector<char> blob;

@@ -9,6 +9,7 @@
 #include "harness/config/run_config.hpp"
 #include "harness/core/comm.hpp"
 #include "harness/placement/planner.hpp"
+#include "harness/report/results_writer.hpp"
 #include "harness/routing/router.hpp"
 
 namespace moe {
@@ -29,6 +30,13 @@ ResumePoint prepare_resume(const RunConfig& cfg, const Comm& world);
 // The options whose values differ between two configuration JSON objects (RunConfig::to_json),
 // each as "--name (file X, now Y)"; `steps` is left out. Empty: the same run.
 std::vector<std::string> config_differences(const std::string& file_json, const std::string& run_json);
+
+// Rank 0 only: rewrites the partial file `info.path` as a fresh file holding its first `steps_done`
+// rows, its checkpoint and its attributes, then renames it over the old one. A process killed in a
+// flush may leave metadata beyond steps_done that points past the end of the file (writes there
+// fail); the rewrite keeps only what steps_done vouches for. Throws InputError when those rows
+// cannot be read.
+void rebuild_for_resume(const ResultsFileInfo& info, int32_t steps_done);
 
 // One process's checkpoint: every router's state, then every planner's.
 std::vector<char> pack_state(const std::vector<std::unique_ptr<Router>>& routers, const std::vector<std::string>& names,

@@ -49,6 +49,8 @@ class ResultsWriter {
                   const std::vector<std::vector<TrafficMatrix>>& matrices, const std::vector<char>* state = nullptr);
   // status: complete when every planned step is in, else partial; "interrupted" (a signal) wins.
   void finish(const std::string& status = "");
+  hid_t file() const { return file_; }  // --resume: harness/driver/resume.cpp copies a partial file into a new one
+  void close() { file_.reset(); }
 
  private:
   void create_datasets();

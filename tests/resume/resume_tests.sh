@@ -23,22 +23,47 @@ attr_int() { h5dump -a "/$2" "$1" 2>/dev/null | sed -n 's/^ *(0): \([0-9-]*\)$/\
 routers=$("$mb" list routers | awk 'NR > 1 && $1 != "recorded" {print $1}' | paste -sd, -)
 shape="--experts 16 --top-k 2 --layers 2 --hidden 64 --progress off --workload domain_shift --placement load_balanced --redundant-experts 2"
 
-# kill_run SEED NP ARGS...: starts the run, kills one of its processes with SIGKILL after a
-# seed-dependent share of the reference run's time, waits for mpiexec.
+# kill_run SEED NP ARGS... (ending in --out FILE): starts the run, waits until FILE holds a
+# seed-dependent number of steps (1 .. 3/4 of $steps), kills one of its processes with SIGKILL,
+# waits for mpiexec. Returns 1 when the run ended first.
 kill_run() {
   local seed=$1 np=$2; shift 2
-  local ms=$(( ref_ms * (20 + (seed * 37) % 60) / 100 ))
+  local out=${!#}
+  local target=$(( 1 + (seed * 37 + 11) % (steps * 3 / 4) ))
   $mpiexec -n "$np" "$mb" "$@" > run.out 2>&1 &
   local mpid=$!
-  sleep "$(awk -v m="$ms" 'BEGIN { printf "%.3f", m / 1000 }')"
+  for _ in $(seq 1200); do
+    [ "$(attr_int "$out" steps_done 2> /dev/null)" -ge "$target" ] 2> /dev/null && break
+    kill -0 "$mpid" 2> /dev/null || break
+    sleep 0.05
+  done
   local pids victim
   pids=($(pgrep -P "$mpid"))
-  if [ ${#pids[@]} -eq 0 ]; then wait "$mpid"; echo "seed $seed: the run ended within ${ms} ms, before the kill"; return 1; fi
+  if [ ${#pids[@]} -eq 0 ]; then wait "$mpid"; echo "seed $seed: the run ended before step $target"; return 1; fi
   victim=${pids[$(( seed % ${#pids[@]} ))]}
   kill -9 "$victim" 2>/dev/null
   timeout 60 tail --pid="$mpid" -f /dev/null || fail "mpiexec did not end after kill -9"
-  wait "$mpid" && fail "the killed run exited 0"
+  wait "$mpid" && { echo "seed $seed: the run ended before the kill"; return 1; }
+  echo "seed $seed: killed process $victim at steps_done >= $target"
   return 0
+}
+
+# stop_run SIGNAL WHO ARGS...: starts the run, sends SIGNAL to mpiexec (WHO = mpiexec) or to its
+# first process (WHO = rank) once the file holds 3 steps; waits (60 s at most). Sets rc.
+stop_run() {
+  local sig=$1 who=$2; shift 2
+  local out=${!#}
+  $mpiexec -n 2 "$mb" "$@" > stop.out 2>&1 &
+  local mpid=$!
+  for _ in $(seq 1200); do
+    [ "$(attr_int "$out" steps_done 2> /dev/null)" -ge 3 ] 2> /dev/null && break
+    sleep 0.05
+  done
+  if [ "$who" = mpiexec ]; then kill -"$sig" "$mpid"; else kill -"$sig" "$(pgrep -P "$mpid" | head -1)"; fi
+  timeout 60 tail --pid="$mpid" -f /dev/null || fail "$sig: the run did not stop within 60 s"
+  rc=0
+  wait "$mpid" || rc=$?
+  grep -v '^ ' stop.out | grep -i "stopping" || true
 }
 
 case $case_name in
@@ -48,10 +73,7 @@ kill9_np*)
   steps=40
   if [ "$np" -le 2 ]; then args=(run $shape --routers "$routers" --steps $steps --tokens-per-rank 1000)
   else steps=20; args=(run $shape --routers deepseek_v3,remoe,beta,softmax_topk --steps $steps --tokens-per-rank 250); fi
-  t0=$(date +%s%N)
   $mpiexec -n "$np" "$mb" "${args[@]}" --out ref.h5 > ref.out 2>&1 || { cat ref.out; fail "reference run"; }
-  ref_ms=$(( ($(date +%s%N) - t0) / 1000000 ))
-  echo "reference run: ${ref_ms} ms"
   resumed=0
   for seed in 1 2 3; do
     rm -f part.h5
@@ -71,33 +93,24 @@ kill9_np*)
   [ "$resumed" -ge 1 ] || fail "no seed killed the run after a complete step"
   ;;
 signals_np2)
-  args=(run $shape --routers deepseek_v3,remoe,beta --steps 200 --tokens-per-rank 1000)
+  steps=300
+  args=(run $shape --routers deepseek_v3,remoe,beta --steps $steps --tokens-per-rank 500)
   $mpiexec -n 2 "$mb" "${args[@]}" --out ref.h5 > ref.out 2>&1 || fail "reference run"
   # SIGTERM to mpiexec (what Slurm and a shell's kill send): forwarded to every process.
-  $mpiexec -n 2 "$mb" "${args[@]}" --out term.h5 > term.out 2>&1 &
-  mpid=$!
-  sleep 2
-  kill -TERM "$mpid"
-  timeout 60 tail --pid="$mpid" -f /dev/null || fail "SIGTERM: the run did not stop within 60 s"
-  wait "$mpid"; echo "mpiexec exit status after SIGTERM: $?"
-  cat term.out | grep -v '^ ' | tail -3
-  grep -q "Terminated: stopping after step" term.out || fail "SIGTERM: no stop message"
+  stop_run TERM mpiexec "${args[@]}" --out term.h5
+  echo "mpiexec exit status after SIGTERM: $rc"
+  grep -q "Terminated: stopping after step" stop.out || { cat stop.out; fail "SIGTERM: no stop message"; }
   [ "$(attr term.h5 status)" = interrupted ] || fail "SIGTERM: status $(attr term.h5 status), expected interrupted"
   timeout 120 $mpiexec -n 2 "$mb" "${args[@]}" --out term.h5 --resume > r1.out 2>&1 || { cat r1.out; fail "resume after SIGTERM"; }
   same ref.h5 term.h5
   # SIGINT to one process: that process's exit status is 130 (128 + SIGINT), the others stop at the same step.
-  $mpiexec -n 2 "$mb" "${args[@]}" --out int.h5 > int.out 2>&1 &
-  mpid=$!
-  sleep 2
-  kill -INT "$(pgrep -P "$mpid" | head -1)"
-  timeout 60 tail --pid="$mpid" -f /dev/null || fail "SIGINT: the run did not stop within 60 s"
-  wait "$mpid"; rc=$?
-  [ "$rc" -eq 130 ] || { cat int.out; fail "SIGINT: exit status $rc, expected 130"; }
+  stop_run INT rank "${args[@]}" --out int.h5
+  [ "$rc" -eq 130 ] || { cat stop.out; fail "SIGINT: exit status $rc, expected 130"; }
   [ "$(attr int.h5 status)" = interrupted ] || fail "SIGINT: status $(attr int.h5 status)"
   # One process alone: SIGTERM -> 143.
   "$mb" "${args[@]}" --out one.h5 > one.out 2>&1 &
   pid=$!
-  sleep 2
+  for _ in $(seq 1200); do [ "$(attr_int one.h5 steps_done 2> /dev/null)" -ge 3 ] 2> /dev/null && break; sleep 0.05; done
   kill -TERM "$pid"
   wait "$pid"; rc=$?
   [ "$rc" -eq 143 ] || { cat one.out; fail "SIGTERM of a single process: exit status $rc, expected 143"; }
@@ -154,10 +167,9 @@ trace_np2)
                for (l = 0; l < 2; l++) for (t = 0; t < 4000; t++) { a = (t * 7 + l) % 16; b = (t * 3 + 5 * l + 1) % 16; if (b == a) b = (a + 1) % 16;
                  printf "%d,%d", l, t; for (e = 0; e < 16; e++) printf ",%s", e == a ? "0.6" : (e == b ? "0.4" : "0"); print "" } }' > cap.csv
   "$mb" trace convert --from csv --in cap.csv --out t.trace > /dev/null || fail "trace convert"
-  args=(run --workload trace --trace t.trace --routers recorded,softmax_topk --steps 60 --progress off --hidden 64 --placement load_balanced)
-  t0=$(date +%s%N)
+  steps=60
+  args=(run --workload trace --trace t.trace --routers recorded,softmax_topk --steps $steps --progress off --hidden 64 --placement load_balanced)
   $mpiexec -n 2 "$mb" "${args[@]}" --out ref.h5 > ref.out 2>&1 || { cat ref.out; fail "reference"; }
-  ref_ms=$(( ($(date +%s%N) - t0) / 1000000 ))
   kill_run 2 2 "${args[@]}" --out part.h5 || fail "the run ended before the kill"
   echo "killed with steps_done = $(attr_int part.h5 steps_done)"
   timeout 120 $mpiexec -n 2 "$mb" "${args[@]}" --out part.h5 --resume > r.out 2>&1 || { cat r.out; fail "resume"; }
