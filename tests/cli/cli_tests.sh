@@ -196,6 +196,14 @@ claims_all_routers_np2)
   grep -qE "expert_choice: expert max/mean load 1\.0000" claims.txt || fail "expert choice should be exactly balanced"
   expect_error "unknown option '--claim'" "$mb" report c.h5 --claim
   ;;
+long_run_np2)
+  # Many steps with several routers: parallel HDF5's metadata-cache sync point must not fall inside
+  # a collective write (it failed at step 65 with two routers before the results file's cache
+  # was sized for a step's dirty metadata).
+  $mpiexec -n 2 "$mb" run --workload zipf --experts 16 --top-k 2 --layers 2 --steps 150 --tokens-per-rank 64 --ep-size 4 \
+    --routers deepseek_v3,remoe,softmax_topk --progress off --out long.h5 > run.txt 2>&1 || { cat run.txt; fail "a 150-step run failed"; }
+  "$mb" report long.h5 | grep -q "status: complete, 150 steps" || fail "the file should hold 150 complete steps"
+  ;;
 convergence_warmup_np2)
   # Stateful routers' cold start: remoe from theta0 = 0 (warm_start=none) is dense for several steps;
   # the report says it converged later, --warmup-steps leaves those steps out, claims mark an
