@@ -132,20 +132,31 @@ void copy_rows(hid_t from, hid_t to, const std::string& path, int64_t rows, cons
                         : check(H5Screate(H5S_SCALAR), "H5Screate"), H5Sclose);
     dst = Handle(check(H5Dcreate2(to, path.c_str(), type, space, lcpl, dcpl, H5P_DEFAULT), ("H5Dcreate " + path).c_str()), H5Dclose);
   }
-  hsize_t n = H5Tget_size(type);
-  for (int i = 0; i < nd; ++i) n *= dims[static_cast<size_t>(i)];
-  if (n == 0) return;
-  std::vector<char> buf(static_cast<size_t>(n));
-  Handle fsel(check(H5Dget_space(src), "H5Dget_space"), H5Sclose);
-  Handle msel(nd > 0 ? check(H5Screate_simple(nd, dims.data(), nullptr), "H5Screate_simple") : check(H5Screate(H5S_SCALAR), "H5Screate"), H5Sclose);
-  if (nd > 0) {
-    const std::vector<hsize_t> start(dims.size(), 0);
-    check_status(H5Sselect_hyperslab(fsel, H5S_SELECT_SET, start.data(), nullptr, dims.data(), nullptr), "H5Sselect_hyperslab");
+  // Row blocks of at most 64 MiB: a results file may be far larger than memory.
+  hsize_t row_bytes = H5Tget_size(type);
+  for (int i = 1; i < nd; ++i) row_bytes *= dims[static_cast<size_t>(i)];
+  const hsize_t total_rows = nd > 0 ? dims[0] : 1;
+  if (row_bytes == 0 || total_rows == 0) return;
+  const hsize_t block = std::max<hsize_t>(1, (hsize_t{64} << 20) / row_bytes);
+  std::vector<char> buf;
+  for (hsize_t r0 = 0; r0 < total_rows; r0 += block) {
+    std::vector<hsize_t> start(dims.size(), 0), count = dims;
+    if (nd > 0) {
+      start[0] = r0;
+      count[0] = std::min(block, total_rows - r0);
+    }
+    buf.resize(static_cast<size_t>(row_bytes * (nd > 0 ? count[0] : 1)));
+    Handle fsel(check(H5Dget_space(src), "H5Dget_space"), H5Sclose);
+    Handle dsel(check(H5Dget_space(dst), "H5Dget_space"), H5Sclose);
+    Handle msel(nd > 0 ? check(H5Screate_simple(nd, count.data(), nullptr), "H5Screate_simple") : check(H5Screate(H5S_SCALAR), "H5Screate"), H5Sclose);
+    if (nd > 0) {
+      check_status(H5Sselect_hyperslab(fsel, H5S_SELECT_SET, start.data(), nullptr, count.data(), nullptr), "H5Sselect_hyperslab");
+      check_status(H5Sselect_hyperslab(dsel, H5S_SELECT_SET, start.data(), nullptr, count.data(), nullptr), "H5Sselect_hyperslab");
+    }
+    if (H5Dread(src, type, msel, fsel, H5P_DEFAULT, buf.data()) < 0)
+      throw InputError(where + "cannot read " + path + " (damaged before its last complete step?)");
+    check_status(H5Dwrite(dst, type, msel, dsel, H5P_DEFAULT, buf.data()), ("H5Dwrite " + path).c_str());
   }
-  if (H5Dread(src, type, msel, fsel, H5P_DEFAULT, buf.data()) < 0)
-    throw InputError(where + "cannot read " + path + " (damaged beyond its last complete step?)");
-  Handle dsel(check(H5Dget_space(dst), "H5Dget_space"), H5Sclose);
-  check_status(H5Dwrite(dst, type, msel, dsel, H5P_DEFAULT, buf.data()), ("H5Dwrite " + path).c_str());
 }
 
 }  // namespace
