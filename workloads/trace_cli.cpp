@@ -213,25 +213,9 @@ int info(int argc, char** argv) {
   if (k > E) throw InputError("--top-k " + std::to_string(k) + " exceeds the trace's " + std::to_string(E) + " experts");
   std::printf("  per-layer load (assignments per expert over all steps%s):\n", h.logits() ? (", top-" + std::to_string(k) + " of the logits").c_str() : "");
   std::printf("    %-6s %12s %10s %10s %8s %8s %8s\n", "layer", "assignments", "mean", "max", "max/mean", "cv", "unused");
-  std::vector<float> logits, weights, val;
-  std::vector<int32_t> ids;
+  const auto loads = trace_expert_loads(r, k);
   for (int32_t l = 0; l < h.num_layers; ++l) {
-    std::vector<int64_t> load(static_cast<size_t>(E), 0);
-    for (int64_t first = 0; first < h.num_tokens; first += kBlock) {
-      const int64_t n = std::min(kBlock, h.num_tokens - first);
-      ids.resize(static_cast<size_t>(n * k));
-      if (h.logits()) {
-        logits.resize(static_cast<size_t>(n * E));
-        val.resize(static_cast<size_t>(n * k));
-        r.read_logits(l, first, n, logits.data());
-        topk_rows(logits.data(), n, E, k, TopKWeights::logits, ids.data(), val.data());
-      } else {
-        weights.resize(static_cast<size_t>(n * k));
-        r.read_assignments(l, first, n, ids.data(), weights.data());
-      }
-      for (int32_t e : ids)
-        if (e >= 0) ++load[static_cast<size_t>(e)];
-    }
+    const std::vector<int64_t>& load = loads[static_cast<size_t>(l)];
     const int64_t total = std::accumulate(load.begin(), load.end(), int64_t{0});
     const double mean = static_cast<double>(total) / E;
     double var = 0;
@@ -248,6 +232,32 @@ int info(int argc, char** argv) {
 }
 
 }  // namespace
+
+std::vector<std::vector<int64_t>> trace_expert_loads(TraceReader& r, int32_t k) {
+  const TraceHeader& h = r.header();
+  const int32_t E = h.num_experts;
+  constexpr int64_t kBlock = 1 << 16;
+  std::vector<std::vector<int64_t>> loads(static_cast<size_t>(h.num_layers), std::vector<int64_t>(static_cast<size_t>(E), 0));
+  std::vector<float> logits, weights, val;
+  std::vector<int32_t> ids;
+  for (int32_t l = 0; l < h.num_layers; ++l)
+    for (int64_t first = 0; first < h.num_tokens; first += kBlock) {
+      const int64_t n = std::min(kBlock, h.num_tokens - first);
+      ids.resize(static_cast<size_t>(n * k));
+      if (h.logits()) {
+        logits.resize(static_cast<size_t>(n * E));
+        val.resize(static_cast<size_t>(n * k));
+        r.read_logits(l, first, n, logits.data());
+        topk_rows(logits.data(), n, E, k, TopKWeights::logits, ids.data(), val.data());
+      } else {
+        weights.resize(static_cast<size_t>(n * k));
+        r.read_assignments(l, first, n, ids.data(), weights.data());
+      }
+      for (int32_t e : ids)
+        if (e >= 0) ++loads[static_cast<size_t>(l)][static_cast<size_t>(e)];
+    }
+  return loads;
+}
 
 int trace_command(int argc, char** argv, const Comm& world) {
   const std::string sub = argc > 1 ? argv[1] : "";

@@ -12,6 +12,7 @@
 #include <filesystem>
 #include <fstream>
 #include <sstream>
+#include <utility>
 
 #include "backends/mpi/alltoall.hpp"
 #include "harness/core/error.hpp"
@@ -58,6 +59,35 @@ bool parse_command_options(const char* command, const char* usage, const po::opt
 }
 
 namespace {
+
+// `warmup` untimed calls of each, then `rounds` rounds of `iters` timed calls of each (the harness
+// exchange and the bare MPI call), alternating which goes first; each loop starts after a barrier.
+// Returns this process's mean seconds per call of {harness, bare}.
+template <class H, class B>
+std::pair<double, double> time_alternating(const Comm& world, int warmup, int rounds, int iters, H&& harness, B&& bare) {
+  for (int i = 0; i < warmup; ++i) {
+    harness();
+    bare();
+  }
+  auto time_loop = [&](auto&& once) {
+    world.barrier();
+    const double t0 = MPI_Wtime();
+    for (int i = 0; i < iters; ++i) once();
+    return MPI_Wtime() - t0;
+  };
+  double t_h = 0, t_b = 0;
+  for (int round = 0; round < rounds; ++round) {
+    if (round % 2 == 0) {
+      t_h += time_loop(harness);
+      t_b += time_loop(bare);
+    } else {
+      t_b += time_loop(bare);
+      t_h += time_loop(harness);
+    }
+  }
+  const double calls = static_cast<double>(rounds) * iters;
+  return {t_h / calls, t_b / calls};
+}
 
 constexpr int64_t kElem = 4;  // bytes per element (float), as nccl-tests counts
 
@@ -110,32 +140,13 @@ int bench_matrix(const std::string& path, const Comm& world, const std::string& 
     MOE_MPI(MPI_Alltoallv(send.data(), sl.counts.data(), sl.displs.data(), MPI_BYTE, recv.data(), rl.counts.data(), rl.displs.data(), MPI_BYTE,
                           world.raw()));
   };
-  for (int i = 0; i < warmup; ++i) {
-    harness();
-    bare();
-  }
-  double t_h = 0, t_b = 0;
-  auto time_loop = [&](auto&& once) {
-    world.barrier();
-    const double t0 = MPI_Wtime();
-    for (int i = 0; i < iters; ++i) once();
-    return MPI_Wtime() - t0;
-  };
-  for (int round = 0; round < rounds; ++round) {
-    if (round % 2 == 0) {
-      t_h += time_loop(harness);
-      t_b += time_loop(bare);
-    } else {
-      t_b += time_loop(bare);
-      t_h += time_loop(harness);
-    }
-  }
+  const auto [t_h, t_b] = time_alternating(world, warmup, rounds, iters, harness, bare);
   std::fill(recv.begin(), recv.end(), uint8_t{0});
   harness();
   int64_t wrong = 0;
   for (int s = 0; s < P; ++s)
     for (int64_t i = 0; i < rc[static_cast<size_t>(s)]; ++i) wrong += recv[static_cast<size_t>(rl.displs[s] + i)] != byte_of(s, r, i);
-  const double time_s = world.max(t_h / (rounds * iters)), bare_s = world.max(t_b / (rounds * iters));
+  const double time_s = world.max(t_h), bare_s = world.max(t_b);
   wrong = world.sum(wrong);
   // nccl-tests' convention for all-to-all: algbw = bytes per rank / time, busbw = algbw (P-1)/P,
   // which assumes the self share is 1/P; routed traffic has its own self share, so the figure
@@ -320,26 +331,7 @@ int bench_a2a_command(int argc, const char* const* argv, const Comm& world) {
         MOE_MPI(MPI_Alltoallv(send.data(), sl.counts.data(), sl.displs.data(), elem, recv.data(), rl.counts.data(), rl.displs.data(), elem,
                               world.raw()));
     };
-    for (int i = 0; i < warmup; ++i) {
-      harness();
-      bare();
-    }
-    double t_h = 0, t_b = 0;
-    auto time_loop = [&](auto&& once) {
-      world.barrier();
-      const double t0 = MPI_Wtime();
-      for (int i = 0; i < iters; ++i) once();
-      return MPI_Wtime() - t0;
-    };
-    for (int round = 0; round < rounds; ++round) {  // alternate which goes first
-      if (round % 2 == 0) {
-        t_h += time_loop(harness);
-        t_b += time_loop(bare);
-      } else {
-        t_b += time_loop(bare);
-        t_h += time_loop(harness);
-      }
-    }
+    const auto [t_h, t_b] = time_alternating(world, warmup, rounds, iters, harness, bare);
     // Check the last harness exchange.
     std::fill(recv.begin(), recv.end(), 0u);
     harness();
@@ -349,8 +341,8 @@ int bench_a2a_command(int argc, const char* const* argv, const Comm& world) {
     Row row;
     row.size_bytes = size;
     row.count = count;
-    row.time_s = world.max(t_h / (rounds * iters));
-    row.bare_time_s = world.max(t_b / (rounds * iters));
+    row.time_s = world.max(t_h);
+    row.bare_time_s = world.max(t_b);
     row.wrong = world.sum(wrong);
     row.algbw_GBps = static_cast<double>(size) / row.time_s / 1e9;
     row.busbw_GBps = row.algbw_GBps * (P - 1) / P;

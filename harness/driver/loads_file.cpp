@@ -7,7 +7,7 @@
 #include "harness/core/error.hpp"
 #include "harness/report/h5.hpp"
 #include "harness/report/schema.hpp"
-#include "harness/routing/topk_rows.hpp"
+#include "workloads/trace_cli.hpp"
 #include "workloads/trace_file.hpp"
 
 namespace moe {
@@ -67,28 +67,10 @@ std::vector<std::vector<double>> trace_loads(const std::string& what, const std:
   if (h.num_layers != L)
     throw InputError(what + ": " + path + " has " + std::to_string(h.num_layers) +
                      " layers, the run " + std::to_string(L));
-  const int32_t k = h.logits() ? top_k : h.top_k;
-  constexpr int64_t kBlock = 1 << 16;
-  std::vector<std::vector<double>> load(static_cast<size_t>(L),
-                                        std::vector<double>(static_cast<size_t>(E), 0.0));
-  std::vector<float> logits, weights, val;
-  std::vector<int32_t> ids;
+  const auto counts = trace_expert_loads(r, h.logits() ? top_k : h.top_k);
+  std::vector<std::vector<double>> load(static_cast<size_t>(L), std::vector<double>(static_cast<size_t>(E), 0.0));
   for (int32_t l = 0; l < L; ++l)
-    for (int64_t first = 0; first < h.num_tokens; first += kBlock) {
-      const int64_t n = std::min(kBlock, h.num_tokens - first);
-      ids.resize(static_cast<size_t>(n * k));
-      if (h.logits()) {
-        logits.resize(static_cast<size_t>(n * E));
-        val.resize(static_cast<size_t>(n * k));
-        r.read_logits(l, first, n, logits.data());
-        topk_rows(logits.data(), n, E, k, TopKWeights::logits, ids.data(), val.data());
-      } else {
-        weights.resize(static_cast<size_t>(n * k));
-        r.read_assignments(l, first, n, ids.data(), weights.data());
-      }
-      for (int32_t e : ids)
-        if (e >= 0) load[static_cast<size_t>(l)][static_cast<size_t>(e)] += 1;
-    }
+    for (int32_t e = 0; e < E; ++e) load[static_cast<size_t>(l)][static_cast<size_t>(e)] = static_cast<double>(counts[static_cast<size_t>(l)][static_cast<size_t>(e)]);
   return load;
 }
 
