@@ -60,7 +60,7 @@ class StateReader {
     const uint64_t n = get<uint64_t>();
     if (n > static_cast<uint64_t>(end_ - p_) / (sizeof(T) ? sizeof(T) : 1)) bad("a vector longer than the blob");
     v.resize(static_cast<size_t>(n));
-    std::memcpy(v.data(), p_, static_cast<size_t>(n) * sizeof(T));
+    if (n > 0) std::memcpy(v.data(), p_, static_cast<size_t>(n) * sizeof(T));  // an empty vector's data() may be null
     p_ += n * sizeof(T);
   }
   // A vector whose size the reader already knows (a shape check on load).
