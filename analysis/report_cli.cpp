@@ -37,7 +37,8 @@ constexpr const char* kReportUsage =
     "differences\n"
     "  --claims                   the seed claims measured in the file (text, md, json)\n"
     "  --warmup-steps N           leave out the first N steps of every file (stateful routers'\n"
-    "                             cold start; the convergence lines say from which step each settled)\n";
+    "                             cold start; the convergence lines say from which step each "
+    "settled)\n";
 
 // ---------------------------------------------------------------- JSON flattening (config
 // attribute)
@@ -528,9 +529,11 @@ constexpr const char* kLegend =
     "bal_e, bal_gpu: balancedness mean/max of expert loads and of GPU loads after placement "
     "(SGLang/vLLM; bal_gpu_min: the worst step and layer); ranks/tok, nodes/tok: distinct "
     "destinations per token; bw_GBps: modelled dispatch bytes that leave their rank / R / time "
-    "(self-traffic excluded); busbw_GBps: nccl-tests bus bandwidth (self bytes included, x (R-1)/R); "
+    "(self-traffic excluded); busbw_GBps: nccl-tests bus bandwidth (self bytes included, x "
+    "(R-1)/R); "
     "pad_MB: empty capacity slots if buffers are padded to C; bal_gain/GB: GPU balancedness gained "
-    "by re-placements per GB of expert weights moved; meas_ms: measured dispatch+combine per layer; "
+    "by re-placements per GB of expert weights moved; meas_ms: measured dispatch+combine per "
+    "layer; "
     "model_err%: median |model - "
     "measured| / measured; Δ columns: relative to the reference row (n/a where the reference is 0 "
     "or unmeasured).";
@@ -812,9 +815,11 @@ std::string format_json(const std::vector<ResultsFile>& files, const ReportOptio
   std::vector<std::string> gaps;  // offline placements: train/test balancedness
   for (const auto& f : files)
     for (const auto& g : offline_placement_gaps(f))
-      gaps.push_back("{\"run\": " + json_escape(label_of(f, files)) + ", \"router\": " + json_escape(g.router) +
-                     ", \"train_balancedness\": " + json_number(g.train) + ", \"test_balancedness\": " + json_number(g.test) +
-                     ", \"gap\": " + json_number(g.gap) + ", \"served_gpu_balancedness\": " + json_number(g.served) + "}");
+      gaps.push_back("{\"run\": " + json_escape(label_of(f, files)) + ", \"router\": " +
+                     json_escape(g.router) + ", \"train_balancedness\": " + json_number(g.train) +
+                     ", \"test_balancedness\": " + json_number(g.test) +
+                     ", \"gap\": " + json_number(g.gap) +
+                     ", \"served_gpu_balancedness\": " + json_number(g.served) + "}");
   const auto sc = scopes(o);
   for (size_t si = 0; si < sc.size(); ++si) {
     const auto rows = build_rows(files, o, sc[si]);
@@ -840,7 +845,8 @@ std::string format_json(const std::vector<ResultsFile>& files, const ReportOptio
     }
     os << "  ]" << (si + 1 < sc.size() || o.claims || !gaps.empty() ? ",\n" : "\n");
   }
-  if (!gaps.empty()) os << "  \"offline_placement\": [" << join(gaps, ", ") << "]" << (o.claims ? ",\n" : "\n");
+  if (!gaps.empty())
+    os << "  \"offline_placement\": [" << join(gaps, ", ") << "]" << (o.claims ? ",\n" : "\n");
   if (o.claims) {
     os << "  \"claims\": [";
     for (size_t i = 0; i < files.size(); ++i)
@@ -959,8 +965,7 @@ int report_command(int argc, const char* const* argv, const Comm& world) {
       if (v.empty() || *end != '\0' || n < 0)
         throw InputError("report: --warmup-steps '" + v + "' is not a whole number >= 0");
       o.warmup_steps = n;
-    }
-    else if (a.rfind("--", 0) == 0)
+    } else if (a.rfind("--", 0) == 0)
       throw InputError("report: unknown option '" + a +
                        "' (known: --format, --baseline, --per-layer, --per-step, --compare, "
                        "--vary, --claims, --warmup-steps, --help)");

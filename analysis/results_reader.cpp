@@ -1,9 +1,8 @@
 #include "analysis/results_reader.hpp"
 
 #include <cstdio>
-#include <limits>
-
 #include <filesystem>
+#include <limits>
 #include <sstream>
 
 #include "analysis/convergence.hpp"
@@ -27,17 +26,20 @@ std::vector<std::string> split_commas(const std::string& s) {
 ResultsFile read_results(const std::string& path) {
   h5::silence_error_stack();
   if (!std::filesystem::exists(path)) throw InputError(path + ": no such file");
-  if (H5Fis_hdf5(path.c_str()) <= 0) throw InputError(path + ": not an HDF5 file, so not a moebench results file");
+  if (H5Fis_hdf5(path.c_str()) <= 0)
+    throw InputError(path + ": not an HDF5 file, so not a moebench results file");
   const hid_t f = H5Fopen(path.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT);
   if (f < 0) throw InputError(path + ": cannot open as HDF5");
   h5::Handle file(f, H5Fclose);
   ResultsFile r;
   r.path = path;
   if (!h5::has_attr(file, "format") || h5::read_attr_string(file, "format") != schema::kFormatName)
-    throw InputError(path + ": not a moebench results file (root attribute 'format' is not '" + schema::kFormatName + "')");
+    throw InputError(path + ": not a moebench results file (root attribute 'format' is not '" +
+                     schema::kFormatName + "')");
   r.format_version = h5::read_attr_int(file, "format_version");
   if (r.format_version != schema::kFormatVersion)
-    throw InputError(path + ": results format_version " + std::to_string(r.format_version) + " is not supported (this moebench reads version " +
+    throw InputError(path + ": results format_version " + std::to_string(r.format_version) +
+                     " is not supported (this moebench reads version " +
                      std::to_string(schema::kFormatVersion) + ")");
   r.status = h5::read_attr_string(file, "status");
   r.config_json = h5::read_attr_string(file, "config");
@@ -58,13 +60,16 @@ ResultsFile read_results(const std::string& path) {
     auto& recs = r.records[router];
     recs.assign(static_cast<size_t>(r.steps_done * r.layers), StepLayerMetrics{});
     auto rows_ok = [&](const std::vector<hsize_t>& dims, const std::string& name) {
-      if (dims.size() != 2 || dims[1] != static_cast<hsize_t>(r.layers) || dims[0] < static_cast<hsize_t>(r.steps_done))
-        throw InputError(path + ": dataset " + g + name + " has the wrong shape for " + std::to_string(r.steps_done) + " steps x " +
-                         std::to_string(r.layers) + " layers");
+      if (dims.size() != 2 || dims[1] != static_cast<hsize_t>(r.layers) ||
+          dims[0] < static_cast<hsize_t>(r.steps_done))
+        throw InputError(path + ": dataset " + g + name + " has the wrong shape for " +
+                         std::to_string(r.steps_done) + " steps x " + std::to_string(r.layers) +
+                         " layers");
     };
     for (const auto& fld : schema::kIntFields) {
       if (fld.optional && !h5::has_link(file, g + fld.name)) continue;  // an older file: stays 0
-      if (!h5::has_link(file, g + fld.name)) throw InputError(path + ": missing dataset " + g + fld.name);
+      if (!h5::has_link(file, g + fld.name))
+        throw InputError(path + ": missing dataset " + g + fld.name);
       std::vector<hsize_t> dims;
       auto v = h5::read_int64(file, g + fld.name, &dims, r.steps_done);
       rows_ok(dims, fld.name);
@@ -75,15 +80,19 @@ ResultsFile read_results(const std::string& path) {
         for (auto& rec : recs) rec.*(fld.member) = std::numeric_limits<double>::quiet_NaN();
         continue;
       }
-      if (!h5::has_link(file, g + fld.name)) throw InputError(path + ": missing dataset " + g + fld.name);
+      if (!h5::has_link(file, g + fld.name))
+        throw InputError(path + ": missing dataset " + g + fld.name);
       std::vector<hsize_t> dims;
       auto v = h5::read_double(file, g + fld.name, &dims, r.steps_done);
       rows_ok(dims, fld.name);
       for (size_t i = 0; i < recs.size(); ++i) recs[i].*(fld.member) = v[i];
     }
-    if (!h5::has_link(file, g + "expert_balancedness"))  // an older file: the same figure from max/mean
-      for (auto& rec : recs) rec.expert_balancedness = rec.expert_imbalance > 0 ? 1.0 / rec.expert_imbalance : 1.0;
-    if (h5::has_link(file, g + "train_gpu_balancedness")) r.train_gpu_balancedness[router] = h5::read_double(file, g + "train_gpu_balancedness");
+    if (!h5::has_link(file,
+                      g + "expert_balancedness"))  // an older file: the same figure from max/mean
+      for (auto& rec : recs)
+        rec.expert_balancedness = rec.expert_imbalance > 0 ? 1.0 / rec.expert_imbalance : 1.0;
+    if (h5::has_link(file, g + "train_gpu_balancedness"))
+      r.train_gpu_balancedness[router] = h5::read_double(file, g + "train_gpu_balancedness");
     const std::string fg = g + "figures";
     if (h5::has_link(file, fg)) {
       h5::Handle group(h5::check(H5Gopen2(file, fg.c_str(), H5P_DEFAULT), "H5Gopen"), H5Gclose);
@@ -91,7 +100,9 @@ ResultsFile read_results(const std::string& path) {
       h5::check_status(H5Gget_info(group, &info), "H5Gget_info");
       for (hsize_t i = 0; i < info.nlinks; ++i) {
         char name[256] = {};
-        if (H5Lget_name_by_idx(group, ".", H5_INDEX_NAME, H5_ITER_INC, i, name, sizeof name, H5P_DEFAULT) < 0) continue;
+        if (H5Lget_name_by_idx(group, ".", H5_INDEX_NAME, H5_ITER_INC, i, name, sizeof name,
+                               H5P_DEFAULT) < 0)
+          continue;
         std::vector<hsize_t> dims;
         auto v = h5::read_double(group, name, &dims, r.steps_done);
         rows_ok(dims, std::string("figures/") + name);
@@ -125,14 +136,14 @@ std::vector<OfflinePlacementGap> offline_placement_gaps(const ResultsFile& f) {
 
 std::string format_report(const ResultsFile& f) {
   std::ostringstream os;
-  os << "moebench results: " << f.path << " (format v" << f.format_version << ", moebench " << f.moebench_version << ", git "
-     << f.git_sha << ")\n";
+  os << "moebench results: " << f.path << " (format v" << f.format_version << ", moebench "
+     << f.moebench_version << ", git " << f.git_sha << ")\n";
   os << "command: " << f.command_line << "\n";
-  os << "EP size " << f.ep_size << " on " << f.world_size << " processes (" << f.hosts << "), " << f.experts << " experts, "
-     << f.layers << " layers\n";
+  os << "EP size " << f.ep_size << " on " << f.world_size << " processes (" << f.hosts << "), "
+     << f.experts << " experts, " << f.layers << " layers\n";
   if (f.status != "complete")
-    os << "WARNING: partial file (status=" << f.status << "): " << f.steps_done << " of " << f.steps_planned
-       << " steps completed; the summary covers the completed steps only\n";
+    os << "WARNING: partial file (status=" << f.status << "): " << f.steps_done << " of "
+       << f.steps_planned << " steps completed; the summary covers the completed steps only\n";
   else
     os << "status: complete, " << f.steps_done << " steps\n";
   std::vector<RouterSummary> rows;
@@ -141,7 +152,8 @@ std::string format_report(const ResultsFile& f) {
   for (const auto& g : offline_placement_gaps(f)) {
     char line[512];
     std::snprintf(line, sizeof line,
-                  "offline placement (%s): balancedness %.4f on its training loads, %.4f on this run's (test) loads: gap %+.4f "
+                  "offline placement (%s): balancedness %.4f on its training loads, %.4f on this "
+                  "run's (test) loads: gap %+.4f "
                   "(train - test); %.4f served after replica selection and capacity\n",
                   g.router.c_str(), g.train, g.test, g.gap, g.served);
     os << line;

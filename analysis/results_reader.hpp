@@ -17,8 +17,10 @@ struct ResultsFile {
   int64_t steps_done = 0, steps_planned = 0, layers = 0, experts = 0, ep_size = 0, world_size = 0;
   int64_t warmup_steps_excluded = 0;  // report --warmup-steps N: the records start at step N
   std::vector<std::string> routers;
-  std::map<std::string, std::vector<StepLayerMetrics>> records;  // router -> [step * layers + layer]
-  std::map<std::string, std::map<std::string, std::vector<double>>> figures;  // router -> name -> [step * layers + layer]
+  std::map<std::string, std::vector<StepLayerMetrics>>
+      records;  // router -> [step * layers + layer]
+  std::map<std::string, std::map<std::string, std::vector<double>>>
+      figures;  // router -> name -> [step * layers + layer]
   // Routers placed once from another run's or a trace's loads (--placement-loads file:): [layers]
   // balancedness of the placement on those training loads.
   std::map<std::string, std::vector<double>> train_gpu_balancedness;
@@ -38,7 +40,8 @@ std::vector<OfflinePlacementGap> offline_placement_gaps(const ResultsFile& file)
 // Throws InputError naming the file for a missing file, a non-moebench file or an unknown version.
 ResultsFile read_results(const std::string& path);
 
-// `moebench report FILE`: header, partial-file warning and the per-router table, from the file alone.
+// `moebench report FILE`: header, partial-file warning and the per-router table, from the file
+// alone.
 std::string format_report(const ResultsFile& file);
 
 }  // namespace moe

@@ -23,9 +23,12 @@ namespace {
 
 constexpr const char* kUsage =
     "usage: moebench trace <convert|gen|info> ...\n"
-    "  convert --from csv|jsonl|megatron|npy --in FILE [FILE...] --out TRACE.h5 [options]   import a capture\n"
-    "  gen --workload NAME --experts E --top-k K --layers L --steps S --tokens N --out TRACE.h5   synthetic logit trace\n"
-    "  info TRACE.h5                      kind, experts, layers, tokens, sequences, top-k, size, per-layer load\n"
+    "  convert --from csv|jsonl|megatron|npy --in FILE [FILE...] --out TRACE.h5 [options]   import "
+    "a capture\n"
+    "  gen --workload NAME --experts E --top-k K --layers L --steps S --tokens N --out TRACE.h5   "
+    "synthetic logit trace\n"
+    "  info TRACE.h5                      kind, experts, layers, tokens, sequences, top-k, size, "
+    "per-layer load\n"
     "  (moebench trace <command> --help for the options; the format: workloads/TRACE_FORMAT.md)\n";
 
 std::string joined(int argc, char** argv) {
@@ -34,7 +37,8 @@ std::string joined(int argc, char** argv) {
   return s;
 }
 
-po::variables_map parse(int argc, char** argv, const po::options_description& opts, const po::positional_options_description* pos = nullptr) {
+po::variables_map parse(int argc, char** argv, const po::options_description& opts,
+                        const po::positional_options_description* pos = nullptr) {
   po::variables_map vm;
   try {
     auto parser = po::command_line_parser(argc, argv).options(opts);
@@ -49,7 +53,8 @@ po::variables_map parse(int argc, char** argv, const po::options_description& op
 
 void add_kv(std::map<std::string, std::string>& m, const std::string& spec, const char* option) {
   const size_t eq = spec.find('=');
-  if (eq == std::string::npos || eq == 0) throw InputError(std::string("--") + option + " '" + spec + "': expected NAME=VALUE");
+  if (eq == std::string::npos || eq == 0)
+    throw InputError(std::string("--") + option + " '" + spec + "': expected NAME=VALUE");
   m[spec.substr(0, eq)] = spec.substr(eq + 1);
 }
 
@@ -79,7 +84,8 @@ int convert(int argc, char** argv) {
     ("model", po::value(&o.model)->default_value(""), "model name for the trace's attributes");
   // clang-format on
   for (int i = 1; i < argc; ++i)
-    if (std::string(argv[i]) == "--help" || std::string(argv[i]) == "-h") return std::printf("%s", (std::ostringstream() << opts).str().c_str()), 0;
+    if (std::string(argv[i]) == "--help" || std::string(argv[i]) == "-h")
+      return std::printf("%s", (std::ostringstream() << opts).str().c_str()), 0;
   parse(argc, argv, opts);
   for (const auto& f : fields) add_kv(o.fields, f, "field");
   for (const auto& s : skip_if) {
@@ -88,16 +94,24 @@ int convert(int argc, char** argv) {
     o.skip_if.emplace_back(*one.begin());
   }
   if (!layers.empty()) o.layer_ids = parse_layer_list(layers);
-  if (dtype != "fp16" && dtype != "fp32") throw InputError("--dtype " + dtype + ": unknown (known: fp16, fp32)");
+  if (dtype != "fp16" && dtype != "fp32")
+    throw InputError("--dtype " + dtype + ": unknown (known: fp16, fp32)");
   static const std::set<std::string> weights{"probabilities", "renormalized", "gates", "unknown"};
-  if (!weights.count(o.weights_are)) throw InputError("--weights-are " + o.weights_are + ": unknown (known: probabilities, renormalized, gates, unknown)");
+  if (!weights.count(o.weights_are))
+    throw InputError("--weights-are " + o.weights_are +
+                     ": unknown (known: probabilities, renormalized, gates, unknown)");
   o.fp16 = dtype == "fp16";
   o.created_by = joined(argc, argv);
-  if (from == "csv") import_csv(o);
-  else if (from == "jsonl") import_jsonl(o, "");
-  else if (from == "megatron") import_jsonl(o, "megatron");
-  else if (from == "npy") import_npy(o);
-  else throw InputError("--from " + from + ": unknown format (known: csv, jsonl, megatron, npy)");
+  if (from == "csv")
+    import_csv(o);
+  else if (from == "jsonl")
+    import_jsonl(o, "");
+  else if (from == "megatron")
+    import_jsonl(o, "megatron");
+  else if (from == "npy")
+    import_npy(o);
+  else
+    throw InputError("--from " + from + ": unknown format (known: csv, jsonl, megatron, npy)");
   std::printf("wrote %s\n", o.out.c_str());
   return 0;
 }
@@ -127,11 +141,14 @@ int gen(int argc, char** argv) {
     ("force", po::bool_switch(&force), "replace an existing output file");
   // clang-format on
   for (int i = 1; i < argc; ++i)
-    if (std::string(argv[i]) == "--help" || std::string(argv[i]) == "-h") return std::printf("%s", (std::ostringstream() << opts).str().c_str()), 0;
+    if (std::string(argv[i]) == "--help" || std::string(argv[i]) == "-h")
+      return std::printf("%s", (std::ostringstream() << opts).str().c_str()), 0;
   parse(argc, argv, opts);
   if (E < 1 || k < 1 || k > E || L < 1 || S < 1 || tokens < 1 || seq_len < 1)
-    throw InputError("trace gen: need experts >= 1, 1 <= top-k <= experts, layers, steps, tokens, seq-len >= 1");
-  if (dtype != "fp16" && dtype != "fp32") throw InputError("--dtype " + dtype + ": unknown (known: fp16, fp32)");
+    throw InputError(
+        "trace gen: need experts >= 1, 1 <= top-k <= experts, layers, steps, tokens, seq-len >= 1");
+  if (dtype != "fp16" && dtype != "fp32")
+    throw InputError("--dtype " + dtype + ": unknown (known: fp16, fp32)");
   if (workload == "trace") throw InputError("trace gen: --workload trace is not synthetic");
   std::map<std::string, std::string> args;
   for (const auto& spec : wargs) {
@@ -175,12 +192,15 @@ int info(int argc, char** argv) {
   std::string path;
   int32_t k_opt = 0;
   po::options_description opts("moebench trace info options");
-  opts.add_options()("help,h", "show this help")("trace", po::value(&path)->required(), "trace file")(
-      "top-k", po::value(&k_opt)->default_value(0), "logit traces: k for the load summary (default: the trace's top_k, else 1)");
+  opts.add_options()("help,h", "show this help")("trace", po::value(&path)->required(),
+                                                 "trace file")(
+      "top-k", po::value(&k_opt)->default_value(0),
+      "logit traces: k for the load summary (default: the trace's top_k, else 1)");
   po::positional_options_description pos;
   pos.add("trace", 1);
   for (int i = 1; i < argc; ++i)
-    if (std::string(argv[i]) == "--help" || std::string(argv[i]) == "-h") return std::printf("%s", (std::ostringstream() << opts).str().c_str()), 0;
+    if (std::string(argv[i]) == "--help" || std::string(argv[i]) == "-h")
+      return std::printf("%s", (std::ostringstream() << opts).str().c_str()), 0;
   parse(argc, argv, opts, &pos);
   TraceReader r(path);
   const TraceHeader& h = r.header();
@@ -196,23 +216,38 @@ int info(int argc, char** argv) {
       for (int64_t x : seq) sequences += x != prev, prev = x;
     }
   std::string layers;
-  for (size_t i = 0; i < h.layer_ids.size(); ++i) layers += (i ? "," : "") + std::to_string(h.layer_ids[i]);
+  for (size_t i = 0; i < h.layer_ids.size(); ++i)
+    layers += (i ? "," : "") + std::to_string(h.layer_ids[i]);
   std::printf("trace %s\n", path.c_str());
-  std::printf("  format      moebench-trace v%lld, kind %s%s\n", static_cast<long long>(kTraceFormatVersion), h.kind.c_str(),
-              h.logits() ? (h.logits_fp16 ? " (float16)" : " (float32)") : (" (weights: " + h.weights_are + ")").c_str());
-  std::printf("  experts     %d\n  layers      %d (model layers %s)\n  steps       %d\n  tokens      %lld (per layer)\n", E, h.num_layers,
-              layers.c_str(), h.num_steps, static_cast<long long>(h.num_tokens));
-  if (h.has_sequences) std::printf("  sequences   %lld\n", static_cast<long long>(sequences));
-  else std::printf("  sequences   unknown (replay splits tokens in contiguous blocks)\n");
-  std::printf("  top-k       %d%s\n", h.top_k, h.variable_k ? " (variable: rows padded)" : (h.logits() && h.top_k == 0 ? " (unknown)" : ""));
-  std::printf("  size        %.1f MB on disk\n", static_cast<double>(std::filesystem::file_size(path)) / 1e6);
-  std::printf("  model       %s\n  source      %s\n  captured by %s\n  created by  %s\n", h.model.empty() ? "-" : h.model.c_str(),
-              h.source.empty() ? "-" : h.source.c_str(), h.capture_method.empty() ? "-" : h.capture_method.c_str(),
+  std::printf("  format      moebench-trace v%lld, kind %s%s\n",
+              static_cast<long long>(kTraceFormatVersion), h.kind.c_str(),
+              h.logits() ? (h.logits_fp16 ? " (float16)" : " (float32)")
+                         : (" (weights: " + h.weights_are + ")").c_str());
+  std::printf(
+      "  experts     %d\n  layers      %d (model layers %s)\n  steps       %d\n  tokens      %lld "
+      "(per layer)\n",
+      E, h.num_layers, layers.c_str(), h.num_steps, static_cast<long long>(h.num_tokens));
+  if (h.has_sequences)
+    std::printf("  sequences   %lld\n", static_cast<long long>(sequences));
+  else
+    std::printf("  sequences   unknown (replay splits tokens in contiguous blocks)\n");
+  std::printf(
+      "  top-k       %d%s\n", h.top_k,
+      h.variable_k ? " (variable: rows padded)" : (h.logits() && h.top_k == 0 ? " (unknown)" : ""));
+  std::printf("  size        %.1f MB on disk\n",
+              static_cast<double>(std::filesystem::file_size(path)) / 1e6);
+  std::printf("  model       %s\n  source      %s\n  captured by %s\n  created by  %s\n",
+              h.model.empty() ? "-" : h.model.c_str(), h.source.empty() ? "-" : h.source.c_str(),
+              h.capture_method.empty() ? "-" : h.capture_method.c_str(),
               h.created_by.empty() ? "-" : h.created_by.c_str());
   const int32_t k = h.logits() ? (k_opt > 0 ? k_opt : (h.top_k > 0 ? h.top_k : 1)) : h.top_k;
-  if (k > E) throw InputError("--top-k " + std::to_string(k) + " exceeds the trace's " + std::to_string(E) + " experts");
-  std::printf("  per-layer load (assignments per expert over all steps%s):\n", h.logits() ? (", top-" + std::to_string(k) + " of the logits").c_str() : "");
-  std::printf("    %-6s %12s %10s %10s %8s %8s %8s\n", "layer", "assignments", "mean", "max", "max/mean", "cv", "unused");
+  if (k > E)
+    throw InputError("--top-k " + std::to_string(k) + " exceeds the trace's " + std::to_string(E) +
+                     " experts");
+  std::printf("  per-layer load (assignments per expert over all steps%s):\n",
+              h.logits() ? (", top-" + std::to_string(k) + " of the logits").c_str() : "");
+  std::printf("    %-6s %12s %10s %10s %8s %8s %8s\n", "layer", "assignments", "mean", "max",
+              "max/mean", "cv", "unused");
   const auto loads = trace_expert_loads(r, k);
   for (int32_t l = 0; l < h.num_layers; ++l) {
     const std::vector<int64_t>& load = loads[static_cast<size_t>(l)];
@@ -225,8 +260,10 @@ int info(int argc, char** argv) {
       mx = std::max(mx, x);
       unused += x == 0;
     }
-    std::printf("    %-6lld %12lld %10.1f %10lld %8.3f %8.3f %8lld\n", static_cast<long long>(h.layer_ids[l]), static_cast<long long>(total), mean,
-                static_cast<long long>(mx), mean > 0 ? mx / mean : 0.0, mean > 0 ? std::sqrt(var / E) / mean : 0.0, static_cast<long long>(unused));
+    std::printf("    %-6lld %12lld %10.1f %10lld %8.3f %8.3f %8lld\n",
+                static_cast<long long>(h.layer_ids[l]), static_cast<long long>(total), mean,
+                static_cast<long long>(mx), mean > 0 ? mx / mean : 0.0,
+                mean > 0 ? std::sqrt(var / E) / mean : 0.0, static_cast<long long>(unused));
   }
   return 0;
 }
@@ -237,7 +274,8 @@ std::vector<std::vector<int64_t>> trace_expert_loads(TraceReader& r, int32_t k) 
   const TraceHeader& h = r.header();
   const int32_t E = h.num_experts;
   constexpr int64_t kBlock = 1 << 16;
-  std::vector<std::vector<int64_t>> loads(static_cast<size_t>(h.num_layers), std::vector<int64_t>(static_cast<size_t>(E), 0));
+  std::vector<std::vector<int64_t>> loads(static_cast<size_t>(h.num_layers),
+                                          std::vector<int64_t>(static_cast<size_t>(E), 0));
   std::vector<float> logits, weights, val;
   std::vector<int32_t> ids;
   for (int32_t l = 0; l < h.num_layers; ++l)
@@ -265,7 +303,9 @@ int trace_command(int argc, char** argv, const Comm& world) {
     if (world.root()) std::printf("%s", kUsage);
     return sub.empty() ? 2 : 0;
   }
-  if (world.size() > 1) throw InputError("trace " + sub + ": runs as one process (not under mpirun -np " + std::to_string(world.size()) + ")");
+  if (world.size() > 1)
+    throw InputError("trace " + sub + ": runs as one process (not under mpirun -np " +
+                     std::to_string(world.size()) + ")");
   if (sub == "convert") return convert(argc - 1, argv + 1);
   if (sub == "gen") return gen(argc - 1, argv + 1);
   if (sub == "info") return info(argc - 1, argv + 1);

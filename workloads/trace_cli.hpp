@@ -13,7 +13,8 @@ class TraceReader;
 // the trace in blocks of tokens.
 std::vector<std::vector<int64_t>> trace_expert_loads(TraceReader& reader, int32_t k);
 
-// `moebench trace convert|gen|info ...` (argv[0] == "trace"). Runs on rank 0 only. Returns the exit code.
+// `moebench trace convert|gen|info ...` (argv[0] == "trace"). Runs on rank 0 only. Returns the exit
+// code.
 int trace_command(int argc, char** argv, const Comm& world);
 
 }  // namespace moe

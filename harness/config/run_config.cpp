@@ -8,9 +8,9 @@
 #include <set>
 #include <sstream>
 
+#include "harness/config/known_names.hpp"
 #include "harness/core/error.hpp"
 #include "harness/core/registry.hpp"
-#include "harness/config/known_names.hpp"
 
 namespace po = boost::program_options;
 
@@ -60,7 +60,9 @@ std::string json_escape(const std::string& s) {
   }
   return out;
 }
-std::string q(const std::string& s) { return "\"" + json_escape(s) + "\""; }
+std::string q(const std::string& s) {
+  return "\"" + json_escape(s) + "\"";
+}
 std::string num(double v) {
   std::ostringstream os;
   os.precision(17);
@@ -108,25 +110,32 @@ void add_named_arg(NamedArgs& args, const std::string& option, const std::string
 
 std::string RunConfig::to_json() const {
   std::ostringstream os;
-  os << "{" << q("workload") << ":" << q(workload) << "," << q("trace") << ":" << q(trace_file) << "," << q("workload_args") << ":" << named_args_json(workload_args)
-     << "," << q("experts") << ":" << experts << "," << q("top_k") << ":" << top_k << "," << q("layers") << ":"
-     << layers << "," << q("steps") << ":" << steps << "," << q("tokens_per_rank") << ":" << tokens_per_rank << ","
-     << q("seq_len") << ":" << seq_len << "," << q("seed") << ":" << seed << "," << q("hidden") << ":" << hidden << ","
-     << q("dtype") << ":" << q(dtype) << "," << q("nodes") << ":" << nodes << "," << q("ranks_per_node") << ":"
-     << ranks_per_node << "," << q("ep_size") << ":" << ep_size << "," << q("topology") << ":" << q(topology_file)
-     << "," << q("intra_bw_GBps") << ":" << num(intra_bw_GBps) << "," << q("inter_bw_Gbps") << ":"
-     << num(inter_bw_Gbps) << "," << q("intra_lat_us") << ":" << num(intra_lat_us) << "," << q("inter_lat_us")
-     << ":" << num(inter_lat_us) << "," << q("routers") << ":[";
+  os << "{" << q("workload") << ":" << q(workload) << "," << q("trace") << ":" << q(trace_file)
+     << "," << q("workload_args") << ":" << named_args_json(workload_args) << "," << q("experts")
+     << ":" << experts << "," << q("top_k") << ":" << top_k << "," << q("layers") << ":" << layers
+     << "," << q("steps") << ":" << steps << "," << q("tokens_per_rank") << ":" << tokens_per_rank
+     << "," << q("seq_len") << ":" << seq_len << "," << q("seed") << ":" << seed << ","
+     << q("hidden") << ":" << hidden << "," << q("dtype") << ":" << q(dtype) << "," << q("nodes")
+     << ":" << nodes << "," << q("ranks_per_node") << ":" << ranks_per_node << "," << q("ep_size")
+     << ":" << ep_size << "," << q("topology") << ":" << q(topology_file) << ","
+     << q("intra_bw_GBps") << ":" << num(intra_bw_GBps) << "," << q("inter_bw_Gbps") << ":"
+     << num(inter_bw_Gbps) << "," << q("intra_lat_us") << ":" << num(intra_lat_us) << ","
+     << q("inter_lat_us") << ":" << num(inter_lat_us) << "," << q("routers") << ":[";
   for (size_t i = 0; i < routers.size(); ++i) os << (i ? "," : "") << q(routers[i]);
-  os << "]," << q("router_args") << ":" << named_args_json(router_args) << "," << q("capacity_factor") << ":"
-     << num(capacity_factor) << "," << q("drop_policy") << ":" << q(drop_policy) << "," << q("capacity_scope") << ":"
-     << q(capacity_scope) << "," << q("capacity_rounding") << ":" << q(capacity_rounding) << "," << q("placement") << ":" << q(placement) << "," << q("redundant_experts") << ":"
-     << redundant_experts << "," << q("expert_groups") << ":" << expert_groups << "," << q("replica_select") << ":"
-     << q(replica_select) << "," << q("placement_loads") << ":" << q(placement_loads) << "," << q("placement_warmup") << ":"
-     << placement_warmup << "," << q("replace_every") << ":" << replace_every << "," << q("placement_ema") << ":"
-     << num(placement_ema) << "," << q("replace_max_moves") << ":" << replace_max_moves << "," << q("ffn_hidden") << ":" << ffn_hidden << "," << q("dedup") << ":" << q(dedup)
-     << "," << q("backend") << ":" << q(backend) << "," << q("a2a_algo") << ":" << q(a2a_algo) << "," << q("warmup") << ":"
-     << warmup << "," << q("iters") << ":" << iters << "," << q("route_on") << ":" << q(route_on) << "}";
+  os << "]," << q("router_args") << ":" << named_args_json(router_args) << ","
+     << q("capacity_factor") << ":" << num(capacity_factor) << "," << q("drop_policy") << ":"
+     << q(drop_policy) << "," << q("capacity_scope") << ":" << q(capacity_scope) << ","
+     << q("capacity_rounding") << ":" << q(capacity_rounding) << "," << q("placement") << ":"
+     << q(placement) << "," << q("redundant_experts") << ":" << redundant_experts << ","
+     << q("expert_groups") << ":" << expert_groups << "," << q("replica_select") << ":"
+     << q(replica_select) << "," << q("placement_loads") << ":" << q(placement_loads) << ","
+     << q("placement_warmup") << ":" << placement_warmup << "," << q("replace_every") << ":"
+     << replace_every << "," << q("placement_ema") << ":" << num(placement_ema) << ","
+     << q("replace_max_moves") << ":" << replace_max_moves << "," << q("ffn_hidden") << ":"
+     << ffn_hidden << "," << q("dedup") << ":" << q(dedup) << "," << q("backend") << ":"
+     << q(backend) << "," << q("a2a_algo") << ":" << q(a2a_algo) << "," << q("warmup") << ":"
+     << warmup << "," << q("iters") << ":" << iters << "," << q("route_on") << ":" << q(route_on)
+     << "}";
   return os.str();
 }
 
@@ -135,7 +144,8 @@ RunConfig parse_run_config(int argc, const char* const* argv, std::string* help_
   std::string routers;
   std::vector<std::string> router_args;
   std::vector<std::string> workload_args;
-  po::options_description opts("moebench run options (also valid as key = value lines of an INI file given by --config)");
+  po::options_description opts(
+      "moebench run options (also valid as key = value lines of an INI file given by --config)");
   // clang-format off
   opts.add_options()
     ("help,h", "show this help")
@@ -238,10 +248,11 @@ void load_topology_file(RunConfig& c, std::vector<std::string>& problems) {
          inter_lat = c.inter_lat_us, node_bw = 0;
   int32_t rpn = 0, nics = 0;
   std::string name, links = "independent";
-  o.add_options()("name", po::value(&name))("ranks_per_node", po::value(&rpn))("links", po::value(&links))(
-      "intra.bandwidth_GBps", po::value(&intra_bw))("intra.latency_us", po::value(&intra_lat))(
-      "intra.node_bandwidth_GBps", po::value(&node_bw))("inter.bandwidth_Gbps", po::value(&inter_bw))(
-      "inter.latency_us", po::value(&inter_lat))("inter.nics_per_node", po::value(&nics));
+  o.add_options()("name", po::value(&name))("ranks_per_node", po::value(&rpn))(
+      "links", po::value(&links))("intra.bandwidth_GBps", po::value(&intra_bw))(
+      "intra.latency_us", po::value(&intra_lat))("intra.node_bandwidth_GBps", po::value(&node_bw))(
+      "inter.bandwidth_Gbps", po::value(&inter_bw))("inter.latency_us", po::value(&inter_lat))(
+      "inter.nics_per_node", po::value(&nics));
   po::variables_map vm;
   try {
     po::store(po::parse_config_file(in, o), vm);
@@ -255,14 +266,21 @@ void load_topology_file(RunConfig& c, std::vector<std::string>& problems) {
   auto bad = [&](const char* key, const std::string& value, const char* rule) {
     if (vm.count(key)) problems.push_back(where + key + " = " + value + ": " + rule);
   };
-  if (links != "independent" && links != "shared") problems.push_back(where + "links = '" + links + "' (known: independent, shared)");
-  if (!(intra_bw > 0) || !std::isfinite(intra_bw)) bad("intra.bandwidth_GBps", num(intra_bw), "must be > 0");
-  if (!(inter_bw > 0) || !std::isfinite(inter_bw)) bad("inter.bandwidth_Gbps", num(inter_bw), "must be > 0");
-  if (!(intra_lat >= 0) || !std::isfinite(intra_lat)) bad("intra.latency_us", num(intra_lat), "must be >= 0");
-  if (!(inter_lat >= 0) || !std::isfinite(inter_lat)) bad("inter.latency_us", num(inter_lat), "must be >= 0");
-  if (!(node_bw >= 0) || !std::isfinite(node_bw)) bad("intra.node_bandwidth_GBps", num(node_bw), "must be >= 0 (0: no shared intra-node fabric)");
+  if (links != "independent" && links != "shared")
+    problems.push_back(where + "links = '" + links + "' (known: independent, shared)");
+  if (!(intra_bw > 0) || !std::isfinite(intra_bw))
+    bad("intra.bandwidth_GBps", num(intra_bw), "must be > 0");
+  if (!(inter_bw > 0) || !std::isfinite(inter_bw))
+    bad("inter.bandwidth_Gbps", num(inter_bw), "must be > 0");
+  if (!(intra_lat >= 0) || !std::isfinite(intra_lat))
+    bad("intra.latency_us", num(intra_lat), "must be >= 0");
+  if (!(inter_lat >= 0) || !std::isfinite(inter_lat))
+    bad("inter.latency_us", num(inter_lat), "must be >= 0");
+  if (!(node_bw >= 0) || !std::isfinite(node_bw))
+    bad("intra.node_bandwidth_GBps", num(node_bw), "must be >= 0 (0: no shared intra-node fabric)");
   if (rpn < 1) bad("ranks_per_node", std::to_string(rpn), "must be >= 1");
-  if (nics < 0) bad("inter.nics_per_node", std::to_string(nics), "must be >= 0 (0: one NIC per rank)");
+  if (nics < 0)
+    bad("inter.nics_per_node", std::to_string(nics), "must be >= 0 (0: one NIC per rank)");
   if (problems.size() != before) return;
   c.shared_links = links == "shared";
   c.intra_bw_GBps = intra_bw;
@@ -274,10 +292,12 @@ void load_topology_file(RunConfig& c, std::vector<std::string>& problems) {
   if (rpn > 0 && c.ranks_per_node == 0) c.ranks_per_node = rpn;
 }
 
-bool contains(const std::vector<std::string>& v, const std::string& x) { return std::find(v.begin(), v.end(), x) != v.end(); }
+bool contains(const std::vector<std::string>& v, const std::string& x) {
+  return std::find(v.begin(), v.end(), x) != v.end();
+}
 
-void check_name(std::vector<std::string>& problems, const std::string& field, const std::string& value,
-                const std::vector<std::string>& known) {
+void check_name(std::vector<std::string>& problems, const std::string& field,
+                const std::string& value, const std::vector<std::string>& known) {
   for (const auto& k : known)
     if (k == value) return;
   problems.push_back(field + ": unknown value '" + value + "' (known: " + join(known) + ")");
@@ -285,56 +305,84 @@ void check_name(std::vector<std::string>& problems, const std::string& field, co
 
 }  // namespace
 
-std::vector<std::string> resolve_and_validate(RunConfig& c, int world_size, const std::function<std::string(const RunConfig&)>& preflight) {
+std::vector<std::string> resolve_and_validate(
+    RunConfig& c, int world_size, const std::function<std::string(const RunConfig&)>& preflight) {
   std::vector<std::string> p;
   if (!c.topology_file.empty()) load_topology_file(c, p);
   if (c.workload == "trace") {
-    if (c.trace_file.empty()) p.push_back("--workload trace: needs --trace FILE");
-    else apply_trace_defaults(c, p);
+    if (c.trace_file.empty())
+      p.push_back("--workload trace: needs --trace FILE");
+    else
+      apply_trace_defaults(c, p);
   } else if (!c.trace_file.empty()) {
-    p.push_back("--trace " + c.trace_file + ": only used with --workload trace (got --workload " + c.workload + ")");
+    p.push_back("--trace " + c.trace_file + ": only used with --workload trace (got --workload " +
+                c.workload + ")");
   }
   if (c.experts < 1) p.push_back("--experts: must be >= 1 (got " + std::to_string(c.experts) + ")");
   if (c.top_k < 1 || c.top_k > c.experts)
-    p.push_back("--top-k: must be in [1, experts=" + std::to_string(c.experts) + "] (got " + std::to_string(c.top_k) + ")");
+    p.push_back("--top-k: must be in [1, experts=" + std::to_string(c.experts) + "] (got " +
+                std::to_string(c.top_k) + ")");
   if (c.layers < 1) p.push_back("--layers: must be >= 1 (got " + std::to_string(c.layers) + ")");
   if (c.steps < 1) p.push_back("--steps: must be >= 1 (got " + std::to_string(c.steps) + ")");
-  if (c.tokens_per_rank < 1) p.push_back("--tokens-per-rank: must be >= 1 (got " + std::to_string(c.tokens_per_rank) + ")");
+  if (c.tokens_per_rank < 1)
+    p.push_back("--tokens-per-rank: must be >= 1 (got " + std::to_string(c.tokens_per_rank) + ")");
   if (c.seq_len < 1) p.push_back("--seq-len: must be >= 1 (got " + std::to_string(c.seq_len) + ")");
   if (c.hidden < 1) p.push_back("--hidden: must be >= 1 (got " + std::to_string(c.hidden) + ")");
-  if (c.dtype_bytes() == 0) p.push_back("--dtype: unknown value '" + c.dtype + "' (known: fp32, bf16, fp16, fp8)");
+  if (c.dtype_bytes() == 0)
+    p.push_back("--dtype: unknown value '" + c.dtype + "' (known: fp32, bf16, fp16, fp8)");
   if (!(c.capacity_factor >= 0) || !std::isfinite(c.capacity_factor))
-    p.push_back("--capacity-factor: must be >= 0, 0 meaning unlimited (got " + num(c.capacity_factor) + ")");
+    p.push_back("--capacity-factor: must be >= 0, 0 meaning unlimited (got " +
+                num(c.capacity_factor) + ")");
   if (c.drop_policy == "position") c.drop_policy = "choice_first";  // the older name
   check_name(p, "--drop-policy", c.drop_policy, {"choice_first", "token_order", "probability"});
   check_name(p, "--capacity-scope", c.capacity_scope, {"global", "local"});
   check_name(p, "--capacity-rounding", c.capacity_rounding, {"exact", "framework"});
   check_name(p, "--dedup", c.dedup, {"token_expert", "token_rank", "token_node"});
-  check_name(p, "--replica-select", c.replica_select, {"locality", "round_robin", "random", "token_hash"});
+  check_name(p, "--replica-select", c.replica_select,
+             {"locality", "round_robin", "random", "token_hash"});
   if (c.placement_loads.rfind("file:", 0) == 0) {
-    if (c.placement_loads.size() == 5 || c.placement_loads[5] == '#') p.push_back("--placement-loads file:: expected file:PATH[#router]");
+    if (c.placement_loads.size() == 5 || c.placement_loads[5] == '#')
+      p.push_back("--placement-loads file:: expected file:PATH[#router]");
   } else {
-    check_name(p, "--placement-loads", c.placement_loads, {"auto", "none", "oracle", "warmup", "ema", "file:PATH[#router]"});
+    check_name(p, "--placement-loads", c.placement_loads,
+               {"auto", "none", "oracle", "warmup", "ema", "file:PATH[#router]"});
   }
-  if (c.replace_max_moves < 0) p.push_back("--replace-max-moves: must be >= 0 (got " + std::to_string(c.replace_max_moves) + ")");
-  if (c.redundant_experts < 0) p.push_back("--redundant-experts: must be >= 0 (got " + std::to_string(c.redundant_experts) + ")");
-  if (c.expert_groups < 0) p.push_back("--expert-groups: must be >= 0 (got " + std::to_string(c.expert_groups) + ")");
-  if (c.placement_warmup < 1) p.push_back("--placement-warmup: must be >= 1 (got " + std::to_string(c.placement_warmup) + ")");
-  if (c.replace_every < 1) p.push_back("--replace-every: must be >= 1 (got " + std::to_string(c.replace_every) + ")");
-  if (!(c.placement_ema >= 0 && c.placement_ema < 1)) p.push_back("--placement-ema: must be in [0, 1) (got " + num(c.placement_ema) + ")");
-  if (c.ffn_hidden < 0) p.push_back("--ffn-hidden: must be >= 0 (got " + std::to_string(c.ffn_hidden) + ")");
-  if (c.resume && c.out.empty()) p.push_back("--resume: needs --out FILE (the results file to continue)");
-  if (c.resume && c.force) p.push_back("--resume and --force: pick one (--force starts the file again, --resume continues it)");
+  if (c.replace_max_moves < 0)
+    p.push_back("--replace-max-moves: must be >= 0 (got " + std::to_string(c.replace_max_moves) +
+                ")");
+  if (c.redundant_experts < 0)
+    p.push_back("--redundant-experts: must be >= 0 (got " + std::to_string(c.redundant_experts) +
+                ")");
+  if (c.expert_groups < 0)
+    p.push_back("--expert-groups: must be >= 0 (got " + std::to_string(c.expert_groups) + ")");
+  if (c.placement_warmup < 1)
+    p.push_back("--placement-warmup: must be >= 1 (got " + std::to_string(c.placement_warmup) +
+                ")");
+  if (c.replace_every < 1)
+    p.push_back("--replace-every: must be >= 1 (got " + std::to_string(c.replace_every) + ")");
+  if (!(c.placement_ema >= 0 && c.placement_ema < 1))
+    p.push_back("--placement-ema: must be in [0, 1) (got " + num(c.placement_ema) + ")");
+  if (c.ffn_hidden < 0)
+    p.push_back("--ffn-hidden: must be >= 0 (got " + std::to_string(c.ffn_hidden) + ")");
+  if (c.resume && c.out.empty())
+    p.push_back("--resume: needs --out FILE (the results file to continue)");
+  if (c.resume && c.force)
+    p.push_back(
+        "--resume and --force: pick one (--force starts the file again, --resume continues it)");
   check_name(p, "--dispatch-matrix", c.dispatch_matrix, {"auto", "on", "off"});
   check_name(p, "--a2a-algo", c.a2a_algo, {"alltoallv", "pairwise", "hierarchical"});
   check_name(p, "--route-on", c.route_on, {"cpu", "gpu"});
   if (c.route_on == "gpu") {
     const auto gpu = known_gpu_routers();
-    if (gpu.empty()) p.push_back("--route-on gpu: this build has no GPU routing (CUDA and NCCL were not found when it was configured)");
+    if (gpu.empty())
+      p.push_back(
+          "--route-on gpu: this build has no GPU routing (CUDA and NCCL were not found when it was "
+          "configured)");
     else
       for (const auto& r : c.routers)
         if (std::find(gpu.begin(), gpu.end(), r.substr(0, r.find('@'))) == gpu.end())
-          p.push_back("--route-on gpu: router " + r + " has no GPU implementation (GPU routers: " + join(gpu) + ")");
+          p.push_back("--route-on gpu: router " + r +
+                      " has no GPU implementation (GPU routers: " + join(gpu) + ")");
   }
   if (c.warmup < 0) p.push_back("--warmup: must be >= 0 (got " + std::to_string(c.warmup) + ")");
   if (c.iters < 1) p.push_back("--iters: must be >= 1 (got " + std::to_string(c.iters) + ")");
@@ -348,13 +396,19 @@ std::vector<std::string> resolve_and_validate(RunConfig& c, int world_size, cons
     check_name(p, "--placement", c.placement, known);
   }
   if (c.backend == "nccl" && !contains(known_backends(), "nccl"))
-    p.push_back("--backend nccl: this build has no NCCL backend (CUDA and NCCL were not found when it was configured)");
+    p.push_back(
+        "--backend nccl: this build has no NCCL backend (CUDA and NCCL were not found when it was "
+        "configured)");
   else
     check_name(p, "--backend", c.backend, known_backends());
-  if (!(c.intra_bw_GBps > 0) || !std::isfinite(c.intra_bw_GBps)) p.push_back("--intra-bw-GBps: must be finite and > 0 (got " + num(c.intra_bw_GBps) + ")");
-  if (!(c.inter_bw_Gbps > 0) || !std::isfinite(c.inter_bw_Gbps)) p.push_back("--inter-bw-Gbps: must be finite and > 0 (got " + num(c.inter_bw_Gbps) + ")");
-  if (!(c.intra_lat_us >= 0) || !std::isfinite(c.intra_lat_us)) p.push_back("--intra-lat-us: must be finite and >= 0 (got " + num(c.intra_lat_us) + ")");
-  if (!(c.inter_lat_us >= 0) || !std::isfinite(c.inter_lat_us)) p.push_back("--inter-lat-us: must be finite and >= 0 (got " + num(c.inter_lat_us) + ")");
+  if (!(c.intra_bw_GBps > 0) || !std::isfinite(c.intra_bw_GBps))
+    p.push_back("--intra-bw-GBps: must be finite and > 0 (got " + num(c.intra_bw_GBps) + ")");
+  if (!(c.inter_bw_Gbps > 0) || !std::isfinite(c.inter_bw_Gbps))
+    p.push_back("--inter-bw-Gbps: must be finite and > 0 (got " + num(c.inter_bw_Gbps) + ")");
+  if (!(c.intra_lat_us >= 0) || !std::isfinite(c.intra_lat_us))
+    p.push_back("--intra-lat-us: must be finite and >= 0 (got " + num(c.intra_lat_us) + ")");
+  if (!(c.inter_lat_us >= 0) || !std::isfinite(c.inter_lat_us))
+    p.push_back("--inter-lat-us: must be finite and >= 0 (got " + num(c.inter_lat_us) + ")");
 
   // EP group shape: ep_size = nodes * ranks_per_node, every process hosts the same number of ranks.
   if (c.ep_size < 0 || c.nodes < 0 || c.ranks_per_node < 0) {
@@ -366,32 +420,45 @@ std::vector<std::string> resolve_and_validate(RunConfig& c, int world_size, cons
       c.nodes = 1;
       c.ranks_per_node = c.ep_size;
     } else if (c.nodes == 0) {
-      if (c.ep_size % c.ranks_per_node == 0) c.nodes = c.ep_size / c.ranks_per_node;
-      else p.push_back("--ranks-per-node " + std::to_string(c.ranks_per_node) + " does not divide the EP size " + std::to_string(c.ep_size));
+      if (c.ep_size % c.ranks_per_node == 0)
+        c.nodes = c.ep_size / c.ranks_per_node;
+      else
+        p.push_back("--ranks-per-node " + std::to_string(c.ranks_per_node) +
+                    " does not divide the EP size " + std::to_string(c.ep_size));
     } else if (c.ranks_per_node == 0) {
-      if (c.ep_size % c.nodes == 0) c.ranks_per_node = c.ep_size / c.nodes;
-      else p.push_back("--nodes " + std::to_string(c.nodes) + " does not divide the EP size " + std::to_string(c.ep_size));
+      if (c.ep_size % c.nodes == 0)
+        c.ranks_per_node = c.ep_size / c.nodes;
+      else
+        p.push_back("--nodes " + std::to_string(c.nodes) + " does not divide the EP size " +
+                    std::to_string(c.ep_size));
     }
-    if (c.nodes > 0 && c.ranks_per_node > 0 && static_cast<int64_t>(c.nodes) * c.ranks_per_node != c.ep_size)
-      p.push_back("--nodes x --ranks-per-node = " + std::to_string(c.nodes) + " x " + std::to_string(c.ranks_per_node) +
-                  " = " + std::to_string(static_cast<int64_t>(c.nodes) * c.ranks_per_node) + " != EP size " +
-                  std::to_string(c.ep_size) + (c.ep_size == world_size ? " (the MPI world size)" : ""));
+    if (c.nodes > 0 && c.ranks_per_node > 0 &&
+        static_cast<int64_t>(c.nodes) * c.ranks_per_node != c.ep_size)
+      p.push_back("--nodes x --ranks-per-node = " + std::to_string(c.nodes) + " x " +
+                  std::to_string(c.ranks_per_node) + " = " +
+                  std::to_string(static_cast<int64_t>(c.nodes) * c.ranks_per_node) +
+                  " != EP size " + std::to_string(c.ep_size) +
+                  (c.ep_size == world_size ? " (the MPI world size)" : ""));
     if (ep_from_shape && c.ep_size % world_size != 0)
-      p.push_back("--nodes x --ranks-per-node = " + std::to_string(c.nodes) + " x " + std::to_string(c.ranks_per_node) + " = " +
-                  std::to_string(c.ep_size) + " EP ranks, not a multiple of the MPI world size " + std::to_string(world_size) +
+      p.push_back("--nodes x --ranks-per-node = " + std::to_string(c.nodes) + " x " +
+                  std::to_string(c.ranks_per_node) + " = " + std::to_string(c.ep_size) +
+                  " EP ranks, not a multiple of the MPI world size " + std::to_string(world_size) +
                   " (each process hosts EP/world ranks)");
     else if (c.ep_size > 0 && c.ep_size % world_size != 0)
-      p.push_back("--ep-size " + std::to_string(c.ep_size) + " is not a multiple of the MPI world size " + std::to_string(world_size));
+      p.push_back("--ep-size " + std::to_string(c.ep_size) +
+                  " is not a multiple of the MPI world size " + std::to_string(world_size));
     if (c.backend != "sim" && c.ep_size != world_size)
-      p.push_back("--backend " + c.backend + " moves real bytes and needs --ep-size == MPI world size (" +
+      p.push_back("--backend " + c.backend +
+                  " moves real bytes and needs --ep-size == MPI world size (" +
                   std::to_string(world_size) + "), got " + std::to_string(c.ep_size));
   }
 
   // NICs shared by consecutive ranks, or several per rank: one must divide the other.
   if (c.nics_per_node > 0 && c.ranks_per_node > 0 && c.ranks_per_node % c.nics_per_node != 0 &&
       c.nics_per_node % c.ranks_per_node != 0)
-    p.push_back("--topology " + c.topology_file + ": inter.nics_per_node = " + std::to_string(c.nics_per_node) +
-                ": must divide ranks_per_node (" + std::to_string(c.ranks_per_node) + ") or be a multiple of it");
+    p.push_back("--topology " + c.topology_file + ": inter.nics_per_node = " +
+                std::to_string(c.nics_per_node) + ": must divide ranks_per_node (" +
+                std::to_string(c.ranks_per_node) + ") or be a multiple of it");
 
   if (p.empty() && preflight) {  // before anything sized by E, L, R or T is built below
     const std::string problem = preflight(c);
@@ -399,19 +466,23 @@ std::vector<std::string> resolve_and_validate(RunConfig& c, int world_size, cons
   }
 
   // Routers and their args: every name known, every knob understood.
-  if (c.routers.empty()) p.push_back("--routers: empty list (known: " + join(known_routers()) + ")");
+  if (c.routers.empty())
+    p.push_back("--routers: empty list (known: " + join(known_routers()) + ")");
   std::set<std::string> seen;
   for (const auto& r : c.routers) {
     if (!seen.insert(r).second) p.push_back("--routers: '" + r + "' is listed twice");
   }
   for (const auto& r : seen) {
     const auto at = r.find('@');
-    if (at != std::string::npos && (at + 1 == r.size() || r.find_first_of("@/, ", at + 1) != std::string::npos))
-      p.push_back("--routers: '" + r + "': a label after '@' must be non-empty without '@', '/', ',' or spaces");
+    if (at != std::string::npos &&
+        (at + 1 == r.size() || r.find_first_of("@/, ", at + 1) != std::string::npos))
+      p.push_back("--routers: '" + r +
+                  "': a label after '@' must be non-empty without '@', '/', ',' or spaces");
     check_name(p, "--routers", r.substr(0, at), known_routers());
   }
   for (const auto& [name, kv] : c.router_args) {
-    if (!seen.count(name)) p.push_back("--router-arg " + name + ".*: router '" + name + "' is not in --routers");
+    if (!seen.count(name))
+      p.push_back("--router-arg " + name + ".*: router '" + name + "' is not in --routers");
   }
   if (p.empty()) {
     for (const auto& r : c.routers) {
@@ -420,7 +491,9 @@ std::vector<std::string> resolve_and_validate(RunConfig& c, int world_size, cons
     }
   }
   for (const auto& [name, kv] : c.workload_args)
-    if (name != c.workload) p.push_back("--workload-arg " + name + ".*: workload '" + name + "' is not the selected --workload " + c.workload);
+    if (name != c.workload)
+      p.push_back("--workload-arg " + name + ".*: workload '" + name +
+                  "' is not the selected --workload " + c.workload);
   if (p.empty()) {
     const std::string problem = check_placement(c);
     if (!problem.empty()) p.push_back(problem);

@@ -26,7 +26,8 @@ void agree(const Comm& world, F&& f) {
     msg = e.what();
     kind = 1;
   }
-  const int64_t first = world.min(kind ? static_cast<int64_t>(world.rank()) : std::numeric_limits<int64_t>::max());
+  const int64_t first =
+      world.min(kind ? static_cast<int64_t>(world.rank()) : std::numeric_limits<int64_t>::max());
   if (first == std::numeric_limits<int64_t>::max()) return;
   const int root = static_cast<int>(first);
   int64_t head[2] = {kind, static_cast<int64_t>(msg.size())};

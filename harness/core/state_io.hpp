@@ -45,7 +45,8 @@ class StateWriter {
 
 class StateReader {
  public:
-  StateReader(const char* data, size_t size, std::string what) : p_(data), end_(data + size), what_(std::move(what)) {}
+  StateReader(const char* data, size_t size, std::string what)
+      : p_(data), end_(data + size), what_(std::move(what)) {}
   template <class T>
   T get() {
     static_assert(std::is_trivially_copyable_v<T>);
@@ -58,9 +59,12 @@ class StateReader {
   template <class T>
   void get_vec(std::vector<T>& v) {
     const uint64_t n = get<uint64_t>();
-    if (n > static_cast<uint64_t>(end_ - p_) / (sizeof(T) ? sizeof(T) : 1)) bad("a vector longer than the blob");
+    if (n > static_cast<uint64_t>(end_ - p_) / (sizeof(T) ? sizeof(T) : 1))
+      bad("a vector longer than the blob");
     v.resize(static_cast<size_t>(n));
-    if (n > 0) std::memcpy(v.data(), p_, static_cast<size_t>(n) * sizeof(T));  // an empty vector's data() may be null
+    if (n > 0)
+      std::memcpy(v.data(), p_,
+                  static_cast<size_t>(n) * sizeof(T));  // an empty vector's data() may be null
     p_ += n * sizeof(T);
   }
   // A vector whose size the reader already knows (a shape check on load).
@@ -68,7 +72,8 @@ class StateReader {
   void get_vec(std::vector<T>& v, size_t expected) {
     get_vec(v);
     if (v.size() != expected)
-      bad("a vector of " + std::to_string(v.size()) + " values where " + std::to_string(expected) + " were expected");
+      bad("a vector of " + std::to_string(v.size()) + " values where " + std::to_string(expected) +
+          " were expected");
   }
   void get_bools(std::vector<bool>& v) {
     std::vector<char> c;

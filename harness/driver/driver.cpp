@@ -1,8 +1,8 @@
 #include "harness/driver/driver.hpp"
 
 #include <chrono>
-#include <cstring>
 #include <cstdio>
+#include <cstring>
 #include <memory>
 #include <sstream>
 
@@ -27,10 +27,13 @@ namespace moe {
 std::string topology_json(const Topology& t) {
   std::ostringstream os;
   os.precision(17);
-  os << "{\"name\":\"" << t.name << "\",\"nodes\":" << t.nodes << ",\"ranks_per_node\":" << t.ranks_per_node
-     << ",\"intra_bandwidth_Bps\":" << t.intra.bandwidth_Bps << ",\"intra_latency_s\":" << t.intra.latency_s
-     << ",\"inter_bandwidth_Bps\":" << t.inter.bandwidth_Bps << ",\"inter_latency_s\":" << t.inter.latency_s
-     << ",\"nics_per_node\":" << t.nics_per_node << ",\"intra_node_bandwidth_Bps\":" << t.intra_node_bandwidth_Bps
+  os << "{\"name\":\"" << t.name << "\",\"nodes\":" << t.nodes
+     << ",\"ranks_per_node\":" << t.ranks_per_node
+     << ",\"intra_bandwidth_Bps\":" << t.intra.bandwidth_Bps
+     << ",\"intra_latency_s\":" << t.intra.latency_s
+     << ",\"inter_bandwidth_Bps\":" << t.inter.bandwidth_Bps
+     << ",\"inter_latency_s\":" << t.inter.latency_s << ",\"nics_per_node\":" << t.nics_per_node
+     << ",\"intra_node_bandwidth_Bps\":" << t.intra_node_bandwidth_Bps
      << ",\"shared_links\":" << (t.shared_links ? "true" : "false") << "}";
   return os.str();
 }
@@ -42,9 +45,11 @@ std::vector<std::string> gather_hosts(const Comm& world) {
   int len = 0;
   MOE_MPI(MPI_Get_processor_name(name, &len));
   std::vector<char> all(static_cast<size_t>(world.size()) * MPI_MAX_PROCESSOR_NAME);
-  MOE_MPI(MPI_Allgather(name, MPI_MAX_PROCESSOR_NAME, MPI_CHAR, all.data(), MPI_MAX_PROCESSOR_NAME, MPI_CHAR, world.raw()));
+  MOE_MPI(MPI_Allgather(name, MPI_MAX_PROCESSOR_NAME, MPI_CHAR, all.data(), MPI_MAX_PROCESSOR_NAME,
+                        MPI_CHAR, world.raw()));
   std::vector<std::string> hosts;
-  for (int r = 0; r < world.size(); ++r) hosts.emplace_back(all.data() + static_cast<size_t>(r) * MPI_MAX_PROCESSOR_NAME);
+  for (int r = 0; r < world.size(); ++r)
+    hosts.emplace_back(all.data() + static_cast<size_t>(r) * MPI_MAX_PROCESSOR_NAME);
   return hosts;
 }
 
@@ -52,7 +57,8 @@ std::vector<std::string> gather_hosts(const Comm& world) {
 
 RunOutput run_pipeline(const RunConfig& cfg, const Comm& world, const RunOptions& options) {
   auto args_of = [&](const std::string& instance) {
-    return cfg.router_args.count(instance) ? cfg.router_args.at(instance) : std::map<std::string, std::string>{};
+    return cfg.router_args.count(instance) ? cfg.router_args.at(instance)
+                                           : std::map<std::string, std::string>{};
   };
   const Topology topo = cfg.topology();
   const int32_t R = topo.ep_size();
@@ -61,38 +67,55 @@ RunOutput run_pipeline(const RunConfig& cfg, const Comm& world, const RunOptions
   const int32_t first_rank = world.rank() * ranks_here;
   const bool global_capacity = cfg.capacity_scope == "global";
 
-  WorkloadSetup ws{cfg.experts, cfg.layers, cfg.top_k, R, cfg.tokens_per_rank, cfg.seq_len, cfg.seed};
+  WorkloadSetup ws{cfg.experts,         cfg.layers,  cfg.top_k, R,
+                   cfg.tokens_per_rank, cfg.seq_len, cfg.seed};
   ws.trace_file = cfg.trace_file;
   ws.comm = world.raw();
   ws.need_logits = false;
-  for (const auto& name : cfg.routers) ws.need_logits = ws.need_logits || router_registry_name(name) != "recorded";
-  auto workload = make_workload(cfg.workload, ws, cfg.workload_args.count(cfg.workload) ? cfg.workload_args.at(cfg.workload) : std::map<std::string, std::string>{});
+  for (const auto& name : cfg.routers)
+    ws.need_logits = ws.need_logits || router_registry_name(name) != "recorded";
+  auto workload =
+      make_workload(cfg.workload, ws,
+                    cfg.workload_args.count(cfg.workload) ? cfg.workload_args.at(cfg.workload)
+                                                          : std::map<std::string, std::string>{});
   RouterSetup rs{cfg.experts, cfg.top_k, cfg.layers, topo};
   std::vector<std::unique_ptr<Router>> routers;
   for (const auto& name : cfg.routers)
-    routers.push_back(make_router(name, rs, cfg.router_args.count(name) ? cfg.router_args.at(name) : std::map<std::string, std::string>{}));
+    routers.push_back(make_router(name, rs,
+                                  cfg.router_args.count(name)
+                                      ? cfg.router_args.at(name)
+                                      : std::map<std::string, std::string>{}));
   RunOutput out;
   out.routers = cfg.routers;
   // --resume: where the file stands (collective; input errors alike on every rank).
-  const ResumePoint resume = cfg.resume && !cfg.out.empty() ? prepare_resume(cfg, world) : ResumePoint{};
-  if (cfg.resume && options.console && world.root() && !resume.resume) std::printf("moebench: %s\n", resume.note.c_str());
-  if (resume.resume && resume.steps_done == cfg.steps && resume.status == "complete") {  // nothing to do; the file stays as it is
-    if (options.console && world.root()) std::printf("moebench: %s is complete (%d steps); nothing to resume\n", cfg.out.c_str(), cfg.steps);
+  const ResumePoint resume =
+      cfg.resume && !cfg.out.empty() ? prepare_resume(cfg, world) : ResumePoint{};
+  if (cfg.resume && options.console && world.root() && !resume.resume)
+    std::printf("moebench: %s\n", resume.note.c_str());
+  if (resume.resume && resume.steps_done == cfg.steps &&
+      resume.status == "complete") {  // nothing to do; the file stays as it is
+    if (options.console && world.root())
+      std::printf("moebench: %s is complete (%d steps); nothing to resume\n", cfg.out.c_str(),
+                  cfg.steps);
     out.first_step = cfg.steps;
     return out;
   }
-  // --route-on gpu: the CUDA implementation routes; the CPU router object still validated the knobs.
+  // --route-on gpu: the CUDA implementation routes; the CPU router object still validated the
+  // knobs.
   std::vector<const GpuRouteFn*> gpu_route(routers.size(), nullptr);
   if (cfg.route_on == "gpu")
     for (size_t ri = 0; ri < routers.size(); ++ri) {
       const auto* e = GpuRouteRegistry::instance().find(router_registry_name(cfg.routers[ri]));
-      if (!e) throw InputError("--route-on gpu: router " + cfg.routers[ri] + " has no GPU implementation");
+      if (!e)
+        throw InputError("--route-on gpu: router " + cfg.routers[ri] +
+                         " has no GPU implementation");
       gpu_route[ri] = &e->factory;
     }
   // One planner per router: load-aware placements follow that router's own loads.
   const PlannerSpec plan_spec = planner_spec(cfg);
   std::vector<PlacementPlanner> planners(routers.size(), PlacementPlanner(plan_spec));
-  out.placement = planners.empty() ? make_placement(cfg.placement, plan_spec.setup) : planners[0].previous(0);
+  out.placement =
+      planners.empty() ? make_placement(cfg.placement, plan_spec.setup) : planners[0].previous(0);
   if (resume.resume) unpack_state(resume.state, cfg.out, routers, cfg.routers, planners);
   BackendSetup backend_setup;
   backend_setup.payload_bytes = cfg.payload_bytes();
@@ -102,18 +125,24 @@ RunOutput run_pipeline(const RunConfig& cfg, const Comm& world, const RunOptions
   backend_setup.corrupt_token = options.corrupt_token;
   auto backend = make_backend(cfg.backend, backend_setup, topo, world);
   const bool measured_backend = cfg.backend != "sim";
-  const CapacitySpec cap_spec{cfg.capacity_factor, cfg.top_k, cfg.drop_policy, parse_capacity_rounding(cfg.capacity_rounding)};
-  const TrafficSpec traffic_spec{parse_dedup(cfg.dedup), cfg.payload_bytes(), 8, parse_replica_select(cfg.replica_select), cfg.seed};
-  const A2aModel a2a_model = a2a_model_for(cfg.a2a_algo, cfg.dedup);  // the cost model of this exchange
+  const CapacitySpec cap_spec{cfg.capacity_factor, cfg.top_k, cfg.drop_policy,
+                              parse_capacity_rounding(cfg.capacity_rounding)};
+  const TrafficSpec traffic_spec{parse_dedup(cfg.dedup), cfg.payload_bytes(), 8,
+                                 parse_replica_select(cfg.replica_select), cfg.seed};
+  const A2aModel a2a_model =
+      a2a_model_for(cfg.a2a_algo, cfg.dedup);  // the cost model of this exchange
 
   // The first batch tells what the source provides: routers refuse inputs they cannot use, and
   // labelled workloads add the transition figures. One rank tells it (a whole batch may be large).
   TokenBatch batch;
-  agree(world, [&] { workload->generate_ranks(0, 0, first_rank, 1, batch); });  // a bad row may be one process's
+  agree(world, [&] {
+    workload->generate_ranks(0, 0, first_rank, 1, batch);
+  });  // a bad row may be one process's
   for (size_t ri = 0; ri < routers.size(); ++ri) {
     const std::string missing = routers[ri]->missing_input(batch);
     if (!missing.empty())
-      throw InputError("router " + cfg.routers[ri] + " cannot run on workload " + cfg.workload + ": it needs " + missing);
+      throw InputError("router " + cfg.routers[ri] + " cannot run on workload " + cfg.workload +
+                       ": it needs " + missing);
   }
   const bool labelled = !batch.domain.empty();
   std::vector<std::vector<std::string>> figure_names;
@@ -128,7 +157,9 @@ RunOutput run_pipeline(const RunConfig& cfg, const Comm& world, const RunOptions
   if (!cfg.out.empty()) {
     ResultsFileInfo info;
     info.path = cfg.out;
-    info.force = cfg.force || (cfg.resume && !resume.resume);  // --resume of a file without a complete step: start it again
+    info.force = cfg.force ||
+                 (cfg.resume &&
+                  !resume.resume);  // --resume of a file without a complete step: start it again
     if (resume.resume) {
       info.resume_steps_done = resume.steps_done;
       info.resume_note = resume.note;
@@ -139,9 +170,10 @@ RunOutput run_pipeline(const RunConfig& cfg, const Comm& world, const RunOptions
     if (cfg.workload != "trace")
       info.workload_source = "synthetic workload " + cfg.workload;
     else if (batch.recorded_k > 0)
-      info.workload_source = "assignment trace " + cfg.trace_file +
-                             ": recorded replays it; other routers see logits reconstructed from the recorded top-" +
-                             std::to_string(batch.recorded_k) + " (workloads/TRACE_FORMAT.md)";
+      info.workload_source =
+          "assignment trace " + cfg.trace_file +
+          ": recorded replays it; other routers see logits reconstructed from the recorded top-" +
+          std::to_string(batch.recorded_k) + " (workloads/TRACE_FORMAT.md)";
     else
       info.workload_source = "logit trace " + cfg.trace_file;
     info.routers = cfg.routers;
@@ -157,43 +189,51 @@ RunOutput run_pipeline(const RunConfig& cfg, const Comm& world, const RunOptions
     for (const auto& p : planners) info.train_balancedness.push_back(p.train_balancedness());
     info.first_rank = first_rank;
     info.num_ranks = ranks_here;
-    if (resume.resume)  // keep only the rows steps_done vouches for (a kill mid-flush may leave more)
+    if (resume
+            .resume)  // keep only the rows steps_done vouches for (a kill mid-flush may leave more)
       agree(world, [&] {
         if (world.root()) rebuild_for_resume(info, resume.steps_done);
       });
     writer = std::make_unique<ResultsWriter>(info, world);
   }
   if (options.console && world.root()) {
-    const std::string tokens = cfg.workload == "trace" ? "trace " + cfg.trace_file + " (" + std::to_string(batch.global_tokens) + " tokens in step 0)"
-                                                        : std::to_string(cfg.tokens_per_rank) + " tokens/rank";
-    std::printf("moebench: workload %s, E=%d k=%d, %d layers x %d steps, %s, EP %d = %d nodes x %d ranks "
-                "(%d processes), capacity factor %g (%s, %s), placement %s, dedup %s, backend %s\n",
-                cfg.workload.c_str(), cfg.experts, cfg.top_k, L, cfg.steps, tokens.c_str(), R,
-                topo.nodes, topo.ranks_per_node, world.size(), cfg.capacity_factor, cfg.drop_policy.c_str(),
-                cfg.capacity_scope.c_str(), cfg.placement.c_str(), cfg.dedup.c_str(), cfg.backend.c_str());
+    const std::string tokens = cfg.workload == "trace"
+                                   ? "trace " + cfg.trace_file + " (" +
+                                         std::to_string(batch.global_tokens) + " tokens in step 0)"
+                                   : std::to_string(cfg.tokens_per_rank) + " tokens/rank";
+    std::printf(
+        "moebench: workload %s, E=%d k=%d, %d layers x %d steps, %s, EP %d = %d nodes x %d ranks "
+        "(%d processes), capacity factor %g (%s, %s), placement %s, dedup %s, backend %s\n",
+        cfg.workload.c_str(), cfg.experts, cfg.top_k, L, cfg.steps, tokens.c_str(), R, topo.nodes,
+        topo.ranks_per_node, world.size(), cfg.capacity_factor, cfg.drop_policy.c_str(),
+        cfg.capacity_scope.c_str(), cfg.placement.c_str(), cfg.dedup.c_str(), cfg.backend.c_str());
     if (resume.resume) std::printf("moebench: %s: %s\n", cfg.out.c_str(), resume.note.c_str());
     std::fflush(stdout);
   }
 
   const size_t NR = routers.size();
   // Chunkable routers only (and no transition figures): generate and route the hosted ranks in
-  // chunks of about options.chunk_tokens tokens, keeping only the plans; the logits of 1024 ranks x 8192
-  // tokens x 256 experts (8 GiB) then never sit in memory at once.
+  // chunks of about options.chunk_tokens tokens, keeping only the plans; the logits of 1024 ranks x
+  // 8192 tokens x 256 experts (8 GiB) then never sit in memory at once.
   const int64_t kChunkTokens = std::max<int64_t>(1, options.chunk_tokens);
   bool chunked = !labelled && cfg.route_on == "cpu";
   for (const auto& r : routers) chunked = chunked && r->chunkable();
   const int64_t rank_tokens = std::max<int64_t>(1, batch.num_tokens);  // tokens of the first rank
-  const int32_t chunk_ranks = chunked ? static_cast<int32_t>(std::clamp<int64_t>(kChunkTokens / rank_tokens, 1, ranks_here)) : ranks_here;
+  const int32_t chunk_ranks =
+      chunked ? static_cast<int32_t>(std::clamp<int64_t>(kChunkTokens / rank_tokens, 1, ranks_here))
+              : ranks_here;
   chunked = chunked && chunk_ranks < ranks_here;
   std::vector<RoutingPlan> plans(chunked ? NR : 0);
   std::vector<double> route_s(NR, 0.0);
   TokenBatch layout;  // chunked: the rank layout of all hosted ranks (no logits)
   out.records.assign(NR, {});
   out.matrices.assign(NR, {});
-  std::vector<std::vector<StepLayerMetrics>> step_records(NR, std::vector<StepLayerMetrics>(static_cast<size_t>(L)));
+  std::vector<std::vector<StepLayerMetrics>> step_records(
+      NR, std::vector<StepLayerMetrics>(static_cast<size_t>(L)));
   // Matrices of a whole step are kept only when the file stores them; otherwise one is reused.
   const bool step_matrices_needed = (writer && cfg.save_dispatch_matrix()) || options.keep_history;
-  std::vector<std::vector<TrafficMatrix>> step_matrices(NR, std::vector<TrafficMatrix>(step_matrices_needed ? static_cast<size_t>(L) : 1));
+  std::vector<std::vector<TrafficMatrix>> step_matrices(
+      NR, std::vector<TrafficMatrix>(step_matrices_needed ? static_cast<size_t>(L) : 1));
   std::vector<SummaryAccumulator> summaries;
   for (const auto& name : cfg.routers) summaries.emplace_back(name);
   RoutingPlan route_plan;
@@ -222,23 +262,29 @@ RunOutput run_pipeline(const RunConfig& cfg, const Comm& world, const RunOptions
             workload->generate_ranks(step, layer, first_rank + c0, nc, batch);
             if (c0 == 0) layout.first_token = batch.first_token;
             const int64_t base = layout.rank_offsets.back();
-            for (int32_t i = 1; i <= nc; ++i) layout.rank_offsets.push_back(base + batch.rank_offsets[i]);
+            for (int32_t i = 1; i <= nc; ++i)
+              layout.rank_offsets.push_back(base + batch.rank_offsets[i]);
             for (size_t ri = 0; ri < NR; ++ri) {
               const auto t0 = std::chrono::steady_clock::now();
               routers[ri]->route_chunk(batch, route_plan);
-              route_s[ri] += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+              route_s[ri] +=
+                  std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
               RoutingPlan& all = plans[ri];  // append this chunk's plan
               const int64_t a0 = all.assignments();
-              for (int64_t t = 1; t <= route_plan.num_tokens; ++t) all.offsets.push_back(a0 + route_plan.offsets[t]);
-              all.expert.insert(all.expert.end(), route_plan.expert.begin(), route_plan.expert.end());
-              all.weight.insert(all.weight.end(), route_plan.weight.begin(), route_plan.weight.end());
+              for (int64_t t = 1; t <= route_plan.num_tokens; ++t)
+                all.offsets.push_back(a0 + route_plan.offsets[t]);
+              all.expert.insert(all.expert.end(), route_plan.expert.begin(),
+                                route_plan.expert.end());
+              all.weight.insert(all.weight.end(), route_plan.weight.begin(),
+                                route_plan.weight.end());
               all.num_tokens += route_plan.num_tokens;
             }
           }
           for (size_t ri = 0; ri < NR; ++ri) {
             const auto t0 = std::chrono::steady_clock::now();
             routers[ri]->finish_chunks(world);
-            route_s[ri] += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+            route_s[ri] +=
+                std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
           }
           layout.step = step;
           layout.layer = layer;
@@ -248,7 +294,8 @@ RunOutput run_pipeline(const RunConfig& cfg, const Comm& world, const RunOptions
           layout.first_rank = first_rank;
           layout.tokens_per_rank = 0;
         }
-        const TokenBatch& tokens = chunked ? layout : batch;  // whose rank layout the accounting uses
+        const TokenBatch& tokens =
+            chunked ? layout : batch;  // whose rank layout the accounting uses
         const int64_t global_tokens = tokens.global_tokens;
         for (size_t ri = 0; ri < NR; ++ri) {
           StepLayerMetrics& m = step_records[ri][layer];
@@ -259,7 +306,8 @@ RunOutput run_pipeline(const RunConfig& cfg, const Comm& world, const RunOptions
               (*gpu_route[ri])(batch, cfg.top_k, args_of(cfg.routers[ri]), route_plan);
             else
               routers[ri]->route(batch, world, route_plan);
-            route_s[ri] = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+            route_s[ri] =
+                std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
           }
           RoutingPlan& plan = chunked ? plans[ri] : route_plan;
           m.router_s = world.max(route_s[ri]);
@@ -284,14 +332,17 @@ RunOutput run_pipeline(const RunConfig& cfg, const Comm& world, const RunOptions
           dispatch.reset(R);
           const Placement& placement = planners[ri].placement(layer, cap.expert_demand);
           detail.reset(R, topo.nodes, cfg.experts);
-          account_dispatch(plan, cap.kept, tokens, placement, topo, traffic_spec, dispatch, &detail);
+          account_dispatch(plan, cap.kept, tokens, placement, topo, traffic_spec, dispatch,
+                           &detail);
           world.sum(dispatch.tokens);
           world.sum(dispatch.bytes);
-          for (auto* v : {&detail.rank_assignments, &detail.ranks_per_token_hist, &detail.nodes_per_token_hist, &detail.expert_bytes})
+          for (auto* v : {&detail.rank_assignments, &detail.ranks_per_token_hist,
+                          &detail.nodes_per_token_hist, &detail.expert_bytes})
             world.sum(*v);
           combine_from_dispatch(dispatch, cfg.payload_bytes(), combine);
           fill_traffic_metrics(dispatch, combine, topo, m);
-          m.padding_bytes = padding_bytes(m.capacity, cfg.experts, global_capacity ? 1 : R, m.kept_assignments, cfg.payload_bytes());
+          m.padding_bytes = padding_bytes(m.capacity, cfg.experts, global_capacity ? 1 : R,
+                                          m.kept_assignments, cfg.payload_bytes());
           const ModelTime md = model_alltoall(dispatch, topo, a2a_model);
           const ModelTime mc = model_alltoall(combine, topo, a2a_model);
           m.model_dispatch_s = md.seconds;
@@ -305,7 +356,8 @@ RunOutput run_pipeline(const RunConfig& cfg, const Comm& world, const RunOptions
           fill_detail_metrics(detail, m);
           m.expert_of_slot.assign(placement.expert_of_slot.begin(), placement.expert_of_slot.end());
           m.replication_factor = static_cast<double>(placement.physical_experts()) / cfg.experts;
-          m.placement_balancedness = placement_balancedness(placement, std::vector<double>(cap.expert_demand.begin(), cap.expert_demand.end()));
+          m.placement_balancedness = placement_balancedness(
+              placement, std::vector<double>(cap.expert_demand.begin(), cap.expert_demand.end()));
           m.replaced_copies = planners[ri].moved_copies(layer);
           m.replacement_bytes = m.replaced_copies * cfg.expert_bytes();
           if (m.replaced_copies > 0) {  // the same traffic under the placement it replaced
@@ -313,32 +365,40 @@ RunOutput run_pipeline(const RunConfig& cfg, const Comm& world, const RunOptions
             before.reset(R);
             DispatchDetail before_detail;
             before_detail.reset(R, topo.nodes, cfg.experts);
-            account_dispatch(plan, cap.kept, tokens, planners[ri].previous(layer), topo, traffic_spec, before, &before_detail);
+            account_dispatch(plan, cap.kept, tokens, planners[ri].previous(layer), topo,
+                             traffic_spec, before, &before_detail);
             world.sum(before.tokens);
             world.sum(before.bytes);
             world.sum(before_detail.rank_assignments);
-            m.balancedness_gain = m.gpu_balancedness - mean_over_max(before_detail.rank_assignments);
+            m.balancedness_gain =
+                m.gpu_balancedness - mean_over_max(before_detail.rank_assignments);
             combine_from_dispatch(before, cfg.payload_bytes(), before_combine);
-            m.a2a_saved_s = model_alltoall(before, topo, a2a_model).seconds + model_alltoall(before_combine, topo, a2a_model).seconds -
-                            md.seconds - mc.seconds;
+            m.a2a_saved_s = model_alltoall(before, topo, a2a_model).seconds +
+                            model_alltoall(before_combine, topo, a2a_model).seconds - md.seconds -
+                            mc.seconds;
           }
           const ExchangeResult ex = backend->exchange(dispatch, combine, topo, world);
           if (ex.measured) {
             m.measured_dispatch_s = ex.dispatch_s;
             m.measured_combine_s = ex.combine_s;
             m.measured_bytes_moved = ex.bytes_moved;
-            if (ex.dispatch_s > 0) {  // nccl-tests: algbw = bytes per rank / time, busbw = algbw (R-1)/R
+            if (ex.dispatch_s >
+                0) {  // nccl-tests: algbw = bytes per rank / time, busbw = algbw (R-1)/R
               m.measured_algbw_GBps = static_cast<double>(ex.bytes_moved) / R / ex.dispatch_s / 1e9;
               m.measured_busbw_GBps = m.measured_algbw_GBps * (R - 1) / R;
-              // Bytes that left their rank: the moved bytes scaled by the non-self share of the copies.
+              // Bytes that left their rank: the moved bytes scaled by the non-self share of the
+              // copies.
               const int64_t self_copies = [&] {
                 int64_t n = 0;
                 for (int32_t r = 0; r < R; ++r) n += dispatch.tok(r, r);
                 return n;
               }();
               const double nonself_share =
-                  m.dispatch_copies > 0 ? static_cast<double>(m.dispatch_copies - self_copies) / static_cast<double>(m.dispatch_copies) : 0.0;
-              m.measured_nonself_algbw_GBps = static_cast<double>(ex.bytes_moved) * nonself_share / R / ex.dispatch_s / 1e9;
+                  m.dispatch_copies > 0 ? static_cast<double>(m.dispatch_copies - self_copies) /
+                                              static_cast<double>(m.dispatch_copies)
+                                        : 0.0;
+              m.measured_nonself_algbw_GBps =
+                  static_cast<double>(ex.bytes_moved) * nonself_share / R / ex.dispatch_s / 1e9;
             }
             m.rank_dispatch_s = ex.rank_dispatch_s;
             m.rank_combine_s = ex.rank_combine_s;
@@ -348,12 +408,14 @@ RunOutput run_pipeline(const RunConfig& cfg, const Comm& world, const RunOptions
             m.tokens_corrupted = ex.tokens_corrupted;
           }
         }
-        progress.update(static_cast<int64_t>(step) * L + layer + 1, "step " + std::to_string(step + 1) + "/" + std::to_string(cfg.steps));
+        progress.update(static_cast<int64_t>(step) * L + layer + 1,
+                        "step " + std::to_string(step + 1) + "/" + std::to_string(cfg.steps));
       }
       for (auto& r : routers) r->end_step(world);
       for (size_t ri = 0; ri < NR; ++ri) {
         std::vector<std::vector<int64_t>> demand(static_cast<size_t>(L));
-        for (int32_t layer = 0; layer < L; ++layer) demand[layer] = step_records[ri][layer].expert_demand;
+        for (int32_t layer = 0; layer < L; ++layer)
+          demand[layer] = step_records[ri][layer].expert_demand;
         planners[ri].end_step(step, demand);
       }
       if (writer) {
@@ -365,30 +427,40 @@ RunOutput run_pipeline(const RunConfig& cfg, const Comm& world, const RunOptions
         }
         if (world.root()) check_out_exists(cfg.out, step + 1);
       }
-      // Integrity: the only acceptable figure for lost and corrupted copies is 0. The step is in the
-      // file (status partial) before the run stops.
+      // Integrity: the only acceptable figure for lost and corrupted copies is 0. The step is in
+      // the file (status partial) before the run stops.
       for (size_t ri = 0; ri < NR; ++ri)
         for (int32_t layer = 0; layer < L; ++layer) {
           const auto& m = step_records[ri][layer];
           for (size_t r = 0; r < m.tokens_lost.size(); ++r)
             if (m.tokens_lost[r] != 0 || m.tokens_corrupted[r] != 0)
-              throw CollectiveError("integrity check failed: router " + cfg.routers[ri] + ", step " + std::to_string(step) + ", layer " +
-                          std::to_string(layer) + ", rank " + std::to_string(r) + ": " + std::to_string(m.tokens_lost[r]) +
-                          " token copies lost, " + std::to_string(m.tokens_corrupted[r]) + " corrupted");
+              throw CollectiveError("integrity check failed: router " + cfg.routers[ri] +
+                                    ", step " + std::to_string(step) + ", layer " +
+                                    std::to_string(layer) + ", rank " + std::to_string(r) + ": " +
+                                    std::to_string(m.tokens_lost[r]) + " token copies lost, " +
+                                    std::to_string(m.tokens_corrupted[r]) + " corrupted");
         }
       for (size_t ri = 0; ri < NR; ++ri) {
         for (const auto& m : step_records[ri]) summaries[ri].add(m);
         if (!options.keep_history) continue;
-        out.records[ri].insert(out.records[ri].end(), step_records[ri].begin(), step_records[ri].end());
-        out.matrices[ri].insert(out.matrices[ri].end(), step_matrices[ri].begin(), step_matrices[ri].end());
+        out.records[ri].insert(out.records[ri].end(), step_records[ri].begin(),
+                               step_records[ri].end());
+        out.matrices[ri].insert(out.matrices[ri].end(), step_matrices[ri].begin(),
+                                step_matrices[ri].end());
       }
       // SIGTERM/SIGINT on any process: every process stops after this step (agreed collectively).
       if (step + 1 < cfg.steps) {
         out.stop_signal = static_cast<int>(world.max(static_cast<int64_t>(stop_signal())));
         if (out.stop_signal != 0) {
           if (world.root())
-            std::fprintf(stderr, "moebench: %s: stopping after step %d of %d%s\n", strsignal(out.stop_signal), step + 1, cfg.steps,
-                         cfg.out.empty() ? "" : ("; " + cfg.out + " says status = interrupted: add --resume to the same command to finish it").c_str());
+            std::fprintf(
+                stderr, "moebench: %s: stopping after step %d of %d%s\n",
+                strsignal(out.stop_signal), step + 1, cfg.steps,
+                cfg.out.empty()
+                    ? ""
+                    : ("; " + cfg.out +
+                       " says status = interrupted: add --resume to the same command to finish it")
+                          .c_str());
           break;
         }
       }
@@ -406,8 +478,9 @@ RunOutput run_pipeline(const RunConfig& cfg, const Comm& world, const RunOptions
   for (const auto& acc : summaries) out.summaries.push_back(acc.result());
   if (options.console && world.root()) {
     if (out.first_step > 0)
-      std::printf("summary of steps %d..%d (this run; `moebench report %s` summarises the whole file):\n", out.first_step + 1, cfg.steps,
-                  cfg.out.c_str());
+      std::printf(
+          "summary of steps %d..%d (this run; `moebench report %s` summarises the whole file):\n",
+          out.first_step + 1, cfg.steps, cfg.out.c_str());
     std::printf("%s", format_summary_table(out.summaries).c_str());
     if (!cfg.out.empty()) std::printf("results: %s\n", cfg.out.c_str());
     std::fflush(stdout);

@@ -68,9 +68,12 @@ std::vector<std::vector<double>> trace_loads(const std::string& what, const std:
     throw InputError(what + ": " + path + " has " + std::to_string(h.num_layers) +
                      " layers, the run " + std::to_string(L));
   const auto counts = trace_expert_loads(r, h.logits() ? top_k : h.top_k);
-  std::vector<std::vector<double>> load(static_cast<size_t>(L), std::vector<double>(static_cast<size_t>(E), 0.0));
+  std::vector<std::vector<double>> load(static_cast<size_t>(L),
+                                        std::vector<double>(static_cast<size_t>(E), 0.0));
   for (int32_t l = 0; l < L; ++l)
-    for (int32_t e = 0; e < E; ++e) load[static_cast<size_t>(l)][static_cast<size_t>(e)] = static_cast<double>(counts[static_cast<size_t>(l)][static_cast<size_t>(e)]);
+    for (int32_t e = 0; e < E; ++e)
+      load[static_cast<size_t>(l)][static_cast<size_t>(e)] =
+          static_cast<double>(counts[static_cast<size_t>(l)][static_cast<size_t>(e)]);
   return load;
 }
 

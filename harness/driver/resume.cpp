@@ -40,8 +40,10 @@ std::map<std::string, std::string> top_level(const std::string& json) {
     for (; i < json.size(); ++i) {
       const char c = json[i];
       if (in_str) {
-        if (c == '\\') ++i;
-        else if (c == '"') in_str = false;
+        if (c == '\\')
+          ++i;
+        else if (c == '"')
+          in_str = false;
       } else if (c == '"') {
         in_str = true;
       } else if (c == '{' || c == '[') {
@@ -72,7 +74,8 @@ constexpr char kMagic[8] = {'M', 'O', 'E', 'C', 'K', 'P', 'T', '1'};
 
 }  // namespace
 
-std::vector<std::string> config_differences(const std::string& file_json, const std::string& run_json) {
+std::vector<std::string> config_differences(const std::string& file_json,
+                                            const std::string& run_json) {
   const auto a = top_level(file_json), b = top_level(run_json);
   std::vector<std::string> out;
   for (const auto& [k, v] : b) {
@@ -82,7 +85,8 @@ std::vector<std::string> config_differences(const std::string& file_json, const 
     if (was != v) out.push_back(option_name(k) + " (file " + was + ", now " + v + ")");
   }
   for (const auto& [k, v] : a)
-    if (!b.count(k) && k != "steps") out.push_back(option_name(k) + " (file " + v + ", unknown to this moebench)");
+    if (!b.count(k) && k != "steps")
+      out.push_back(option_name(k) + " (file " + v + ", unknown to this moebench)");
   return out;
 }
 
@@ -93,13 +97,15 @@ struct CopyVisit {
 };
 
 herr_t collect_dataset(hid_t, const char* name, const H5O_info_t* info, void* data) {
-  if (info->type == H5O_TYPE_DATASET) static_cast<CopyVisit*>(data)->datasets.push_back(std::string("/") + name);
+  if (info->type == H5O_TYPE_DATASET)
+    static_cast<CopyVisit*>(data)->datasets.push_back(std::string("/") + name);
   return 0;
 }
 
 // Copies the first `rows` rows of dataset `path` (all rows when rows < 0) from `from` into `to`,
 // creating it there like the original when missing.
-void copy_rows(hid_t from, hid_t to, const std::string& path, int64_t rows, const std::string& where) {
+void copy_rows(hid_t from, hid_t to, const std::string& path, int64_t rows,
+               const std::string& where) {
   using h5::check;
   using h5::check_status;
   using h5::Handle;
@@ -111,7 +117,9 @@ void copy_rows(hid_t from, hid_t to, const std::string& path, int64_t rows, cons
   std::vector<hsize_t> dims(static_cast<size_t>(std::max(nd, 1)), 1);
   if (nd > 0) H5Sget_simple_extent_dims(sspace, dims.data(), nullptr);
   if (nd > 0 && rows >= 0) {
-    if (static_cast<hsize_t>(rows) > dims[0]) throw InputError(where + path + " has " + std::to_string(dims[0]) + " rows, fewer than steps_done");
+    if (static_cast<hsize_t>(rows) > dims[0])
+      throw InputError(where + path + " has " + std::to_string(dims[0]) +
+                       " rows, fewer than steps_done");
     dims[0] = static_cast<hsize_t>(rows);
   }
   Handle dst;
@@ -119,8 +127,10 @@ void copy_rows(hid_t from, hid_t to, const std::string& path, int64_t rows, cons
     dst = Handle(check(H5Dopen2(to, path.c_str(), H5P_DEFAULT), "H5Dopen"), H5Dclose);
     Handle dspace(check(H5Dget_space(dst), "H5Dget_space"), H5Sclose);
     std::vector<hsize_t> have(dims.size(), 0);
-    if (nd > 0 && H5Sget_simple_extent_ndims(dspace) == nd) H5Sget_simple_extent_dims(dspace, have.data(), nullptr);
-    if (nd > 0 && have != dims) check_status(H5Dset_extent(dst, dims.data()), ("H5Dset_extent " + path).c_str());
+    if (nd > 0 && H5Sget_simple_extent_ndims(dspace) == nd)
+      H5Sget_simple_extent_dims(dspace, have.data(), nullptr);
+    if (nd > 0 && have != dims)
+      check_status(H5Dset_extent(dst, dims.data()), ("H5Dset_extent " + path).c_str());
   } else {
     Handle dcpl(check(H5Dget_create_plist(src), "H5Dget_create_plist"), H5Pclose);
     Handle lcpl(check(H5Pcreate(H5P_LINK_CREATE), "H5Pcreate"), H5Pclose);
@@ -128,9 +138,13 @@ void copy_rows(hid_t from, hid_t to, const std::string& path, int64_t rows, cons
     Handle maxspace(check(H5Dget_space(src), "H5Dget_space"), H5Sclose);
     std::vector<hsize_t> maxdims(dims.size(), 0);
     if (nd > 0) H5Sget_simple_extent_dims(maxspace, nullptr, maxdims.data());
-    Handle space(nd > 0 ? check(H5Screate_simple(nd, dims.data(), maxdims.data()), "H5Screate_simple")
-                        : check(H5Screate(H5S_SCALAR), "H5Screate"), H5Sclose);
-    dst = Handle(check(H5Dcreate2(to, path.c_str(), type, space, lcpl, dcpl, H5P_DEFAULT), ("H5Dcreate " + path).c_str()), H5Dclose);
+    Handle space(nd > 0
+                     ? check(H5Screate_simple(nd, dims.data(), maxdims.data()), "H5Screate_simple")
+                     : check(H5Screate(H5S_SCALAR), "H5Screate"),
+                 H5Sclose);
+    dst = Handle(check(H5Dcreate2(to, path.c_str(), type, space, lcpl, dcpl, H5P_DEFAULT),
+                       ("H5Dcreate " + path).c_str()),
+                 H5Dclose);
   }
   // Row blocks of at most 64 MiB: a results file may be far larger than memory.
   hsize_t row_bytes = H5Tget_size(type);
@@ -148,14 +162,21 @@ void copy_rows(hid_t from, hid_t to, const std::string& path, int64_t rows, cons
     buf.resize(static_cast<size_t>(row_bytes * (nd > 0 ? count[0] : 1)));
     Handle fsel(check(H5Dget_space(src), "H5Dget_space"), H5Sclose);
     Handle dsel(check(H5Dget_space(dst), "H5Dget_space"), H5Sclose);
-    Handle msel(nd > 0 ? check(H5Screate_simple(nd, count.data(), nullptr), "H5Screate_simple") : check(H5Screate(H5S_SCALAR), "H5Screate"), H5Sclose);
+    Handle msel(nd > 0 ? check(H5Screate_simple(nd, count.data(), nullptr), "H5Screate_simple")
+                       : check(H5Screate(H5S_SCALAR), "H5Screate"),
+                H5Sclose);
     if (nd > 0) {
-      check_status(H5Sselect_hyperslab(fsel, H5S_SELECT_SET, start.data(), nullptr, count.data(), nullptr), "H5Sselect_hyperslab");
-      check_status(H5Sselect_hyperslab(dsel, H5S_SELECT_SET, start.data(), nullptr, count.data(), nullptr), "H5Sselect_hyperslab");
+      check_status(
+          H5Sselect_hyperslab(fsel, H5S_SELECT_SET, start.data(), nullptr, count.data(), nullptr),
+          "H5Sselect_hyperslab");
+      check_status(
+          H5Sselect_hyperslab(dsel, H5S_SELECT_SET, start.data(), nullptr, count.data(), nullptr),
+          "H5Sselect_hyperslab");
     }
     if (H5Dread(src, type, msel, fsel, H5P_DEFAULT, buf.data()) < 0)
       throw InputError(where + "cannot read " + path + " (damaged before its last complete step?)");
-    check_status(H5Dwrite(dst, type, msel, dsel, H5P_DEFAULT, buf.data()), ("H5Dwrite " + path).c_str());
+    check_status(H5Dwrite(dst, type, msel, dsel, H5P_DEFAULT, buf.data()),
+                 ("H5Dwrite " + path).c_str());
   }
 }
 
@@ -196,7 +217,8 @@ void rebuild_for_resume(const ResultsFileInfo& info, int32_t steps_done) {
     for (const char* a : {"command_line", "resumed"})
       if (h5::has_attr(old, a)) h5::write_attr(to, a, h5::read_attr_string(old, a));
     h5::write_attr(to, "steps_done", static_cast<int64_t>(steps_done));
-    h5::write_attr(to, "world_size", h5::read_attr_int(old, "world_size"));  // the writer above ran on one process
+    h5::write_attr(to, "world_size",
+                   h5::read_attr_int(old, "world_size"));  // the writer above ran on one process
     writer.close();
   } catch (...) {
     std::error_code ec;
@@ -206,10 +228,12 @@ void rebuild_for_resume(const ResultsFileInfo& info, int32_t steps_done) {
   old.reset();
   std::error_code ec;
   std::filesystem::rename(tmp, info.path, ec);
-  if (ec) throw InputError(where + "cannot replace it with the rewritten " + tmp + ": " + ec.message());
+  if (ec)
+    throw InputError(where + "cannot replace it with the rewritten " + tmp + ": " + ec.message());
 }
 
-std::vector<char> pack_state(const std::vector<std::unique_ptr<Router>>& routers, const std::vector<std::string>& names,
+std::vector<char> pack_state(const std::vector<std::unique_ptr<Router>>& routers,
+                             const std::vector<std::string>& names,
                              const std::vector<PlacementPlanner>& planners) {
   std::vector<char> blob;
   StateWriter w(blob);
@@ -229,7 +253,8 @@ std::vector<char> pack_state(const std::vector<std::unique_ptr<Router>>& routers
   return blob;
 }
 
-void unpack_state(const std::vector<char>& blob, const std::string& path, const std::vector<std::unique_ptr<Router>>& routers,
+void unpack_state(const std::vector<char>& blob, const std::string& path,
+                  const std::vector<std::unique_ptr<Router>>& routers,
                   const std::vector<std::string>& names, std::vector<PlacementPlanner>& planners) {
   const std::string where = "--resume " + path;
   StateReader r(blob.data(), blob.size(), where);
@@ -239,7 +264,8 @@ void unpack_state(const std::vector<char>& blob, const std::string& path, const 
   std::vector<char> name, part;
   for (size_t i = 0; i < routers.size(); ++i) {
     r.get_vec(name);
-    if (std::string(name.begin(), name.end()) != names[i]) r.bad("router " + std::to_string(i) + " is not " + names[i]);
+    if (std::string(name.begin(), name.end()) != names[i])
+      r.bad("router " + std::to_string(i) + " is not " + names[i]);
     r.get_bytes(part);
     StateReader rr(part.data(), part.size(), where + ": router " + names[i]);
     routers[i]->load_state(rr);
@@ -271,36 +297,46 @@ ResumePoint prepare_resume(const RunConfig& cfg, const Comm& world) {
         const hid_t f = H5Fopen(path.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT);
         if (f < 0) throw InputError(where + "cannot open the HDF5 file (damaged?)");
         h5::Handle file(f, H5Fclose);
-        if (!h5::has_attr(file, "format") || h5::read_attr_string(file, "format") != schema::kFormatName)
-          throw InputError(where + "not a moebench results file (no format = " + schema::kFormatName + " attribute)");
-        const int64_t version = h5::has_attr(file, "format_version") ? h5::read_attr_int(file, "format_version") : -1;
+        if (!h5::has_attr(file, "format") ||
+            h5::read_attr_string(file, "format") != schema::kFormatName)
+          throw InputError(where + "not a moebench results file (no format = " +
+                           schema::kFormatName + " attribute)");
+        const int64_t version =
+            h5::has_attr(file, "format_version") ? h5::read_attr_int(file, "format_version") : -1;
         if (version != schema::kFormatVersion)
-          throw InputError(where + "results format_version " + std::to_string(version) + ", this moebench writes version " +
+          throw InputError(where + "results format_version " + std::to_string(version) +
+                           ", this moebench writes version " +
                            std::to_string(schema::kFormatVersion));
         for (const char* a : {"config", "status", "steps_done", "world_size"})
-          if (!h5::has_attr(file, a)) throw InputError(where + "the file has no '" + a + "' attribute");
+          if (!h5::has_attr(file, a))
+            throw InputError(where + "the file has no '" + a + "' attribute");
         const auto diff = config_differences(h5::read_attr_string(file, "config"), cfg.to_json());
         if (!diff.empty()) {
           std::string list;
           for (const auto& d : diff) list += (list.empty() ? "" : ", ") + d;
-          throw InputError(where + "written with another configuration: " + list + " (only --steps may change)");
+          throw InputError(where + "written with another configuration: " + list +
+                           " (only --steps may change)");
         }
         status = h5::read_attr_string(file, "status");
         steps_done = h5::read_attr_int(file, "steps_done");
         const int64_t ws = h5::read_attr_int(file, "world_size");
         if (ws != world.size())
-          throw InputError(where + "written by " + std::to_string(ws) + " processes; resume it with as many (mpirun -np " +
-                           std::to_string(ws) + "), not " + std::to_string(world.size()));
+          throw InputError(where + "written by " + std::to_string(ws) +
+                           " processes; resume it with as many (mpirun -np " + std::to_string(ws) +
+                           "), not " + std::to_string(world.size()));
         if (steps_done > cfg.steps)
-          throw InputError(where + "holds " + std::to_string(steps_done) + " steps, more than --steps " + std::to_string(cfg.steps) +
+          throw InputError(where + "holds " + std::to_string(steps_done) +
+                           " steps, more than --steps " + std::to_string(cfg.steps) +
                            " (--steps may only be raised)");
-        if (steps_done > 0) (void)read_checkpoint(file, path, steps_done, 0, world.size());  // checks the slot
+        if (steps_done > 0)
+          (void)read_checkpoint(file, path, steps_done, 0, world.size());  // checks the slot
       }
     } catch (const Error& e) {
       error = e.what();
     }
   }
-  std::vector<int64_t> head{static_cast<int64_t>(error.size()), steps_done, static_cast<int64_t>(status.size())};
+  std::vector<int64_t> head{static_cast<int64_t>(error.size()), steps_done,
+                            static_cast<int64_t>(status.size())};
   if (!world.root()) std::fill(head.begin(), head.end(), 0);
   world.sum(head);
   std::string text = error + status;
@@ -314,7 +350,8 @@ ResumePoint prepare_resume(const RunConfig& cfg, const Comm& world) {
     return rp;
   }
   if (steps_done == 0) {
-    rp.note = "--resume: " + path + " holds no complete step (status " + status + "); starting it again";
+    rp.note =
+        "--resume: " + path + " holds no complete step (status " + status + "); starting it again";
     return rp;
   }
   rp.resume = true;
@@ -328,26 +365,34 @@ ResumePoint prepare_resume(const RunConfig& cfg, const Comm& world) {
     rp.state = read_checkpoint(file, path, steps_done, world.rank(), world.size());
   }
   world.barrier();  // every process has read before the file is opened for writing
-  rp.note = "resumed after step " + std::to_string(steps_done) + " of " + std::to_string(cfg.steps) + " (file status " + status + ")";
+  rp.note = "resumed after step " + std::to_string(steps_done) + " of " +
+            std::to_string(cfg.steps) + " (file status " + status + ")";
   return rp;
 }
 
 void throw_write_failure(const std::string& path, int32_t steps_done, const std::exception& e) {
   std::error_code ec;
-  const auto dir = std::filesystem::path(path).parent_path().empty() ? std::filesystem::path(".") : std::filesystem::path(path).parent_path();
+  const auto dir = std::filesystem::path(path).parent_path().empty()
+                       ? std::filesystem::path(".")
+                       : std::filesystem::path(path).parent_path();
   std::string cause;
-  if (!std::filesystem::exists(path, ec)) cause = "the file or its folder was removed";
-  else if (const auto sp = std::filesystem::space(dir, ec); !ec && sp.available < (uint64_t{1} << 20)) cause = "no space left on its file system";
-  else cause = std::string("the write failed: ") + e.what();
-  throw Error("--out " + path + ": cannot write step " + std::to_string(steps_done + 1) + " (" + cause + "); the file keeps " +
-              std::to_string(steps_done) + " complete steps: free space, then run the same command with --resume");
+  if (!std::filesystem::exists(path, ec))
+    cause = "the file or its folder was removed";
+  else if (const auto sp = std::filesystem::space(dir, ec);
+           !ec && sp.available < (uint64_t{1} << 20))
+    cause = "no space left on its file system";
+  else
+    cause = std::string("the write failed: ") + e.what();
+  throw Error("--out " + path + ": cannot write step " + std::to_string(steps_done + 1) + " (" +
+              cause + "); the file keeps " + std::to_string(steps_done) +
+              " complete steps: free space, then run the same command with --resume");
 }
 
 void check_out_exists(const std::string& path, int32_t steps_done) {
   std::error_code ec;
   if (!std::filesystem::exists(path, ec))
-    throw Error("--out " + path + ": the file was removed during the run (after step " + std::to_string(steps_done) +
-                "); its results are lost");
+    throw Error("--out " + path + ": the file was removed during the run (after step " +
+                std::to_string(steps_done) + "); its results are lost");
 }
 
 void install_stop_handlers() {
@@ -359,6 +404,8 @@ void install_stop_handlers() {
   sigaction(SIGINT, &sa, nullptr);
 }
 
-int stop_signal() { return static_cast<int>(g_stop_signal); }
+int stop_signal() {
+  return static_cast<int>(g_stop_signal);
+}
 
 }  // namespace moe

@@ -12,7 +12,8 @@ double max_over_mean(const std::vector<int64_t>& v) {
   if (v.empty()) return 0;
   const double sum = static_cast<double>(std::accumulate(v.begin(), v.end(), int64_t{0}));
   if (sum == 0) return 0;
-  return static_cast<double>(*std::max_element(v.begin(), v.end())) / (sum / static_cast<double>(v.size()));
+  return static_cast<double>(*std::max_element(v.begin(), v.end())) /
+         (sum / static_cast<double>(v.size()));
 }
 
 double mean_over_max(const std::vector<int64_t>& v) {
@@ -35,21 +36,27 @@ double coefficient_of_variation(const std::vector<int64_t>& v) {
   return std::sqrt(var / n) / mean;
 }
 
-void fill_load_metrics(const RoutingPlan& plan, const CapacityResult& cap, int64_t group_tokens, int32_t top_k,
-                       const Comm& group, StepLayerMetrics& m) {
+void fill_load_metrics(const RoutingPlan& plan, const CapacityResult& cap, int64_t group_tokens,
+                       int32_t top_k, const Comm& group, StepLayerMetrics& m) {
   const int32_t E = plan.num_experts;
   m.tokens = group_tokens;
   m.capacity = cap.capacity;
   m.expert_demand = cap.expert_demand;
   m.expert_load = cap.expert_load;
-  m.demand_assignments = std::accumulate(cap.expert_demand.begin(), cap.expert_demand.end(), int64_t{0});
+  m.demand_assignments =
+      std::accumulate(cap.expert_demand.begin(), cap.expert_demand.end(), int64_t{0});
   m.kept_assignments = std::accumulate(cap.expert_load.begin(), cap.expert_load.end(), int64_t{0});
   m.dropped_assignments = cap.dropped_assignments;
   m.dropped_tokens = cap.dropped_tokens;
   m.max_demand = E ? *std::max_element(cap.expert_demand.begin(), cap.expert_demand.end()) : 0;
-  m.max_tokens_per_expert = E ? *std::max_element(cap.expert_load.begin(), cap.expert_load.end()) : 0;
-  m.mean_active_experts = group_tokens ? static_cast<double>(m.kept_assignments) / static_cast<double>(group_tokens) : 0;
-  m.drop_rate = m.demand_assignments ? static_cast<double>(m.dropped_assignments) / static_cast<double>(m.demand_assignments) : 0;
+  m.max_tokens_per_expert =
+      E ? *std::max_element(cap.expert_load.begin(), cap.expert_load.end()) : 0;
+  m.mean_active_experts =
+      group_tokens ? static_cast<double>(m.kept_assignments) / static_cast<double>(group_tokens)
+                   : 0;
+  m.drop_rate = m.demand_assignments ? static_cast<double>(m.dropped_assignments) /
+                                           static_cast<double>(m.demand_assignments)
+                                     : 0;
   m.expert_imbalance = max_over_mean(m.expert_load);
   m.expert_cv = coefficient_of_variation(m.expert_load);
   m.expert_balancedness = mean_over_max(m.expert_load);
@@ -58,18 +65,21 @@ void fill_load_metrics(const RoutingPlan& plan, const CapacityResult& cap, int64
   m.active_experts_hist.assign(static_cast<size_t>(E) + 1, 0);
   for (int64_t t = 0; t < plan.num_tokens; ++t) {
     int64_t n = 0;
-    for (int64_t a = plan.offsets[t]; a < plan.offsets[t + 1]; ++a) n += cap.kept.empty() || cap.kept[a];
+    for (int64_t a = plan.offsets[t]; a < plan.offsets[t + 1]; ++a)
+      n += cap.kept.empty() || cap.kept[a];
     ++m.active_experts_hist[std::min<int64_t>(n, E)];
   }
   group.sum(m.active_experts_hist);
 }
 
 std::vector<std::string> transition_figure_names() {
-  return {"transitions", "acc_at_transition", "p_correct_at_transition", "coverage_at_1", "coverage_at_2",
-          "coverage_at_3", "coverage_at_4"};
+  return {"transitions",   "acc_at_transition", "p_correct_at_transition",
+          "coverage_at_1", "coverage_at_2",     "coverage_at_3",
+          "coverage_at_4"};
 }
 
-std::vector<double> transition_figures(const TokenBatch& b, const RoutingPlan& plan, const Comm& group) {
+std::vector<double> transition_figures(const TokenBatch& b, const RoutingPlan& plan,
+                                       const Comm& group) {
   const int32_t ranks_here = b.ranks_here();
   RankCursor rank_of(b);
   // Per EP rank: [transitions, acc hits, p_correct sum, coverage@1..4 hits].
@@ -78,7 +88,9 @@ std::vector<double> transition_figures(const TokenBatch& b, const RoutingPlan& p
   const int32_t m = b.experts_per_domain;
   for (int64_t t = 0; t + 1 < b.num_tokens; ++t) {
     const int64_t r = rank_of(t);
-    if (t + 1 >= b.rank_end(static_cast<int32_t>(r)) || b.sequence[t + 1] != b.sequence[t] || b.domain[t + 1] == b.domain[t]) continue;
+    if (t + 1 >= b.rank_end(static_cast<int32_t>(r)) || b.sequence[t + 1] != b.sequence[t] ||
+        b.domain[t + 1] == b.domain[t])
+      continue;
     const int32_t* correct = b.domain_experts.data() + static_cast<size_t>(b.domain[t + 1]) * m;
     auto is_correct = [&](int32_t e) {
       for (int32_t i = 0; i < m; ++i)
@@ -109,8 +121,8 @@ std::vector<double> transition_figures(const TokenBatch& b, const RoutingPlan& p
   return out;
 }
 
-void fill_traffic_metrics(const TrafficMatrix& dispatch, const TrafficMatrix& combine, const Topology& topo,
-                          StepLayerMetrics& m) {
+void fill_traffic_metrics(const TrafficMatrix& dispatch, const TrafficMatrix& combine,
+                          const Topology& topo, StepLayerMetrics& m) {
   const auto d = bytes_by_class(dispatch, topo);
   const auto c = bytes_by_class(combine, topo);
   m.dispatch_bytes_local = d[0];
@@ -130,7 +142,8 @@ void fill_traffic_metrics(const TrafficMatrix& dispatch, const TrafficMatrix& co
   m.rank_imbalance = max_over_mean(m.rank_recv_tokens);
   m.rank_cv = coefficient_of_variation(m.rank_recv_tokens);
   m.node_recv_tokens.assign(static_cast<size_t>(topo.nodes), 0);
-  for (int32_t r = 0; r < R; ++r) m.node_recv_tokens[static_cast<size_t>(topo.node_of(r))] += m.rank_recv_tokens[r];
+  for (int32_t r = 0; r < R; ++r)
+    m.node_recv_tokens[static_cast<size_t>(topo.node_of(r))] += m.rank_recv_tokens[r];
   rank_bytes_by_class(dispatch, topo, m.rank_send_bytes, m.rank_recv_bytes);
 }
 
@@ -155,7 +168,8 @@ void fill_detail_metrics(const DispatchDetail& detail, StepLayerMetrics& m) {
   m.nonself_algbw_GBps = m.model_dispatch_s > 0 ? nonself / R / m.model_dispatch_s / 1e9 : 0;
 }
 
-int64_t padding_bytes(int64_t capacity, int32_t experts, int64_t scopes, int64_t kept_assignments, int64_t payload_bytes) {
+int64_t padding_bytes(int64_t capacity, int32_t experts, int64_t scopes, int64_t kept_assignments,
+                      int64_t payload_bytes) {
   if (capacity <= 0) return 0;
   return std::max<int64_t>(0, scopes * experts * capacity - kept_assignments) * payload_bytes;
 }
@@ -165,7 +179,8 @@ void SummaryAccumulator::add(const StepLayerMetrics& m) {
   s_.mean_active_experts += m.mean_active_experts;
   dropped_ += m.dropped_assignments;
   demand_ += m.demand_assignments;
-  s_.max_capacity_factor_required = std::max(s_.max_capacity_factor_required, m.capacity_factor_required);
+  s_.max_capacity_factor_required =
+      std::max(s_.max_capacity_factor_required, m.capacity_factor_required);
   s_.max_tokens_per_expert = std::max(s_.max_tokens_per_expert, m.max_tokens_per_expert);
   s_.mean_expert_imbalance += m.expert_imbalance;
   s_.mean_expert_cv += m.expert_cv;
@@ -183,7 +198,8 @@ void SummaryAccumulator::add(const StepLayerMetrics& m) {
   s_.replication_factor = m.replication_factor;
   s_.mean_expert_balancedness += m.expert_balancedness;
   s_.mean_gpu_balancedness += m.gpu_balancedness;
-  s_.min_gpu_balancedness = s_.records == 1 ? m.gpu_balancedness : std::min(s_.min_gpu_balancedness, m.gpu_balancedness);
+  s_.min_gpu_balancedness =
+      s_.records == 1 ? m.gpu_balancedness : std::min(s_.min_gpu_balancedness, m.gpu_balancedness);
   s_.mean_ranks_per_token += m.mean_ranks_per_token;
   s_.mean_nodes_per_token += m.mean_nodes_per_token;
   s_.mean_padding_bytes += static_cast<double>(m.padding_bytes);
@@ -204,18 +220,21 @@ RouterSummary SummaryAccumulator::result() const {
   if (s.records == 0) return s;
   const double n = static_cast<double>(s.records);
   s.drop_rate = demand_ ? static_cast<double>(dropped_) / static_cast<double>(demand_) : 0;
-  for (double* v : {&s.mean_active_experts, &s.mean_expert_imbalance, &s.mean_expert_cv, &s.mean_rank_imbalance,
-                    &s.mean_dispatch_bytes_local, &s.mean_dispatch_bytes_intra, &s.mean_dispatch_bytes_inter,
-                    &s.mean_model_a2a_s, &s.mean_model_lower_bound_s, &s.mean_busbw_GBps, &s.mean_router_s, &s.mean_measured_a2a_s,
-                    &s.mean_expert_balancedness, &s.mean_gpu_balancedness, &s.mean_ranks_per_token, &s.mean_nodes_per_token,
-                    &s.mean_padding_bytes, &s.mean_nonself_algbw_GBps, &s.mean_placement_balancedness})
+  for (double* v :
+       {&s.mean_active_experts, &s.mean_expert_imbalance, &s.mean_expert_cv, &s.mean_rank_imbalance,
+        &s.mean_dispatch_bytes_local, &s.mean_dispatch_bytes_intra, &s.mean_dispatch_bytes_inter,
+        &s.mean_model_a2a_s, &s.mean_model_lower_bound_s, &s.mean_busbw_GBps, &s.mean_router_s,
+        &s.mean_measured_a2a_s, &s.mean_expert_balancedness, &s.mean_gpu_balancedness,
+        &s.mean_ranks_per_token, &s.mean_nodes_per_token, &s.mean_padding_bytes,
+        &s.mean_nonself_algbw_GBps, &s.mean_placement_balancedness})
     *v /= n;
   if (!model_errors_.empty()) {
     std::vector<double> e = model_errors_;
     std::nth_element(e.begin(), e.begin() + static_cast<std::ptrdiff_t>(e.size() / 2), e.end());
     s.median_model_error = e[e.size() / 2];
     if (e.size() % 2 == 0) {
-      const double lower = *std::max_element(e.begin(), e.begin() + static_cast<std::ptrdiff_t>(e.size() / 2));
+      const double lower =
+          *std::max_element(e.begin(), e.begin() + static_cast<std::ptrdiff_t>(e.size() / 2));
       s.median_model_error = 0.5 * (s.median_model_error + lower);
     }
   }

@@ -13,17 +13,19 @@ namespace moe {
 
 // file: loads read once from another run or a trace (offline EPLB), placed once before step 0.
 enum class PlacementLoads { none, oracle, warmup, ema, file };
-PlacementLoads parse_placement_loads(const std::string& name);  // none | oracle | warmup | ema | file:...
+PlacementLoads parse_placement_loads(
+    const std::string& name);  // none | oracle | warmup | ema | file:...
 
 struct PlannerSpec {
   std::string placement;
-  PlacementSetup setup;          // expert_load ignored (the planner supplies it)
+  PlacementSetup setup;  // expert_load ignored (the planner supplies it)
   PlacementLoads loads = PlacementLoads::none;
   int32_t layers = 1;
-  int32_t warmup_steps = 1;      // warmup: steps whose mean load places the experts once
-  int32_t replace_every = 1;     // ema: re-place after every N steps
-  double ema_decay = 0.5;        // ema: load <- decay * load + (1 - decay) * step load
-  int64_t max_moves = 0;         // > 0: a re-placement of a layer makes at most this many copy moves (the most valuable)
+  int32_t warmup_steps = 1;   // warmup: steps whose mean load places the experts once
+  int32_t replace_every = 1;  // ema: re-place after every N steps
+  double ema_decay = 0.5;     // ema: load <- decay * load + (1 - decay) * step load
+  int64_t max_moves =
+      0;  // > 0: a re-placement of a layer makes at most this many copy moves (the most valuable)
   std::vector<std::vector<double>> file_loads;  // file: [layers][E] loads to place once
   std::vector<Placement> file_placement;        // placement file:PATH: [layers] fixed placements
 };
@@ -68,14 +70,15 @@ double placement_balancedness(const Placement& placement, const std::vector<doub
 // Greedy: each time the move that most lowers the largest rank load under `load` (then the sum of
 // squared rank loads); stops early when no move helps. A budget that covers every move the target
 // needs returns the target itself.
-Placement limit_moves(const Placement& current, const Placement& target, const std::vector<double>& load, int64_t max_moves,
-                      int32_t num_experts);
+Placement limit_moves(const Placement& current, const Placement& target,
+                      const std::vector<double>& load, int64_t max_moves, int32_t num_experts);
 
 // `--placement file:PATH`: the physical-to-logical map of every layer from a JSON file, as SGLang's
-// --init-expert-location takes it ({"physical_to_logical_map": [[...], ...]}) or as `moebench export
-// placement --format json` writes it (the same key plus ep_size, experts...). [layers, R x slots];
-// one row applies to every layer. Throws InputError naming the file and the problem.
-std::vector<Placement> read_placement_file(const std::string& path, int32_t num_experts, int32_t ranks, int32_t layers);
+// --init-expert-location takes it ({"physical_to_logical_map": [[...], ...]}) or as `moebench
+// export placement --format json` writes it (the same key plus ep_size, experts...). [layers, R x
+// slots]; one row applies to every layer. Throws InputError naming the file and the problem.
+std::vector<Placement> read_placement_file(const std::string& path, int32_t num_experts,
+                                           int32_t ranks, int32_t layers);
 
 // Copies in `after` on a rank that held no copy of that expert in `before` (per expert, a
 // multiset difference of ranks).

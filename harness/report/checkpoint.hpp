@@ -17,10 +17,12 @@
 namespace moe {
 
 // Collective over `world` (parallel file): writes this process's blob into the slot of steps_done.
-void write_checkpoint(hid_t file, hid_t dxpl, int64_t steps_done, const std::vector<char>& blob, const Comm& world);
+void write_checkpoint(hid_t file, hid_t dxpl, int64_t steps_done, const std::vector<char>& blob,
+                      const Comm& world);
 
 // Reads the blob of process `rank` out of the slot of steps_done (a file opened by this process
 // alone). Throws InputError naming `path` when the slot is missing or does not match.
-std::vector<char> read_checkpoint(hid_t file, const std::string& path, int64_t steps_done, int rank, int world_size);
+std::vector<char> read_checkpoint(hid_t file, const std::string& path, int64_t steps_done, int rank,
+                                  int world_size);
 
 }  // namespace moe

@@ -19,25 +19,31 @@ using h5::Handle;
 
 constexpr size_t kStatusLen = 16;
 
-Handle create_extensible(hid_t loc, const std::string& path, hid_t type, std::vector<hsize_t> inner) {
+Handle create_extensible(hid_t loc, const std::string& path, hid_t type,
+                         std::vector<hsize_t> inner) {
   std::vector<hsize_t> dims{0}, maxdims{H5S_UNLIMITED}, chunk{1};
   for (auto d : inner) {
     dims.push_back(d);
     maxdims.push_back(d);
     chunk.push_back(std::max<hsize_t>(d, 1));
   }
-  Handle space(check(H5Screate_simple(static_cast<int>(dims.size()), dims.data(), maxdims.data()), "H5Screate_simple"), H5Sclose);
+  Handle space(check(H5Screate_simple(static_cast<int>(dims.size()), dims.data(), maxdims.data()),
+                     "H5Screate_simple"),
+               H5Sclose);
   Handle dcpl(check(H5Pcreate(H5P_DATASET_CREATE), "H5Pcreate"), H5Pclose);
   check_status(H5Pset_chunk(dcpl, static_cast<int>(chunk.size()), chunk.data()), "H5Pset_chunk");
   Handle lcpl(check(H5Pcreate(H5P_LINK_CREATE), "H5Pcreate"), H5Pclose);
   check_status(H5Pset_create_intermediate_group(lcpl, 1), "H5Pset_create_intermediate_group");
-  return Handle(check(H5Dcreate2(loc, path.c_str(), type, space, lcpl, dcpl, H5P_DEFAULT), ("H5Dcreate " + path).c_str()), H5Dclose);
+  return Handle(check(H5Dcreate2(loc, path.c_str(), type, space, lcpl, dcpl, H5P_DEFAULT),
+                      ("H5Dcreate " + path).c_str()),
+                H5Dclose);
 }
 
 // Extends `path` to `step + 1` rows and writes the block at `start`/`count` (count[0] == 1) from
 // `buf`; a process with buf == nullptr takes part in the collective write with an empty selection.
 void append_block(hid_t file, hid_t dxpl, const std::string& path, hid_t mem_type, int32_t step,
-                  const std::vector<hsize_t>& start, const std::vector<hsize_t>& count, const void* buf) {
+                  const std::vector<hsize_t>& start, const std::vector<hsize_t>& count,
+                  const void* buf) {
   Handle d(check(H5Dopen2(file, path.c_str(), H5P_DEFAULT), ("H5Dopen " + path).c_str()), H5Dclose);
   {
     Handle space(check(H5Dget_space(d), "H5Dget_space"), H5Sclose);
@@ -49,18 +55,25 @@ void append_block(hid_t file, hid_t dxpl, const std::string& path, hid_t mem_typ
     }
   }
   Handle fspace(check(H5Dget_space(d), "H5Dget_space"), H5Sclose);
-  Handle mspace(check(H5Screate_simple(static_cast<int>(count.size()), count.data(), nullptr), "H5Screate_simple"), H5Sclose);
+  Handle mspace(check(H5Screate_simple(static_cast<int>(count.size()), count.data(), nullptr),
+                      "H5Screate_simple"),
+                H5Sclose);
   if (buf) {
-    check_status(H5Sselect_hyperslab(fspace, H5S_SELECT_SET, start.data(), nullptr, count.data(), nullptr), "H5Sselect_hyperslab");
+    check_status(
+        H5Sselect_hyperslab(fspace, H5S_SELECT_SET, start.data(), nullptr, count.data(), nullptr),
+        "H5Sselect_hyperslab");
   } else {
     check_status(H5Sselect_none(fspace), "H5Sselect_none");
     check_status(H5Sselect_none(mspace), "H5Sselect_none");
   }
   static const char dummy = 0;
-  check_status(H5Dwrite(d, mem_type, mspace, fspace, dxpl, buf ? buf : &dummy), ("H5Dwrite " + path).c_str());
+  check_status(H5Dwrite(d, mem_type, mspace, fspace, dxpl, buf ? buf : &dummy),
+               ("H5Dwrite " + path).c_str());
 }
 
-std::string group_of(const std::string& router) { return "/runs/" + router; }
+std::string group_of(const std::string& router) {
+  return "/runs/" + router;
+}
 
 // The file access list of a results file: MPI-IO, and a metadata cache that holds a whole step's
 // dirty metadata. Parallel HDF5 1.10 syncs the processes' metadata caches when the dirty metadata
@@ -85,7 +98,8 @@ Handle results_fapl(MPI_Comm comm) {
 
 }  // namespace
 
-ResultsWriter::ResultsWriter(const ResultsFileInfo& info, const Comm& world) : info_(info), world_(world) {
+ResultsWriter::ResultsWriter(const ResultsFileInfo& info, const Comm& world)
+    : info_(info), world_(world) {
   h5::silence_error_stack();
   if (info_.resume_steps_done >= 0) {
     open_for_resume();
@@ -94,7 +108,9 @@ ResultsWriter::ResultsWriter(const ResultsFileInfo& info, const Comm& world) : i
   refuse_to_overwrite("--out", info_.path, info_.force, world_);
   Handle fapl = results_fapl(world_.raw());
   const hid_t f = H5Fcreate(info_.path.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, fapl);
-  if (f < 0) throw InputError("--out " + info_.path + ": cannot create the file (does its folder exist and is it writable?)");
+  if (f < 0)
+    throw InputError("--out " + info_.path +
+                     ": cannot create the file (does its folder exist and is it writable?)");
   file_ = Handle(f, H5Fclose);
   dxpl_ = Handle(check(H5Pcreate(H5P_DATASET_XFER), "H5Pcreate"), H5Pclose);
   check_status(H5Pset_dxpl_mpio(dxpl_, H5FD_MPIO_COLLECTIVE), "H5Pset_dxpl_mpio");
@@ -137,7 +153,8 @@ void ResultsWriter::open_for_resume() {
   h5::write_attr(file_, "config", info_.config_json);  // --steps may have been raised
   h5::write_attr(file_, "steps_planned", static_cast<int64_t>(info_.steps));
   h5::write_attr(file_, "status", "partial", kStatusLen);
-  const std::string before = h5::has_attr(file_, "resumed") ? h5::read_attr_string(file_, "resumed") : "";
+  const std::string before =
+      h5::has_attr(file_, "resumed") ? h5::read_attr_string(file_, "resumed") : "";
   h5::write_attr(file_, "resumed", before + (before.empty() ? "" : "; ") + info_.resume_note);
   check_status(H5Fflush(file_, H5F_SCOPE_GLOBAL), "H5Fflush");
 }
@@ -151,17 +168,25 @@ void ResultsWriter::create_datasets() {
     Handle s(check(H5Screate_simple(1, dims_e, nullptr), "H5Screate_simple"), H5Sclose);
     Handle lcpl(check(H5Pcreate(H5P_LINK_CREATE), "H5Pcreate"), H5Pclose);
     check_status(H5Pset_create_intermediate_group(lcpl, 1), "H5Pset_create_intermediate_group");
-    Handle d(check(H5Dcreate2(file_, "/placement/rank_of_expert", H5T_STD_I32LE, s, lcpl, H5P_DEFAULT, H5P_DEFAULT), "H5Dcreate"), H5Dclose);
+    Handle d(check(H5Dcreate2(file_, "/placement/rank_of_expert", H5T_STD_I32LE, s, lcpl,
+                              H5P_DEFAULT, H5P_DEFAULT),
+                   "H5Dcreate"),
+             H5Dclose);
     Handle fs(check(H5Dget_space(d), "H5Dget_space"), H5Sclose);
     Handle ms(check(H5Screate_simple(1, dims_e, nullptr), "H5Screate_simple"), H5Sclose);
-    check_status(H5Dwrite(d, H5T_NATIVE_INT32, ms, fs, dxpl_, info_.placement.rank_of_expert.data()), "H5Dwrite rank_of_expert");
+    check_status(
+        H5Dwrite(d, H5T_NATIVE_INT32, ms, fs, dxpl_, info_.placement.rank_of_expert.data()),
+        "H5Dwrite rank_of_expert");
   }
   for (size_t ri = 0; ri < info_.routers.size(); ++ri) {
     const std::string g = group_of(info_.routers[ri]);
-    for (const auto& f : schema::kIntFields) create_extensible(file_, g + "/" + f.name, H5T_STD_I64LE, {L});
-    for (const auto& f : schema::kRealFields) create_extensible(file_, g + "/" + f.name, H5T_IEEE_F64LE, {L});
+    for (const auto& f : schema::kIntFields)
+      create_extensible(file_, g + "/" + f.name, H5T_STD_I64LE, {L});
+    for (const auto& f : schema::kRealFields)
+      create_extensible(file_, g + "/" + f.name, H5T_IEEE_F64LE, {L});
     if (ri < info_.figure_names.size())
-      for (const auto& name : info_.figure_names[ri]) create_extensible(file_, g + "/figures/" + name, H5T_IEEE_F64LE, {L});
+      for (const auto& name : info_.figure_names[ri])
+        create_extensible(file_, g + "/figures/" + name, H5T_IEEE_F64LE, {L});
     create_extensible(file_, g + "/expert_demand", H5T_STD_I64LE, {L, E});
     create_extensible(file_, g + "/expert_load", H5T_STD_I64LE, {L, E});
     create_extensible(file_, g + "/active_experts_hist", H5T_STD_I64LE, {L, E + 1});
@@ -173,30 +198,39 @@ void ResultsWriter::create_datasets() {
     const hsize_t N = static_cast<hsize_t>(info_.topology.nodes);
     create_extensible(file_, g + "/ranks_per_token_hist", H5T_STD_I64LE, {L, std::min(E, R) + 1});
     create_extensible(file_, g + "/nodes_per_token_hist", H5T_STD_I64LE, {L, std::min(E, N) + 1});
-    create_extensible(file_, g + "/node_recv_tokens", H5T_STD_I64LE, {L, static_cast<hsize_t>(info_.topology.nodes)});
-    create_extensible(file_, g + "/expert_of_slot", H5T_STD_I64LE, {L, R * static_cast<hsize_t>(info_.placement.slots_per_rank)});
+    create_extensible(file_, g + "/node_recv_tokens", H5T_STD_I64LE,
+                      {L, static_cast<hsize_t>(info_.topology.nodes)});
+    create_extensible(file_, g + "/expert_of_slot", H5T_STD_I64LE,
+                      {L, R * static_cast<hsize_t>(info_.placement.slots_per_rank)});
     if (ri < info_.train_balancedness.size() && !info_.train_balancedness[ri].empty()) {
       const auto& v = info_.train_balancedness[ri];
       const hsize_t n = v.size();
       Handle sp(check(H5Screate_simple(1, &n, nullptr), "H5Screate_simple"), H5Sclose);
       const std::string path = g + "/train_gpu_balancedness";
-      Handle d(check(H5Dcreate2(file_, path.c_str(), H5T_IEEE_F64LE, sp, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT), "H5Dcreate"), H5Dclose);
-      check_status(H5Dwrite(d, H5T_NATIVE_DOUBLE, H5S_ALL, H5S_ALL, dxpl_, v.data()), "H5Dwrite train_gpu_balancedness");
+      Handle d(check(H5Dcreate2(file_, path.c_str(), H5T_IEEE_F64LE, sp, H5P_DEFAULT, H5P_DEFAULT,
+                                H5P_DEFAULT),
+                     "H5Dcreate"),
+               H5Dclose);
+      check_status(H5Dwrite(d, H5T_NATIVE_DOUBLE, H5S_ALL, H5S_ALL, dxpl_, v.data()),
+                   "H5Dwrite train_gpu_balancedness");
     }
     if (info_.save_dispatch_matrix) {
       create_extensible(file_, g + "/dispatch_tokens", H5T_STD_I64LE, {L, R, R});
       create_extensible(file_, g + "/dispatch_bytes", H5T_STD_I64LE, {L, R, R});
     }
     if (info_.measured) {
-      for (const char* name : {"rank_dispatch_s", "rank_combine_s"}) create_extensible(file_, g + "/" + name, H5T_IEEE_F64LE, {L, R});
+      for (const char* name : {"rank_dispatch_s", "rank_combine_s"})
+        create_extensible(file_, g + "/" + name, H5T_IEEE_F64LE, {L, R});
       for (const char* name : {"tokens_sent", "tokens_received", "tokens_lost", "tokens_corrupted"})
         create_extensible(file_, g + "/" + name, H5T_STD_I64LE, {L, R});
     }
   }
 }
 
-void ResultsWriter::write_step(int32_t step, const std::vector<std::vector<StepLayerMetrics>>& records,
-                               const std::vector<std::vector<TrafficMatrix>>& matrices, const std::vector<char>* state) {
+void ResultsWriter::write_step(int32_t step,
+                               const std::vector<std::vector<StepLayerMetrics>>& records,
+                               const std::vector<std::vector<TrafficMatrix>>& matrices,
+                               const std::vector<char>* state) {
   const size_t L = static_cast<size_t>(info_.layers);
   const hsize_t R = static_cast<hsize_t>(info_.topology.ep_size());
   const hsize_t s = static_cast<hsize_t>(step);
@@ -210,24 +244,30 @@ void ResultsWriter::write_step(int32_t step, const std::vector<std::vector<StepL
     for (const auto& f : schema::kIntFields) {
       std::vector<int64_t> row(L);
       for (size_t l = 0; l < L; ++l) row[l] = rec[l].*(f.member);
-      append_block(file_, dxpl_, g + "/" + f.name, H5T_NATIVE_INT64, step, {s, 0}, {1, L}, row.data());
+      append_block(file_, dxpl_, g + "/" + f.name, H5T_NATIVE_INT64, step, {s, 0}, {1, L},
+                   row.data());
     }
     for (const auto& f : schema::kRealFields) {
       std::vector<double> row(L);
       for (size_t l = 0; l < L; ++l) row[l] = rec[l].*(f.member);
-      append_block(file_, dxpl_, g + "/" + f.name, H5T_NATIVE_DOUBLE, step, {s, 0}, {1, L}, row.data());
+      append_block(file_, dxpl_, g + "/" + f.name, H5T_NATIVE_DOUBLE, step, {s, 0}, {1, L},
+                   row.data());
     }
-    const auto& fig_names = ri < info_.figure_names.size() ? info_.figure_names[ri] : std::vector<std::string>{};
+    const auto& fig_names =
+        ri < info_.figure_names.size() ? info_.figure_names[ri] : std::vector<std::string>{};
     for (size_t fi = 0; fi < fig_names.size(); ++fi) {
       std::vector<double> row(L);
       for (size_t l = 0; l < L; ++l) row[l] = rec[l].figures.at(fi);
-      append_block(file_, dxpl_, g + "/figures/" + fig_names[fi], H5T_NATIVE_DOUBLE, step, {s, 0}, {1, L}, row.data());
+      append_block(file_, dxpl_, g + "/figures/" + fig_names[fi], H5T_NATIVE_DOUBLE, step, {s, 0},
+                   {1, L}, row.data());
     }
     auto per_layer = [&](const char* name, std::vector<int64_t> StepLayerMetrics::*member) {
       const hsize_t n = (rec[0].*member).size();
       std::vector<int64_t> block;
-      for (size_t l = 0; l < L; ++l) block.insert(block.end(), (rec[l].*member).begin(), (rec[l].*member).end());
-      append_block(file_, dxpl_, g + "/" + name, H5T_NATIVE_INT64, step, {s, 0, 0}, {1, L, n}, block.data());
+      for (size_t l = 0; l < L; ++l)
+        block.insert(block.end(), (rec[l].*member).begin(), (rec[l].*member).end());
+      append_block(file_, dxpl_, g + "/" + name, H5T_NATIVE_INT64, step, {s, 0, 0}, {1, L, n},
+                   block.data());
     };
     per_layer("expert_demand", &StepLayerMetrics::expert_demand);
     per_layer("expert_load", &StepLayerMetrics::expert_load);
@@ -238,26 +278,34 @@ void ResultsWriter::write_step(int32_t step, const std::vector<std::vector<StepL
     per_layer("nodes_per_token_hist", &StepLayerMetrics::nodes_per_token_hist);
     {
       std::vector<int64_t> block;
-      for (size_t l = 0; l < L; ++l) block.insert(block.end(), rec[l].expert_recv_bytes.begin(), rec[l].expert_recv_bytes.end());
+      for (size_t l = 0; l < L; ++l)
+        block.insert(block.end(), rec[l].expert_recv_bytes.begin(), rec[l].expert_recv_bytes.end());
       const hsize_t E = static_cast<hsize_t>(info_.experts);
-      append_block(file_, dxpl_, g + "/expert_recv_bytes", H5T_NATIVE_INT64, step, {s, 0, 0, 0}, {1, L, E, 3}, block.data());
+      append_block(file_, dxpl_, g + "/expert_recv_bytes", H5T_NATIVE_INT64, step, {s, 0, 0, 0},
+                   {1, L, E, 3}, block.data());
     }
     // Per-rank rows: every process writes the EP ranks it hosts.
-    const hsize_t r0 = static_cast<hsize_t>(info_.first_rank), nr = static_cast<hsize_t>(info_.num_ranks);
+    const hsize_t r0 = static_cast<hsize_t>(info_.first_rank),
+                  nr = static_cast<hsize_t>(info_.num_ranks);
     {
       std::vector<int64_t> block(L * nr);
       for (size_t l = 0; l < L; ++l)
         for (hsize_t r = 0; r < nr; ++r) block[l * nr + r] = rec[l].rank_recv_tokens.at(r0 + r);
-      append_block(file_, dxpl_, g + "/rank_recv_tokens", H5T_NATIVE_INT64, step, {s, 0, r0}, {1, L, nr}, block.data());
+      append_block(file_, dxpl_, g + "/rank_recv_tokens", H5T_NATIVE_INT64, step, {s, 0, r0},
+                   {1, L, nr}, block.data());
       for (size_t l = 0; l < L; ++l)
         for (hsize_t r = 0; r < nr; ++r) block[l * nr + r] = rec[l].rank_load.at(r0 + r);
-      append_block(file_, dxpl_, g + "/rank_load", H5T_NATIVE_INT64, step, {s, 0, r0}, {1, L, nr}, block.data());
-      for (const auto& [name, member] : {std::pair{"rank_send_bytes", &StepLayerMetrics::rank_send_bytes},
-                                         std::pair{"rank_recv_bytes", &StepLayerMetrics::rank_recv_bytes}}) {
+      append_block(file_, dxpl_, g + "/rank_load", H5T_NATIVE_INT64, step, {s, 0, r0}, {1, L, nr},
+                   block.data());
+      for (const auto& [name, member] :
+           {std::pair{"rank_send_bytes", &StepLayerMetrics::rank_send_bytes},
+            std::pair{"rank_recv_bytes", &StepLayerMetrics::rank_recv_bytes}}) {
         std::vector<int64_t> b3(L * nr * 3);
         for (size_t l = 0; l < L; ++l)
-          std::copy_n((rec[l].*member).begin() + static_cast<std::ptrdiff_t>(r0 * 3), nr * 3, b3.begin() + static_cast<std::ptrdiff_t>(l * nr * 3));
-        append_block(file_, dxpl_, g + "/" + name, H5T_NATIVE_INT64, step, {s, 0, r0, 0}, {1, L, nr, 3}, b3.data());
+          std::copy_n((rec[l].*member).begin() + static_cast<std::ptrdiff_t>(r0 * 3), nr * 3,
+                      b3.begin() + static_cast<std::ptrdiff_t>(l * nr * 3));
+        append_block(file_, dxpl_, g + "/" + name, H5T_NATIVE_INT64, step, {s, 0, r0, 0},
+                     {1, L, nr, 3}, b3.data());
       }
     }
     if (info_.measured) {
@@ -266,7 +314,8 @@ void ResultsWriter::write_step(int32_t step, const std::vector<std::vector<StepL
         std::vector<T> block(L * nr);
         for (size_t l = 0; l < L; ++l)
           for (hsize_t r = 0; r < nr; ++r) block[l * nr + r] = (rec[l].*member).at(r0 + r);
-        append_block(file_, dxpl_, g + "/" + name, type, step, {s, 0, r0}, {1, L, nr}, block.data());
+        append_block(file_, dxpl_, g + "/" + name, type, step, {s, 0, r0}, {1, L, nr},
+                     block.data());
       };
       rank_rows("rank_dispatch_s", H5T_NATIVE_DOUBLE, &StepLayerMetrics::rank_dispatch_s);
       rank_rows("rank_combine_s", H5T_NATIVE_DOUBLE, &StepLayerMetrics::rank_combine_s);
@@ -280,12 +329,16 @@ void ResultsWriter::write_step(int32_t step, const std::vector<std::vector<StepL
       std::vector<int64_t> block(L * nr * R);
       for (size_t l = 0; l < L; ++l)
         std::copy(mats.at(l).tokens.begin() + static_cast<std::ptrdiff_t>(r0 * R),
-                  mats.at(l).tokens.begin() + static_cast<std::ptrdiff_t>((r0 + nr) * R), block.begin() + static_cast<std::ptrdiff_t>(l * nr * R));
-      append_block(file_, dxpl_, g + "/dispatch_tokens", H5T_NATIVE_INT64, step, {s, 0, r0, 0}, {1, L, nr, R}, block.data());
+                  mats.at(l).tokens.begin() + static_cast<std::ptrdiff_t>((r0 + nr) * R),
+                  block.begin() + static_cast<std::ptrdiff_t>(l * nr * R));
+      append_block(file_, dxpl_, g + "/dispatch_tokens", H5T_NATIVE_INT64, step, {s, 0, r0, 0},
+                   {1, L, nr, R}, block.data());
       for (size_t l = 0; l < L; ++l)
         std::copy(mats.at(l).bytes.begin() + static_cast<std::ptrdiff_t>(r0 * R),
-                  mats.at(l).bytes.begin() + static_cast<std::ptrdiff_t>((r0 + nr) * R), block.begin() + static_cast<std::ptrdiff_t>(l * nr * R));
-      append_block(file_, dxpl_, g + "/dispatch_bytes", H5T_NATIVE_INT64, step, {s, 0, r0, 0}, {1, L, nr, R}, block.data());
+                  mats.at(l).bytes.begin() + static_cast<std::ptrdiff_t>((r0 + nr) * R),
+                  block.begin() + static_cast<std::ptrdiff_t>(l * nr * R));
+      append_block(file_, dxpl_, g + "/dispatch_bytes", H5T_NATIVE_INT64, step, {s, 0, r0, 0},
+                   {1, L, nr, R}, block.data());
     }
   }
   if (state) write_checkpoint(file_, dxpl_, step + 1, *state, world_);
@@ -298,7 +351,11 @@ void ResultsWriter::write_step(int32_t step, const std::vector<std::vector<StepL
 }
 
 void ResultsWriter::finish(const std::string& status) {
-  h5::write_attr(file_, "status", !status.empty() ? status : steps_done_ == info_.steps ? "complete" : "partial", kStatusLen);
+  h5::write_attr(file_, "status",
+                 !status.empty()              ? status
+                 : steps_done_ == info_.steps ? "complete"
+                                              : "partial",
+                 kStatusLen);
   check_status(H5Fflush(file_, H5F_SCOPE_GLOBAL), "H5Fflush");
   file_.reset();
 }

@@ -18,7 +18,7 @@ struct ResultsFileInfo {
   std::string workload_source;  // what the tokens came from (synthetic workload or trace, and how)
   std::vector<std::string> routers;
   std::vector<std::vector<std::string>> figure_names;  // [router]: /runs/<router>/figures/<name>
-  std::vector<std::string> hosts;  // one per process
+  std::vector<std::string> hosts;                      // one per process
   int32_t steps = 0, layers = 0, experts = 0;
   Topology topology;
   Placement placement;
@@ -40,16 +40,20 @@ struct ResultsFileInfo {
 // by one step, writes, flushes and bumps steps_done, so a run that dies leaves a readable file.
 class ResultsWriter {
  public:
-  ResultsWriter(const ResultsFileInfo& info, const Comm& world);  // refuses to overwrite without force
+  ResultsWriter(const ResultsFileInfo& info,
+                const Comm& world);  // refuses to overwrite without force
   ~ResultsWriter();
   // records[router][layer] (identical on every process); matrices[router][layer] the group's
   // dispatch matrices, of which each process writes its own rows (ignored when not saved).
   // `state`: this process's checkpoint blob after the step (harness/report/checkpoint.hpp).
   void write_step(int32_t step, const std::vector<std::vector<StepLayerMetrics>>& records,
-                  const std::vector<std::vector<TrafficMatrix>>& matrices, const std::vector<char>* state = nullptr);
+                  const std::vector<std::vector<TrafficMatrix>>& matrices,
+                  const std::vector<char>* state = nullptr);
   // status: complete when every planned step is in, else partial; "interrupted" (a signal) wins.
   void finish(const std::string& status = "");
-  hid_t file() const { return file_; }  // --resume: harness/driver/resume.cpp copies a partial file into a new one
+  hid_t file() const {
+    return file_;
+  }  // --resume: harness/driver/resume.cpp copies a partial file into a new one
   void close() { file_.reset(); }
 
  private:

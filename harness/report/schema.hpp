@@ -10,8 +10,10 @@ inline constexpr int64_t kFormatVersion = 1;
 // What differs between two runs of one configuration (the root attribute `varying`): timings,
 // hosts and how the run was started. A resumed run equals an uninterrupted one everywhere else.
 inline constexpr const char* kVaryingFields =
-    "attributes: command_line hosts resumed git_sha moebench_version; datasets: router_s dispatch_s combine_s "
-    "measured_algbw_GBps measured_busbw_GBps measured_nonself_algbw_GBps rank_dispatch_s rank_combine_s";
+    "attributes: command_line hosts resumed git_sha moebench_version; datasets: router_s "
+    "dispatch_s combine_s "
+    "measured_algbw_GBps measured_busbw_GBps measured_nonself_algbw_GBps rank_dispatch_s "
+    "rank_combine_s";
 
 // `optional`: added after format version 1 first shipped; readers take a file without it (ints 0,
 // reals NaN).

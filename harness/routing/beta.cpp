@@ -68,7 +68,7 @@ namespace {
 struct RankRecord {
   int64_t first_seq = 0;
   int64_t last_seq = 0;
-  int64_t tokens = 0;          // tokens of this rank (ranks may differ: traces split by sequence)
+  int64_t tokens = 0;  // tokens of this rank (ranks may differ: traces split by sequence)
   int32_t first_pos = 0;
   int32_t internal_start = 0;  // a sequence starts at a token of this rank other than its first
 };
@@ -209,7 +209,8 @@ void Beta::route(const TokenBatch& b, const Comm& group, RoutingPlan& plan) {
   const int32_t ranks_here = b.ranks_here();
   int64_t longest_rank = 1;
   for (int32_t r = 0; r < ranks_here; ++r) {
-    if (b.rank_end(r) <= b.rank_begin(r)) fail("beta: EP rank " + std::to_string(b.rank_base() + r) + " has no tokens");
+    if (b.rank_end(r) <= b.rank_begin(r))
+      fail("beta: EP rank " + std::to_string(b.rank_base() + r) + " has no tokens");
     longest_rank = std::max(longest_rank, b.rank_end(r) - b.rank_begin(r));
   }
   const int32_t P = group.size();
@@ -302,7 +303,8 @@ void Beta::route(const TokenBatch& b, const Comm& group, RoutingPlan& plan) {
   // 3. Fold the states in EP-rank order (the same arithmetic on every process), then correct the
   // tokens of each local rank that come before its first sequence start.
   if (integrate) {
-    if (static_cast<int64_t>(powers_.size()) < longest_rank || powers_.empty() || powers_[0] != beta) {
+    if (static_cast<int64_t>(powers_.size()) < longest_rank || powers_.empty() ||
+        powers_[0] != beta) {
       powers_.resize(static_cast<size_t>(longest_rank));
       float p = 1.f;
       for (int64_t j = 0; j < longest_rank; ++j) {

@@ -26,9 +26,9 @@
 //                          M * (E/G) >= k.
 //   routed_scaling_factor  > 0; default 2.5 (V3).
 //   group_score            top2 (default, the V3 release: a group's score is the sum of its two
-//                          largest s') | topk_per_group (Megatron-Core's group_limited_topk: the sum
-//                          of its top_k / topk_group largest s'; needs top_k >= topk_group). The
-//                          two agree for V3's shape (k = 8, M = 4) and differ elsewhere.
+//                          largest s') | topk_per_group (Megatron-Core's group_limited_topk: the
+//                          sum of its top_k / topk_group largest s'; needs top_k >= topk_group).
+//                          The two agree for V3's shape (k = 8, M = 4) and differ elsewhere.
 //   bias_counts            selected (default: c_i counts the selections before capacity, as the V3
 //                          paper describes the update) | kept (c_i counts the assignments the
 //                          capacity stage kept, as Megatron-Core does: its local_tokens_per_expert
@@ -95,8 +95,8 @@ using simd::vf;
 }
 
 // out[t*E + e] = sigmoid(z[t*E + e]) + b[e] for n rows.
-__attribute__((target_clones("arch=x86-64-v4", "avx2", "default"))) void biased_sigmoid_rows(const float* z, int64_t n, int32_t E,
-                                                                                       const float* b, float* out) {
+__attribute__((target_clones("arch=x86-64-v4", "avx2", "default"))) void biased_sigmoid_rows(
+    const float* z, int64_t n, int32_t E, const float* b, float* out) {
   for (int64_t t = 0; t < n; ++t) {
     const float* zr = z + t * E;
     float* o = out + t * E;
@@ -111,29 +111,37 @@ class DeepSeekV3 final : public Router {
   DeepSeekV3(const RouterSetup& setup, ComponentArgs& args)
       : E_(setup.num_experts), k_(setup.top_k) {
     if (E_ < 1 || k_ < 1 || k_ > E_)
-      throw InputError("router deepseek_v3: needs 1 <= top_k <= experts (got k=" + std::to_string(k_) + ", E=" + std::to_string(E_) + ")");
+      throw InputError("router deepseek_v3: needs 1 <= top_k <= experts (got k=" +
+                       std::to_string(k_) + ", E=" + std::to_string(E_) + ")");
     const double gamma = args.get_double("gamma", 0.001);
-    if (!(gamma >= 0)) throw InputError("router-arg deepseek_v3.gamma: must be >= 0 (got " + std::to_string(gamma) + ")");
+    if (!(gamma >= 0))
+      throw InputError("router-arg deepseek_v3.gamma: must be >= 0 (got " + std::to_string(gamma) +
+                       ")");
     gamma_ = static_cast<float>(gamma);
     const int32_t nodes = setup.topology.nodes;
     const int64_t default_groups = (nodes >= 1 && E_ % nodes == 0) ? nodes : 1;
     const int64_t groups = args.get_int("groups", default_groups);
     if (groups < 1 || groups > E_ || E_ % groups != 0)
-      throw InputError("router-arg deepseek_v3.groups: must divide the number of experts " + std::to_string(E_) + " (got " +
-                       std::to_string(groups) + ")");
+      throw InputError("router-arg deepseek_v3.groups: must divide the number of experts " +
+                       std::to_string(E_) + " (got " + std::to_string(groups) + ")");
     G_ = static_cast<int32_t>(groups);
     gs_ = E_ / G_;
     const bool m_set = args.values().count("topk_group") > 0;
     const int32_t m_needed = (k_ + gs_ - 1) / gs_;  // fewest groups that hold k experts
     const int64_t m = args.get_int("topk_group", std::max({1, G_ / 2, m_needed}));
-    if (m < 1) throw InputError("router-arg deepseek_v3.topk_group: must be >= 1 (got " + std::to_string(m) + ")");
+    if (m < 1)
+      throw InputError("router-arg deepseek_v3.topk_group: must be >= 1 (got " + std::to_string(m) +
+                       ")");
     if (m_set && m < G_ && m < m_needed)
-      throw InputError("router-arg deepseek_v3.topk_group: " + std::to_string(m) + " groups of " + std::to_string(gs_) +
-                       " experts cannot hold top_k=" + std::to_string(k_) + " (need >= " + std::to_string(m_needed) + ")");
+      throw InputError("router-arg deepseek_v3.topk_group: " + std::to_string(m) + " groups of " +
+                       std::to_string(gs_) + " experts cannot hold top_k=" + std::to_string(k_) +
+                       " (need >= " + std::to_string(m_needed) + ")");
     M_ = static_cast<int32_t>(std::min<int64_t>(m, G_));
     limited_ = M_ < G_;
     const double rsf = args.get_double("routed_scaling_factor", 2.5);
-    if (!(rsf > 0)) throw InputError("router-arg deepseek_v3.routed_scaling_factor: must be > 0 (got " + std::to_string(rsf) + ")");
+    if (!(rsf > 0))
+      throw InputError("router-arg deepseek_v3.routed_scaling_factor: must be > 0 (got " +
+                       std::to_string(rsf) + ")");
     rsf_ = static_cast<float>(rsf);
     const std::string group_score = args.get_string("group_score", "top2");
     if (group_score == "top2") {
@@ -141,14 +149,18 @@ class DeepSeekV3 final : public Router {
     } else if (group_score == "topk_per_group") {
       group_n_ = k_ / M_;
       if (limited_ && (group_n_ < 1 || group_n_ > gs_))
-        throw InputError("router-arg deepseek_v3.group_score=topk_per_group: top_k / topk_group = " + std::to_string(k_) + " / " +
-                         std::to_string(M_) + " must be in [1, experts per group = " + std::to_string(gs_) + "]");
+        throw InputError(
+            "router-arg deepseek_v3.group_score=topk_per_group: top_k / topk_group = " +
+            std::to_string(k_) + " / " + std::to_string(M_) +
+            " must be in [1, experts per group = " + std::to_string(gs_) + "]");
     } else {
-      throw InputError("router-arg deepseek_v3.group_score: '" + group_score + "' is not top2 or topk_per_group");
+      throw InputError("router-arg deepseek_v3.group_score: '" + group_score +
+                       "' is not top2 or topk_per_group");
     }
     const std::string bias_counts = args.get_string("bias_counts", "selected");
     if (bias_counts != "selected" && bias_counts != "kept")
-      throw InputError("router-arg deepseek_v3.bias_counts: '" + bias_counts + "' is not selected or kept");
+      throw InputError("router-arg deepseek_v3.bias_counts: '" + bias_counts +
+                       "' is not selected or kept");
     count_kept_ = bias_counts == "kept";
     const size_t L = static_cast<size_t>(std::max(1, setup.num_layers));
     bias_.assign(L, std::vector<float>(static_cast<size_t>(E_), 0.0f));
@@ -178,9 +190,12 @@ class DeepSeekV3 final : public Router {
 
   void begin_chunks(int32_t layer, int32_t first_rank, int32_t ranks) override {
     if (layer < 0) throw Error("router deepseek_v3: negative layer");
-    if (static_cast<size_t>(layer) >= bias_.size()) {  // more layers than announced: they start unbiased too
-      bias_.resize(static_cast<size_t>(layer) + 1, std::vector<float>(static_cast<size_t>(E_), 0.0f));
-      counts_.resize(static_cast<size_t>(layer) + 1, std::vector<int64_t>(static_cast<size_t>(E_), 0));
+    if (static_cast<size_t>(layer) >=
+        bias_.size()) {  // more layers than announced: they start unbiased too
+      bias_.resize(static_cast<size_t>(layer) + 1,
+                   std::vector<float>(static_cast<size_t>(E_), 0.0f));
+      counts_.resize(static_cast<size_t>(layer) + 1,
+                     std::vector<int64_t>(static_cast<size_t>(E_), 0));
       routed_.resize(static_cast<size_t>(layer) + 1, 0);
     }
     layer_ = layer;
@@ -193,8 +208,10 @@ class DeepSeekV3 final : public Router {
 
   void route_chunk(const TokenBatch& batch, RoutingPlan& plan) override {
     if (batch.num_experts != E_)
-      throw Error("router deepseek_v3: batch has " + std::to_string(batch.num_experts) + " experts, router set up for " + std::to_string(E_));
-    if (batch.layer != layer_) throw Error("router deepseek_v3: route_chunk for another layer than begin_chunks");
+      throw Error("router deepseek_v3: batch has " + std::to_string(batch.num_experts) +
+                  " experts, router set up for " + std::to_string(E_));
+    if (batch.layer != layer_)
+      throw Error("router deepseek_v3: route_chunk for another layer than begin_chunks");
     const float* b = bias_[static_cast<size_t>(layer_)].data();
     const int64_t T = batch.num_tokens;
     const int32_t E = E_, k = k_;
@@ -204,7 +221,8 @@ class DeepSeekV3 final : public Router {
     for (int64_t t = 0; t < T; ++t) plan.offsets[t + 1] = (t + 1) * k;
 
     RankCursor rank_of(batch);
-    const int32_t rank_offset = batch.rank_base() - first_rank_;  // this chunk's first rank among the hosted ones
+    const int32_t rank_offset =
+        batch.rank_base() - first_rank_;  // this chunk's first rank among the hosted ones
     std::vector<int64_t>& stats = stats_;
     stamp_.assign(static_cast<size_t>(G_), -1);
     const int64_t chunk = std::max<int64_t>(8, (16384 / E) / 8 * 8);  // 64 KiB of scores per chunk
@@ -267,7 +285,8 @@ class DeepSeekV3 final : public Router {
             for (int32_t g = 0; g < G_; ++g) {
               const float x = gscore_[g];
               int32_t better = 0;
-              for (int32_t h = 0; h < G_; ++h) better += (gscore_[h] > x) | ((gscore_[h] == x) & (h < g));
+              for (int32_t h = 0; h < G_; ++h)
+                better += (gscore_[h] > x) | ((gscore_[h] == x) & (h < g));
               keep_[g] = better < M_ ? 1 : 0;
             }
           } else {
@@ -351,7 +370,8 @@ class DeepSeekV3 final : public Router {
     double babs = 0;
     for (float x : bias_[layer]) babs += std::fabs(static_cast<double>(x));
     double mass = 0;
-    if (limited_) mass = ordered_rank_sum(group, removed_, 1, static_cast<int32_t>(removed_.size()))[0];
+    if (limited_)
+      mass = ordered_rank_sum(group, removed_, 1, static_cast<int32_t>(removed_.size()))[0];
     figures_ = {mean > 0 ? (static_cast<double>(cmax) - mean) / mean : 0.0, babs / E,
                 tokens > 0 ? static_cast<double>(stats[E]) / static_cast<double>(tokens) : 0.0,
                 tokens > 0 ? mass / static_cast<double>(tokens) : 0.0};
@@ -359,7 +379,8 @@ class DeepSeekV3 final : public Router {
 
   void observe_kept(int32_t layer, const std::vector<int64_t>& expert_load) override {
     if (!count_kept_ || layer < 0 || static_cast<size_t>(layer) >= counts_.size()) return;
-    if (expert_load.size() != static_cast<size_t>(E_)) throw Error("router deepseek_v3: kept loads of another expert count");
+    if (expert_load.size() != static_cast<size_t>(E_))
+      throw Error("router deepseek_v3: kept loads of another expert count");
     counts_[static_cast<size_t>(layer)] = expert_load;
   }
 
@@ -374,8 +395,10 @@ class DeepSeekV3 final : public Router {
       for (int32_t i = 0; i < E_; ++i) {
         // sign(c_mean - c_i) with c_mean = total / E, compared exactly: total vs E * c_i.
         const int64_t scaled = static_cast<int64_t>(E_) * c[i];
-        if (total > scaled) b[i] += gamma_;
-        else if (total < scaled) b[i] -= gamma_;
+        if (total > scaled)
+          b[i] += gamma_;
+        else if (total < scaled)
+          b[i] -= gamma_;
       }
     }
   }
@@ -404,9 +427,10 @@ class DeepSeekV3 final : public Router {
   int32_t group_n_ = 2;      // a group's score sums its group_n_ largest s'
   bool count_kept_ = false;  // bias_counts=kept
   float gamma_ = 0, rsf_ = 2.5f;
-  std::vector<std::vector<float>> bias_;      // [layer][E]
-  std::vector<std::vector<int64_t>> counts_;  // [layer][E] global counts of the last route() this step
-  std::vector<uint8_t> routed_;               // [layer] routed since the last end_step
+  std::vector<std::vector<float>> bias_;  // [layer][E]
+  std::vector<std::vector<int64_t>>
+      counts_;                   // [layer][E] global counts of the last route() this step
+  std::vector<uint8_t> routed_;  // [layer] routed since the last end_step
   std::vector<double> figures_ = {0, 0, 0, 0};
   // The route in progress (begin_chunks .. finish_chunks).
   int32_t layer_ = 0, first_rank_ = 0;
@@ -419,12 +443,16 @@ class DeepSeekV3 final : public Router {
   std::vector<uint8_t> keep_;
 };
 
-const RouterRegistry::Registrar reg(
-    "deepseek_v3",
-    "DeepSeek-V3: sigmoid scores + per-layer loss-free balancing bias (selection only) + group limit "
-    "(gamma=0.001, groups=nodes, topk_group=groups/2, routed_scaling_factor=2.5, group_score=top2|topk_per_group, "
-    "bias_counts=selected|kept)",
-    [](const RouterSetup& s, ComponentArgs& a) -> std::unique_ptr<Router> { return std::make_unique<DeepSeekV3>(s, a); });
+const RouterRegistry::Registrar reg("deepseek_v3",
+                                    "DeepSeek-V3: sigmoid scores + per-layer loss-free balancing "
+                                    "bias (selection only) + group limit "
+                                    "(gamma=0.001, groups=nodes, topk_group=groups/2, "
+                                    "routed_scaling_factor=2.5, group_score=top2|topk_per_group, "
+                                    "bias_counts=selected|kept)",
+                                    [](const RouterSetup& s,
+                                       ComponentArgs& a) -> std::unique_ptr<Router> {
+                                      return std::make_unique<DeepSeekV3>(s, a);
+                                    });
 
 }  // namespace
 }  // namespace moe

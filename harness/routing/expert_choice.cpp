@@ -1,25 +1,26 @@
 // Expert choice (Zhou et al. 2022), ROUTERS.md §8. Non-causal: collective over the EP group.
 //
 // S = softmax(z) per token, over all E experts. Every expert takes the C tokens with the largest
-// S_{t,e} over the whole group of T = batch.global_tokens tokens, C = ceil(T * c / E) (computed like
-// the capacity stage: ceil(x - 1e-9)), clamped to T. The selection is exact and never gathers tokens:
-// moe::select_top_per_bucket over the (token, expert) pairs (bucket = expert, key = S, quota = C),
-// equal keys to the globally first token. A token gets 0..E experts, listed by descending S (equal
-// S: lower expert index first), each with weight S_{t,e} (no renormalisation).
+// S_{t,e} over the whole group of T = batch.global_tokens tokens, C = ceil(T * c / E) (computed
+// like the capacity stage: ceil(x - 1e-9)), clamped to T. The selection is exact and never gathers
+// tokens: moe::select_top_per_bucket over the (token, expert) pairs (bucket = expert, key = S,
+// quota = C), equal keys to the globally first token. A token gets 0..E experts, listed by
+// descending S (equal S: lower expert index first), each with weight S_{t,e} (no renormalisation).
 //
-// Knobs: c (default: the run's --top-k, finite and > 0): tokens per expert as a multiple of T/E, i.e.
-// the mean number of experts per token. The default gives the same expert compute (and dispatch
-// bytes) as the top-k token-choice routers it is compared with; the paper's EC-CF2 is c=2.
+// Knobs: c (default: the run's --top-k, finite and > 0): tokens per expert as a multiple of T/E,
+// i.e. the mean number of experts per token. The default gives the same expert compute (and
+// dispatch bytes) as the top-k token-choice routers it is compared with; the paper's EC-CF2 is c=2.
 // [pick] C = ceil(T*c/E) (the paper writes T*c/E; ceil so that sum C >= T*c), clamped to T.
-// [pick] Ties in S inside an expert go to the lower global token index; inside a token's list to the
+// [pick] Ties in S inside an expert go to the lower global token index; inside a token's list to
+// the
 //        lower expert index.
-// [pick] Softmax in float with the harness's exp (relative error < 2e-7), the same on every process.
-// Speed: the group-wide selection sees, per expert, only the entries of this process in the score
-// bins (1/8 octave) from the one holding the process's C-th largest score up: a superset of the
-// local top C, which is exact (an entry beaten by C local entries is beaten by at least C in the
-// group), and it cuts the entries passed to the selection from T*E to about T*c.
-// Note: the harness's capacity stage still applies after routing; with --capacity-factor F > 0 its
-// C' = ceil(F*k*T/E) can drop expert-choice assignments when C' < C (run with F = 0 or F*k >= c).
+// [pick] Softmax in float with the harness's exp (relative error < 2e-7), the same on every
+// process. Speed: the group-wide selection sees, per expert, only the entries of this process in
+// the score bins (1/8 octave) from the one holding the process's C-th largest score up: a superset
+// of the local top C, which is exact (an entry beaten by C local entries is beaten by at least C in
+// the group), and it cuts the entries passed to the selection from T*E to about T*c. Note: the
+// harness's capacity stage still applies after routing; with --capacity-factor F > 0 its C' =
+// ceil(F*k*T/E) can drop expert-choice assignments when C' < C (run with F = 0 or F*k >= c).
 //
 // Figures (per step and layer, identical on every process):
 //   capacity_per_expert    C, the tokens each expert takes (= its load)
@@ -50,9 +51,11 @@ inline int32_t bin_of(float s) {
 
 class ExpertChoice final : public Router {
  public:
-  ExpertChoice(const RouterSetup& setup, ComponentArgs& args) : c_(args.get_double("c", setup.top_k)) {
+  ExpertChoice(const RouterSetup& setup, ComponentArgs& args)
+      : c_(args.get_double("c", setup.top_k)) {
     if (!(c_ > 0) || !std::isfinite(c_))
-      throw InputError("router-arg expert_choice.c: must be a finite number > 0 (got " + std::to_string(c_) + ")");
+      throw InputError("router-arg expert_choice.c: must be a finite number > 0 (got " +
+                       std::to_string(c_) + ")");
   }
 
   std::string missing_input(const TokenBatch& batch) const override {
@@ -69,7 +72,9 @@ class ExpertChoice final : public Router {
     const int32_t E = batch.num_experts;
     const int64_t T = batch.global_tokens > 0 ? batch.global_tokens : group.sum(n);
     int64_t C = 0;
-    if (T > 0) C = std::max<int64_t>(1, static_cast<int64_t>(std::ceil(c_ * static_cast<double>(T) / E - 1e-9)));
+    if (T > 0)
+      C = std::max<int64_t>(
+          1, static_cast<int64_t>(std::ceil(c_ * static_cast<double>(T) / E - 1e-9)));
     C = std::min(C, T);
 
     // Softmax per token, in place in score_, and per expert a histogram of the scores in 1/8-octave
@@ -85,9 +90,10 @@ class ExpertChoice final : public Router {
       for (int32_t e = 0; e < E; ++e) ++hist_[static_cast<size_t>(e) * kBins + bin_of(s[e])];
     }
     // Entries passed to the group selection: per expert, the scores in the bins from the one that
-    // holds this process's C-th largest score up. That is a superset of the local top C, which holds
-    // the expert's part of the group top C (an entry beaten by C local entries is beaten by at least
-    // C in the group), so the selection stays exact; it sees about C entries per expert, not n.
+    // holds this process's C-th largest score up. That is a superset of the local top C, which
+    // holds the expert's part of the group top C (an entry beaten by C local entries is beaten by
+    // at least C in the group), so the selection stays exact; it sees about C entries per expert,
+    // not n.
     first_bin_.assign(static_cast<size_t>(E), 0);
     for (int32_t e = 0; e < E; ++e) {
       const int32_t* h = hist_.data() + static_cast<size_t>(e) * kBins;
@@ -134,7 +140,8 @@ class ExpertChoice final : public Router {
     }
     zero = group.sum(zero);
     most = group.max(most);
-    figures_ = {static_cast<double>(C), T > 0 ? static_cast<double>(zero) / static_cast<double>(T) : 0.0,
+    figures_ = {static_cast<double>(C),
+                T > 0 ? static_cast<double>(zero) / static_cast<double>(T) : 0.0,
                 static_cast<double>(most)};
   }
 
@@ -150,11 +157,14 @@ class ExpertChoice final : public Router {
   std::vector<uint8_t> selected_;
 };
 
-const RouterRegistry::Registrar reg(
-    "expert_choice",
-    "expert choice: each expert takes its top C = ceil(T*c/E) tokens by softmax score over the EP group, 0..E experts "
-    "per token (c = top_k, matched compute; EC-CF2 is c=2)",
-    [](const RouterSetup& s, ComponentArgs& a) -> std::unique_ptr<Router> { return std::make_unique<ExpertChoice>(s, a); });
+const RouterRegistry::Registrar reg("expert_choice",
+                                    "expert choice: each expert takes its top C = ceil(T*c/E) "
+                                    "tokens by softmax score over the EP group, 0..E experts "
+                                    "per token (c = top_k, matched compute; EC-CF2 is c=2)",
+                                    [](const RouterSetup& s,
+                                       ComponentArgs& a) -> std::unique_ptr<Router> {
+                                      return std::make_unique<ExpertChoice>(s, a);
+                                    });
 
 }  // namespace
 }  // namespace moe

@@ -54,7 +54,6 @@
 namespace moe {
 namespace {
 
-
 constexpr int64_t kBlock = 64;  // tokens per call of route_block
 
 // Buffers of route_block, sized by the caller (route_block allocates nothing).
@@ -168,7 +167,9 @@ class ReMoE final : public Router {
     const std::string warm = args.get_string("warm_start", theta0_set ? "none" : "quantile");
     if (warm == "quantile") {
       if (theta0_set)
-        throw InputError("router-arg remoe.theta0: only used with warm_start=none (warm_start=quantile sets theta itself)");
+        throw InputError(
+            "router-arg remoe.theta0: only used with warm_start=none (warm_start=quantile sets "
+            "theta itself)");
       warm_start_ = true;
     } else if (warm != "none") {
       throw InputError("router-arg remoe.warm_start: '" + warm + "' is not quantile or none");
@@ -235,7 +236,8 @@ class ReMoE final : public Router {
     in.get_bools(eta_known_);
     in.get_bools(pending_);
     in.get_vec(last_sign_, theta_.size());
-    if (eta_known_.size() != theta_.size() || pending_.size() != theta_.size()) in.bad("layer count");
+    if (eta_known_.size() != theta_.size() || pending_.size() != theta_.size())
+      in.bad("layer count");
   }
 
   std::vector<std::string> figure_names() const override {

@@ -54,7 +54,9 @@ class Router {
   // Token-local routers get it for free; others (deepseek_v3) implement the three parts.
   virtual bool chunkable() const { return token_local(); }
   virtual void begin_chunks(int32_t /*layer*/, int32_t /*first_rank*/, int32_t /*ranks*/) {}
-  virtual void route_chunk(const TokenBatch& chunk, RoutingPlan& plan) { route(chunk, Comm::self(), plan); }
+  virtual void route_chunk(const TokenBatch& chunk, RoutingPlan& plan) {
+    route(chunk, Comm::self(), plan);
+  }
   virtual void finish_chunks(const Comm& /*group*/) {}
 
   // --resume: the state carried from step to step (what end_step() updates), appended to `out`
@@ -72,9 +74,11 @@ inline std::string topk_input_check(const TokenBatch& batch, int32_t k) {
   if (batch.full_logits) return "";
   if (batch.recorded_variable_k)
     return "full router logits (the trace records fewer than " + std::to_string(batch.recorded_k) +
-           " experts for some tokens, and the top-k would fill them with experts it never recorded; the recorded router replays it)";
+           " experts for some tokens, and the top-k would fill them with experts it never "
+           "recorded; the recorded router replays it)";
   if (k <= batch.recorded_k) return "";
-  return "full router logits for k = " + std::to_string(k) + " (the trace recorded " + std::to_string(batch.recorded_k) +
+  return "full router logits for k = " + std::to_string(k) + " (the trace recorded " +
+         std::to_string(batch.recorded_k) +
          " experts per token; use --top-k <= " + std::to_string(batch.recorded_k) + ")";
 }
 

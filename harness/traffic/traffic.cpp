@@ -9,7 +9,8 @@ Dedup parse_dedup(const std::string& name) {
   if (name == "token_expert") return Dedup::token_expert;
   if (name == "token_rank") return Dedup::token_rank;
   if (name == "token_node") return Dedup::token_node;
-  throw InputError("--dedup: unknown value '" + name + "' (known: token_expert, token_rank, token_node)");
+  throw InputError("--dedup: unknown value '" + name +
+                   "' (known: token_expert, token_rank, token_node)");
 }
 
 ReplicaSelect parse_replica_select(const std::string& name) {
@@ -17,21 +18,25 @@ ReplicaSelect parse_replica_select(const std::string& name) {
   if (name == "round_robin") return ReplicaSelect::round_robin;
   if (name == "random") return ReplicaSelect::random;
   if (name == "token_hash") return ReplicaSelect::token_hash;
-  throw InputError("--replica-select: unknown value '" + name + "' (known: locality, round_robin, random, token_hash)");
+  throw InputError("--replica-select: unknown value '" + name +
+                   "' (known: locality, round_robin, random, token_hash)");
 }
 
-void account_dispatch(const RoutingPlan& plan, const std::vector<uint8_t>& kept, const TokenBatch& batch,
-                      const Placement& placement, const Topology& topo, const TrafficSpec& spec,
-                      TrafficMatrix& m, DispatchDetail* detail) {
+void account_dispatch(const RoutingPlan& plan, const std::vector<uint8_t>& kept,
+                      const TokenBatch& batch, const Placement& placement, const Topology& topo,
+                      const TrafficSpec& spec, TrafficMatrix& m, DispatchDetail* detail) {
   if (m.ranks != topo.ep_size()) fail("account_dispatch: matrix not reset to the EP size");
   const int64_t payload = spec.payload_bytes;
   const int64_t meta = spec.meta_bytes_per_assignment;
   const bool replicated = !placement.replica_offsets.empty();
-  const uint64_t step_key = rng::key(spec.seed, 0x7265706c696361ULL, static_cast<uint64_t>(batch.step), static_cast<uint64_t>(batch.layer));
+  const uint64_t step_key =
+      rng::key(spec.seed, 0x7265706c696361ULL, static_cast<uint64_t>(batch.step),
+               static_cast<uint64_t>(batch.layer));
   // Per token: distinct destination ranks and how many experts each serves (tiny, reused).
   std::vector<int32_t> dest;
   std::vector<int64_t> per_dest;
-  if (plan.num_tokens != batch.num_tokens) fail("account_dispatch: plan and batch token counts differ");
+  if (plan.num_tokens != batch.num_tokens)
+    fail("account_dispatch: plan and batch token counts differ");
   RankCursor source_of(batch);
   const int32_t rank0 = batch.rank_base();
   for (int64_t t = 0; t < plan.num_tokens; ++t) {
@@ -60,8 +65,10 @@ void account_dispatch(const RoutingPlan& plan, const std::vector<uint8_t>& kept,
         case ReplicaSelect::round_robin:
           return ranks[(t - batch.rank_begin(local_rank)) % n];
         case ReplicaSelect::random:
-          return ranks[rng::below(step_key, g * static_cast<uint64_t>(placement.rank_of_expert.size()) + static_cast<uint64_t>(e),
-                                  static_cast<uint64_t>(n))];
+          return ranks[rng::below(
+              step_key,
+              g * static_cast<uint64_t>(placement.rank_of_expert.size()) + static_cast<uint64_t>(e),
+              static_cast<uint64_t>(n))];
         case ReplicaSelect::token_hash:
           return ranks[rng::mix64(g) % static_cast<uint64_t>(n)];
       }
@@ -83,7 +90,8 @@ void account_dispatch(const RoutingPlan& plan, const std::vector<uint8_t>& kept,
       const int32_t d = rank_of(plan.expert[a]);
       if (detail) {
         ++detail->rank_assignments[static_cast<size_t>(d)];
-        detail->expert_bytes[static_cast<size_t>(plan.expert[a]) * 3 + static_cast<size_t>(topo.link(src, d))] += payload + meta;
+        detail->expert_bytes[static_cast<size_t>(plan.expert[a]) * 3 +
+                             static_cast<size_t>(topo.link(src, d))] += payload + meta;
       }
       if (spec.dedup == Dedup::token_expert) {
         m.tok(src, d) += 1;
@@ -103,7 +111,8 @@ void account_dispatch(const RoutingPlan& plan, const std::vector<uint8_t>& kept,
       size_t nodes = 0;
       for (size_t i = 0; i < dest.size(); ++i) {
         bool first = true;
-        for (size_t j = 0; j < i && first; ++j) first = topo.node_of(dest[j]) != topo.node_of(dest[i]);
+        for (size_t j = 0; j < i && first; ++j)
+          first = topo.node_of(dest[j]) != topo.node_of(dest[i]);
         nodes += first;
       }
       ++detail->nodes_per_token_hist[std::min(nodes, detail->nodes_per_token_hist.size() - 1)];
@@ -146,7 +155,8 @@ void account_dispatch(const RoutingPlan& plan, const std::vector<uint8_t>& kept,
   }
 }
 
-void combine_from_dispatch(const TrafficMatrix& dispatch, int64_t payload_bytes, TrafficMatrix& combine) {
+void combine_from_dispatch(const TrafficMatrix& dispatch, int64_t payload_bytes,
+                           TrafficMatrix& combine) {
   combine.reset(dispatch.ranks);
   for (int32_t s = 0; s < dispatch.ranks; ++s)
     for (int32_t d = 0; d < dispatch.ranks; ++d) {
@@ -167,7 +177,8 @@ std::array<int64_t, 3> bytes_by_class(const TrafficMatrix& m, const Topology& to
 
 namespace moe {
 
-void rank_bytes_by_class(const TrafficMatrix& m, const Topology& topo, std::vector<int64_t>& send, std::vector<int64_t>& recv) {
+void rank_bytes_by_class(const TrafficMatrix& m, const Topology& topo, std::vector<int64_t>& send,
+                         std::vector<int64_t>& recv) {
   send.assign(static_cast<size_t>(m.ranks) * 3, 0);
   recv.assign(static_cast<size_t>(m.ranks) * 3, 0);
   for (int32_t s = 0; s < m.ranks; ++s)

@@ -28,8 +28,9 @@ ReplicaSelect parse_replica_select(const std::string& name);
 
 struct TrafficSpec {
   Dedup dedup = Dedup::token_expert;
-  int64_t payload_bytes = 0;           // hidden * dtype bytes, per token copy
-  int64_t meta_bytes_per_assignment = 8;  // int32 expert id + fp32 weight, for each expert a copy serves
+  int64_t payload_bytes = 0;  // hidden * dtype bytes, per token copy
+  int64_t meta_bytes_per_assignment =
+      8;  // int32 expert id + fp32 weight, for each expert a copy serves
   ReplicaSelect replica_select = ReplicaSelect::locality;
   uint64_t seed = 0;  // random replica selection
 };
@@ -39,7 +40,8 @@ struct TrafficSpec {
 //  rank_assignments[r]: kept assignments served by rank r (the experts' copies there), the per-GPU
 //    load after placement and replica selection;
 //  ranks_per_token_hist[n], nodes_per_token_hist[n]: tokens whose kept assignments go to n distinct
-//    ranks / nodes (0..min(E, R) and 0..min(E, N)), independent of --dedup (destinations, not relays);
+//    ranks / nodes (0..min(E, R) and 0..min(E, N)), independent of --dedup (destinations, not
+//    relays);
 //  expert_bytes[e * 3 + c]: bytes to expert e by link class c (local, intra, inter) counted one
 //    copy per kept assignment (payload + metadata), whatever --dedup: each expert's own demand on
 //    the links.
@@ -60,19 +62,21 @@ struct DispatchDetail {
 // token t coming from the EP rank that owns it in `batch`'s rank layout
 // (which must be reset to R = topology.ep_size() first). Pure and local: sum the matrices of all
 // processes to get the group's. tokens[s][d] counts copies, bytes[s][d] their bytes.
-void account_dispatch(const RoutingPlan& plan, const std::vector<uint8_t>& kept, const TokenBatch& batch,
-                      const Placement& placement, const Topology& topology, const TrafficSpec& spec,
-                      TrafficMatrix& dispatch, DispatchDetail* detail = nullptr);
+void account_dispatch(const RoutingPlan& plan, const std::vector<uint8_t>& kept,
+                      const TokenBatch& batch, const Placement& placement, const Topology& topology,
+                      const TrafficSpec& spec, TrafficMatrix& dispatch,
+                      DispatchDetail* detail = nullptr);
 
 // The combine sends every dispatched copy back the way it came (reduced where it was forwarded),
 // carrying only the payload: tokens = dispatch.tokens transposed, bytes = tokens * payload.
-void combine_from_dispatch(const TrafficMatrix& dispatch, int64_t payload_bytes, TrafficMatrix& combine);
+void combine_from_dispatch(const TrafficMatrix& dispatch, int64_t payload_bytes,
+                           TrafficMatrix& combine);
 
 // Bytes of `m` by link class: [local, intra, inter].
 std::array<int64_t, 3> bytes_by_class(const TrafficMatrix& m, const Topology& topology);
 
 // Per rank, bytes sent (row) and received (column) by link class: send[r * 3 + c], recv[r * 3 + c].
-void rank_bytes_by_class(const TrafficMatrix& m, const Topology& topology, std::vector<int64_t>& send,
-                         std::vector<int64_t>& recv);
+void rank_bytes_by_class(const TrafficMatrix& m, const Topology& topology,
+                         std::vector<int64_t>& send, std::vector<int64_t>& recv);
 
 }  // namespace moe

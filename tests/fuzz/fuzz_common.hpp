@@ -15,7 +15,9 @@
 namespace fuzz {
 
 inline std::string temp_path(const char* suffix) {
-  return (std::filesystem::temp_directory_path() / ("moebench-fuzz-" + std::to_string(getpid()) + suffix)).string();
+  return (std::filesystem::temp_directory_path() /
+          ("moebench-fuzz-" + std::to_string(getpid()) + suffix))
+      .string();
 }
 
 inline std::string write_input(const uint8_t* data, size_t size, const char* suffix) {

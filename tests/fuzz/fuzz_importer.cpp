@@ -19,7 +19,11 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     moe::import_csv(o);
 #elif MOEBENCH_FUZZ_FORMAT == 1
     o.experts = 8;
-    o.fields = {{"experts", "ids"}, {"weights", "w"}, {"layer", "layer"}, {"step", "step"}, {"sequence", "seq"}};
+    o.fields = {{"experts", "ids"},
+                {"weights", "w"},
+                {"layer", "layer"},
+                {"step", "step"},
+                {"sequence", "seq"}};
     moe::import_jsonl(o, "");
 #elif MOEBENCH_FUZZ_FORMAT == 2
     o.experts = 8;

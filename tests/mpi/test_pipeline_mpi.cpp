@@ -17,8 +17,8 @@ using namespace moe;
 
 namespace {
 
-RunConfig config(const std::string& workload, const std::string& policy, const std::string& dedup, const std::string& placement,
-                 int world_size) {
+RunConfig config(const std::string& workload, const std::string& policy, const std::string& dedup,
+                 const std::string& placement, int world_size) {
   RunConfig c;
   c.workload = workload;
   c.experts = 32;
@@ -71,10 +71,13 @@ TEST(Distributed, IdenticalToOneProcessForEverySplit) {
         auto alone_cfg = config(workload, policy, dedup, "contiguous", 1);
         const auto alone = run_pipeline(alone_cfg, Comm::self(), RunOptions{true, false});
         expect_same(dist, alone, what);
-        EXPECT_GT(dist.records[0][0].dropped_assignments, 0) << what << ": the test should exercise capacity";
+        EXPECT_GT(dist.records[0][0].dropped_assignments, 0)
+            << what << ": the test should exercise capacity";
       }
   const auto cfg = config("zipf", "position", "token_rank", "round_robin", world.size());
-  expect_same(run_pipeline(cfg, world, RunOptions{true, false}), run_pipeline(config("zipf", "position", "token_rank", "round_robin", 1), Comm::self(), RunOptions{true, false}),
+  expect_same(run_pipeline(cfg, world, RunOptions{true, false}),
+              run_pipeline(config("zipf", "position", "token_rank", "round_robin", 1), Comm::self(),
+                           RunOptions{true, false}),
               "round_robin/token_rank");
 }
 
@@ -98,7 +101,8 @@ TEST(Distributed, LocalCapacityIsPerEPRankOnAnyProcessCount) {
     // Global capacity over the 2400 tokens (C = 300) drops less than 8 capacities of 38 do.
     auto global_cfg = config("zipf", policy, "token_expert", "contiguous", world.size());
     const auto global = run_pipeline(global_cfg, world, RunOptions{true, false});
-    EXPECT_LT(global.records[0][0].dropped_assignments, dist.records[0][0].dropped_assignments) << policy;
+    EXPECT_LT(global.records[0][0].dropped_assignments, dist.records[0][0].dropped_assignments)
+        << policy;
   }
 }
 
@@ -113,13 +117,18 @@ TEST(Distributed, ConservationOfAssignments) {
         const auto& m = out.records[r][i];
         const int64_t T = m.tokens, k = cfg.top_k;
         EXPECT_EQ(T, 8 * 300);
-        const int64_t demand = std::accumulate(m.expert_demand.begin(), m.expert_demand.end(), int64_t{0});
-        const int64_t load = std::accumulate(m.expert_load.begin(), m.expert_load.end(), int64_t{0});
+        const int64_t demand =
+            std::accumulate(m.expert_demand.begin(), m.expert_demand.end(), int64_t{0});
+        const int64_t load =
+            std::accumulate(m.expert_load.begin(), m.expert_load.end(), int64_t{0});
         EXPECT_EQ(demand, T * k);
         EXPECT_EQ(load, T * k - m.dropped_assignments);
         const auto& tok = out.matrices[r][i].tokens;
-        EXPECT_EQ(std::accumulate(tok.begin(), tok.end(), int64_t{0}), load);  // per (token, expert) copies
-        EXPECT_EQ(std::accumulate(m.active_experts_hist.begin(), m.active_experts_hist.end(), int64_t{0}), T);
+        EXPECT_EQ(std::accumulate(tok.begin(), tok.end(), int64_t{0}),
+                  load);  // per (token, expert) copies
+        EXPECT_EQ(
+            std::accumulate(m.active_experts_hist.begin(), m.active_experts_hist.end(), int64_t{0}),
+            T);
         if (cf > 0) {
           for (auto l : m.expert_load) EXPECT_LE(l, m.capacity);
         } else {
@@ -157,9 +166,15 @@ TEST(Distributed, ResultsFileReadsBackWithEveryRanksRows) {
     const auto load = h5::read_int64(f, g + "expert_load", &dims);
     ASSERT_EQ(dims, (std::vector<hsize_t>{2, 2, 32}));
     for (size_t i = 0; i < 4; ++i) {
-      EXPECT_EQ(std::vector<int64_t>(disp.begin() + static_cast<long>(i * 64), disp.begin() + static_cast<long>((i + 1) * 64)), out.matrices[r][i].tokens);
-      EXPECT_EQ(std::vector<int64_t>(recv.begin() + static_cast<long>(i * 8), recv.begin() + static_cast<long>((i + 1) * 8)), out.records[r][i].rank_recv_tokens);
-      EXPECT_EQ(std::vector<int64_t>(load.begin() + static_cast<long>(i * 32), load.begin() + static_cast<long>((i + 1) * 32)), out.records[r][i].expert_load);
+      EXPECT_EQ(std::vector<int64_t>(disp.begin() + static_cast<long>(i * 64),
+                                     disp.begin() + static_cast<long>((i + 1) * 64)),
+                out.matrices[r][i].tokens);
+      EXPECT_EQ(std::vector<int64_t>(recv.begin() + static_cast<long>(i * 8),
+                                     recv.begin() + static_cast<long>((i + 1) * 8)),
+                out.records[r][i].rank_recv_tokens);
+      EXPECT_EQ(std::vector<int64_t>(load.begin() + static_cast<long>(i * 32),
+                                     load.begin() + static_cast<long>((i + 1) * 32)),
+                out.records[r][i].expert_load);
     }
   }
 }

@@ -7,7 +7,8 @@ using namespace moe;
 
 namespace {
 // Plan from per-token lists of (expert, weight).
-RoutingPlan make_plan(int32_t E, const std::vector<std::vector<std::pair<int32_t, float>>>& tokens) {
+RoutingPlan make_plan(int32_t E,
+                      const std::vector<std::vector<std::pair<int32_t, float>>>& tokens) {
   RoutingPlan p;
   p.reset(static_cast<int64_t>(tokens.size()), E, 0);
   for (size_t t = 0; t < tokens.size(); ++t) {
@@ -22,17 +23,18 @@ RoutingPlan make_plan(int32_t E, const std::vector<std::vector<std::pair<int32_t
 }  // namespace
 
 TEST(Capacity, Formula) {
-  EXPECT_EQ(expert_capacity(0.0, 2, 100, 4), 0);        // unlimited
-  EXPECT_EQ(expert_capacity(1.0, 2, 100, 4), 50);       // exactly 50
+  EXPECT_EQ(expert_capacity(0.0, 2, 100, 4), 0);   // unlimited
+  EXPECT_EQ(expert_capacity(1.0, 2, 100, 4), 50);  // exactly 50
   EXPECT_EQ(expert_capacity(1.25, 6, 16384, 64), 1920);
-  EXPECT_EQ(expert_capacity(1.1, 1, 10, 4), 3);         // ceil(2.75)
-  EXPECT_EQ(expert_capacity(0.01, 1, 10, 4), 1);        // at least one slot
+  EXPECT_EQ(expert_capacity(1.1, 1, 10, 4), 3);   // ceil(2.75)
+  EXPECT_EQ(expert_capacity(0.01, 1, 10, 4), 1);  // at least one slot
 }
 
 TEST(Capacity, PositionKeepsFirstChoicesBeforeSecondChoices) {
   // 4 tokens, k=2, E=2, CF such that C = ceil(0.5*2*4/2) = 2.
   // Expert 0 is the 1st choice of tokens 2,3 and the 2nd choice of tokens 0,1.
-  auto plan = make_plan(2, {{{1, .6f}, {0, .4f}}, {{1, .6f}, {0, .4f}}, {{0, .9f}, {1, .1f}}, {{0, .9f}, {1, .1f}}});
+  auto plan = make_plan(
+      2, {{{1, .6f}, {0, .4f}}, {{1, .6f}, {0, .4f}}, {{0, .9f}, {1, .1f}}, {{0, .9f}, {1, .1f}}});
   CapacityResult r;
   apply_capacity(plan, {0.5, 2, "position"}, 4, Comm::self(), r);
   EXPECT_EQ(r.capacity, 2);
@@ -101,7 +103,8 @@ TEST(Capacity, FrameworkRoundingIsMegatronsFloatCeil) {
 TEST(Capacity, TokenOrderKeepsTokensInOrderWhateverTheirChoiceRank) {
   // The case of PositionKeepsFirstChoicesBeforeSecondChoices under Megatron-Core's "position":
   // expert 0 keeps tokens 0 and 1 (their second choice) and drops tokens 2 and 3 (first choices).
-  auto plan = make_plan(2, {{{1, .6f}, {0, .4f}}, {{1, .6f}, {0, .4f}}, {{0, .9f}, {1, .1f}}, {{0, .9f}, {1, .1f}}});
+  auto plan = make_plan(
+      2, {{{1, .6f}, {0, .4f}}, {{1, .6f}, {0, .4f}}, {{0, .9f}, {1, .1f}}, {{0, .9f}, {1, .1f}}});
   CapacityResult r;
   apply_capacity(plan, {0.5, 2, "token_order"}, 4, Comm::self(), r);
   EXPECT_EQ(r.capacity, 2);
@@ -114,10 +117,12 @@ TEST(Capacity, TokenOrderKeepsTokensInOrderWhateverTheirChoiceRank) {
 }
 
 TEST(Capacity, PerRankCapacityEqualsEachRankAlone) {
-  // 3 EP ranks of 5, 3 and 4 tokens (ragged, as traces split): each rank's drops equal apply_capacity
-  // on that rank's tokens alone, with its own C.
+  // 3 EP ranks of 5, 3 and 4 tokens (ragged, as traces split): each rank's drops equal
+  // apply_capacity on that rank's tokens alone, with its own C.
   std::vector<std::vector<std::pair<int32_t, float>>> toks;
-  for (int t = 0; t < 12; ++t) toks.push_back({{t % 3 == 0 ? 1 : 0, 0.1f * static_cast<float>(t % 5)}, {2, 0.05f * static_cast<float>(t % 7)}});
+  for (int t = 0; t < 12; ++t)
+    toks.push_back({{t % 3 == 0 ? 1 : 0, 0.1f * static_cast<float>(t % 5)},
+                    {2, 0.05f * static_cast<float>(t % 7)}});
   const auto plan = make_plan(3, toks);
   TokenBatch layout;
   layout.num_tokens = 12;
@@ -130,7 +135,8 @@ TEST(Capacity, PerRankCapacityEqualsEachRankAlone) {
     std::vector<int64_t> load(3, 0);
     int64_t maxC = 0;
     for (size_t i = 0; i + 1 < layout.rank_offsets.size(); ++i) {
-      const auto sub = make_plan(3, {toks.begin() + layout.rank_offsets[i], toks.begin() + layout.rank_offsets[i + 1]});
+      const auto sub = make_plan(
+          3, {toks.begin() + layout.rank_offsets[i], toks.begin() + layout.rank_offsets[i + 1]});
       CapacityResult one;
       apply_capacity(sub, {0.6, 2, policy}, sub.num_tokens, Comm::self(), one);
       want.insert(want.end(), one.kept.begin(), one.kept.end());

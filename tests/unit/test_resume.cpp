@@ -49,8 +49,10 @@ TEST(Resume, StateRoundTripAndTruncation) {
 }
 
 TEST(Resume, ConfigDifferencesNameTheOptions) {
-  const RunConfig a = parse({"--tokens-per-rank", "300", "--steps", "4", "--router-arg", "softmax_topk.renormalize=false"});
-  RunConfig b = parse({"--tokens-per-rank", "300", "--steps", "9", "--router-arg", "softmax_topk.renormalize=false"});
+  const RunConfig a = parse({"--tokens-per-rank", "300", "--steps", "4", "--router-arg",
+                             "softmax_topk.renormalize=false"});
+  RunConfig b = parse({"--tokens-per-rank", "300", "--steps", "9", "--router-arg",
+                       "softmax_topk.renormalize=false"});
   EXPECT_TRUE(config_differences(a.to_json(), b.to_json()).empty()) << "--steps may change";
   b = parse({"--tokens-per-rank", "400", "--steps", "4", "--seed", "3"});
   const auto d = config_differences(a.to_json(), b.to_json());
@@ -96,7 +98,8 @@ TEST(Preflight, ChunkableListMatchesTheRouters) {
   t.ranks_per_node = 2;
   for (const auto& [name, entry] : RouterRegistry::instance().entries()) {
     auto r = make_router(name, RouterSetup{16, 2, 2, t}, {});
-    EXPECT_EQ(r->chunkable(), router_chunkable_by_name(name)) << name << ": update router_chunkable_by_name (harness/config/preflight.cpp)";
+    EXPECT_EQ(r->chunkable(), router_chunkable_by_name(name))
+        << name << ": update router_chunkable_by_name (harness/config/preflight.cpp)";
   }
 }
 
@@ -120,8 +123,10 @@ TEST(Preflight, EstimatesAndLimits) {
   const RunConfig ep8 = parse({"--tokens-per-rank", "100000", "--ep-size", "8"});
   EXPECT_LT(estimate_memory(ep8, 8).total, estimate_memory(ep8, 1).total);
   // Chunked routers bound the batch: softmax_topk alone needs far less than with beta.
-  const RunConfig chunk = parse({"--tokens-per-rank", "100000", "--ep-size", "64", "--routers", "softmax_topk"});
-  const RunConfig whole = parse({"--tokens-per-rank", "100000", "--ep-size", "64", "--routers", "softmax_topk,beta"});
+  const RunConfig chunk =
+      parse({"--tokens-per-rank", "100000", "--ep-size", "64", "--routers", "softmax_topk"});
+  const RunConfig whole =
+      parse({"--tokens-per-rank", "100000", "--ep-size", "64", "--routers", "softmax_topk,beta"});
   EXPECT_TRUE(estimate_memory(chunk, 1).chunked);
   EXPECT_FALSE(estimate_memory(whole, 1).chunked);
   EXPECT_LT(estimate_memory(chunk, 1).logits * 10, estimate_memory(whole, 1).logits);

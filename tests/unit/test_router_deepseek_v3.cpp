@@ -37,8 +37,8 @@ TokenBatch grid_batch(int64_t tokens, int32_t experts, uint64_t seed, double std
   return b;
 }
 
-std::unique_ptr<Router> make(const std::string& name, int32_t E, int32_t k, std::map<std::string, std::string> args = {},
-                             int32_t nodes = 1) {
+std::unique_ptr<Router> make(const std::string& name, int32_t E, int32_t k,
+                             std::map<std::string, std::string> args = {}, int32_t nodes = 1) {
   RouterSetup s;
   s.num_experts = E;
   s.top_k = k;
@@ -48,7 +48,9 @@ std::unique_ptr<Router> make(const std::string& name, int32_t E, int32_t k, std:
   return make_router(name, s, args);
 }
 
-double sigmoid(double z) { return 1.0 / (1.0 + std::exp(-z)); }
+double sigmoid(double z) {
+  return 1.0 / (1.0 + std::exp(-z));
+}
 
 size_t figure(const Router& r, const std::string& name) {
   const auto names = r.figure_names();
@@ -59,8 +61,9 @@ size_t figure(const Router& r, const std::string& name) {
 
 // Reference group-limited selection in double, with bias b: indices best first, ties to the lower
 // index (stable sort); also the unmasked top-k score sum minus the masked one.
-std::vector<int32_t> reference_select(const float* z, int32_t E, int32_t k, int32_t G, int32_t M, const std::vector<double>& b,
-                                      double* removed, int32_t group_n = 2) {
+std::vector<int32_t> reference_select(const float* z, int32_t E, int32_t k, int32_t G, int32_t M,
+                                      const std::vector<double>& b, double* removed,
+                                      int32_t group_n = 2) {
   const int32_t gs = E / G;
   std::vector<double> sp(E);
   for (int32_t e = 0; e < E; ++e) sp[e] = sigmoid(z[e]) + b[e];
@@ -73,7 +76,8 @@ std::vector<int32_t> reference_select(const float* z, int32_t E, int32_t k, int3
   }
   std::vector<int32_t> gorder(G);
   std::iota(gorder.begin(), gorder.end(), 0);
-  std::stable_sort(gorder.begin(), gorder.end(), [&](int32_t a, int32_t c) { return gscore[a] > gscore[c]; });
+  std::stable_sort(gorder.begin(), gorder.end(),
+                   [&](int32_t a, int32_t c) { return gscore[a] > gscore[c]; });
   std::vector<bool> keep(G, false);
   for (int32_t j = 0; j < std::min(M, G); ++j) keep[gorder[j]] = true;
   std::vector<int32_t> all(E), kept;
@@ -116,8 +120,10 @@ RunConfig pipeline_config(const std::string& router_args_gamma, int32_t groups, 
 }  // namespace
 
 TEST(DeepseekV3, GroupLimitMatchesReferenceAndHoldsAtMostMGroups) {
-  for (auto [E, k, G, M] : {std::tuple{64, 8, 8, 3}, {64, 6, 8, 4}, {32, 4, 4, 1}, {16, 3, 16, 5}, {24, 5, 3, 2}}) {
-    auto r = make("deepseek_v3", E, k, {{"groups", std::to_string(G)}, {"topk_group", std::to_string(M)}});
+  for (auto [E, k, G, M] :
+       {std::tuple{64, 8, 8, 3}, {64, 6, 8, 4}, {32, 4, 4, 1}, {16, 3, 16, 5}, {24, 5, 3, 2}}) {
+    auto r = make("deepseek_v3", E, k,
+                  {{"groups", std::to_string(G)}, {"topk_group", std::to_string(M)}});
     const auto b = grid_batch(301, E, 7 + E + M);
     RoutingPlan plan;
     r->route(b, Comm::self(), plan);
@@ -149,10 +155,14 @@ TEST(DeepseekV3, GroupLimitMatchesReferenceAndHoldsAtMostMGroups) {
     EXPECT_NEAR(f[figure(*r, "groups_per_token_mean")], groups_sum / T, 1e-12);
     EXPECT_NEAR(f[figure(*r, "score_mass_removed")], removed_sum / T, 1e-6);
     if (gs > 1) {  // (with single-expert groups and M >= k the mask keeps the top-k anyway)
-      EXPECT_GT(f[figure(*r, "score_mass_removed")], 0.0) << "the mask should cost something on random logits";
+      EXPECT_GT(f[figure(*r, "score_mass_removed")], 0.0)
+          << "the mask should cost something on random logits";
     }
     const double mean = static_cast<double>(T * k) / E;
-    EXPECT_NEAR(f[figure(*r, "max_vio")], (static_cast<double>(*std::max_element(counts.begin(), counts.end())) - mean) / mean, 1e-12);
+    EXPECT_NEAR(
+        f[figure(*r, "max_vio")],
+        (static_cast<double>(*std::max_element(counts.begin(), counts.end())) - mean) / mean,
+        1e-12);
     EXPECT_EQ(f[figure(*r, "bias_abs_mean")], 0.0);
   }
 }
@@ -185,7 +195,8 @@ TEST(DeepseekV3, BiasFollowsSignRuleSteersSelectionButNotWeights) {
   int32_t moved = 0;
   for (int32_t e = 0; e < E; ++e) {
     const int64_t d = total - static_cast<int64_t>(E) * c[e];  // sign(c_mean - c_e)
-    bias[e] = static_cast<double>(static_cast<float>(gamma)) * static_cast<double>((d > 0) - (d < 0));
+    bias[e] =
+        static_cast<double>(static_cast<float>(gamma)) * static_cast<double>((d > 0) - (d < 0));
     moved += d != 0;
   }
   ASSERT_GT(moved, 0);
@@ -193,7 +204,8 @@ TEST(DeepseekV3, BiasFollowsSignRuleSteersSelectionButNotWeights) {
   r->end_step(Comm::self());
   r->route(b, Comm::self(), second);
   EXPECT_NEAR(r->figures()[figure(*r, "bias_abs_mean")], gamma * moved / E, 1e-8);
-  EXPECT_LT(r->figures()[figure(*r, "max_vio")], vio_before) << "one bias step should already even out the skew";
+  EXPECT_LT(r->figures()[figure(*r, "max_vio")], vio_before)
+      << "one bias step should already even out the skew";
   EXPECT_NE(first.expert, second.expert) << "the bias should change some selections";
   for (int64_t t = 0; t < b.num_tokens; ++t) {
     const float* z = b.logits.data() + t * E;
@@ -219,7 +231,8 @@ TEST(DeepseekV3, BiasFollowsSignRuleSteersSelectionButNotWeights) {
     ASSERT_GE(worst_chosen, best_other - 1e-6) << "t=" << t;
     // The weights use the unbiased s (a biased formula would be off by ~gamma).
     for (int32_t j = 0; j < k; ++j)
-      ASSERT_NEAR(second.weight[t * k + j], 2.5 * sigmoid(z[second.expert[t * k + j]]) / ssum, 2e-6) << "t=" << t;
+      ASSERT_NEAR(second.weight[t * k + j], 2.5 * sigmoid(z[second.expert[t * k + j]]) / ssum, 2e-6)
+          << "t=" << t;
   }
   // Layer 0 was never routed: its bias is untouched.
   b.layer = 0;
@@ -229,9 +242,10 @@ TEST(DeepseekV3, BiasFollowsSignRuleSteersSelectionButNotWeights) {
 }
 
 TEST(DeepseekV3, WithoutBiasAndLimitEqualsSigmoidTopK) {
-  for (auto args : {std::map<std::string, std::string>{{"gamma", "0"}, {"groups", "4"}, {"topk_group", "4"}},
-                    std::map<std::string, std::string>{{"gamma", "0"}, {"groups", "8"}, {"topk_group", "9"}},
-                    std::map<std::string, std::string>{{"gamma", "0"}}}) {
+  for (auto args :
+       {std::map<std::string, std::string>{{"gamma", "0"}, {"groups", "4"}, {"topk_group", "4"}},
+        std::map<std::string, std::string>{{"gamma", "0"}, {"groups", "8"}, {"topk_group", "9"}},
+        std::map<std::string, std::string>{{"gamma", "0"}}}) {
     const int32_t E = 64, k = 6;
     auto dsv3 = make("deepseek_v3", E, k, args);
     auto sig = make("sigmoid_topk", E, k, {{"renormalize", "true"}, {"scaling_factor", "2.5"}});
@@ -254,17 +268,21 @@ TEST(DeepseekV3, MaxVioFallsOverStepsOnZipf) {
     const auto cfg = pipeline_config("0.05", groups, 20);
     const auto out = run_pipeline(cfg, Comm::self(), RunOptions{true, false});
     const auto& names = out.figure_names[0];
-    const size_t vio = static_cast<size_t>(std::find(names.begin(), names.end(), "max_vio") - names.begin());
-    const size_t babs = static_cast<size_t>(std::find(names.begin(), names.end(), "bias_abs_mean") - names.begin());
+    const size_t vio =
+        static_cast<size_t>(std::find(names.begin(), names.end(), "max_vio") - names.begin());
+    const size_t babs =
+        static_cast<size_t>(std::find(names.begin(), names.end(), "bias_abs_mean") - names.begin());
     ASSERT_LT(vio, names.size());
     const auto& rec = out.records[0];
     ASSERT_EQ(rec.size(), 40u);
     for (int32_t layer = 0; layer < 2; ++layer) {
       const double early = rec[static_cast<size_t>(layer)].figures[vio];
       double late = 0;
-      for (int32_t s = 15; s < 20; ++s) late += rec[static_cast<size_t>(s * 2 + layer)].figures[vio] / 5;
+      for (int32_t s = 15; s < 20; ++s)
+        late += rec[static_cast<size_t>(s * 2 + layer)].figures[vio] / 5;
       EXPECT_GT(early, 1.0) << "zipf(1) should start skewed";
-      EXPECT_LT(late, 0.4 * early) << "groups=" << groups << " layer " << layer << ": early " << early << " late " << late;
+      EXPECT_LT(late, 0.4 * early)
+          << "groups=" << groups << " layer " << layer << ": early " << early << " late " << late;
       EXPECT_EQ(rec[static_cast<size_t>(layer)].figures[babs], 0.0);
       EXPECT_GT(rec[static_cast<size_t>(19 * 2 + layer)].figures[babs], 0.05);
     }
@@ -279,7 +297,8 @@ TEST(DeepseekV3, MaxVioFallsOverStepsOnZipf) {
 }
 
 TEST(DeepseekV3, KnobValidation) {
-  const auto bad = [](std::map<std::string, std::string> args, const std::string& key, int32_t E = 32, int32_t k = 4) {
+  const auto bad = [](std::map<std::string, std::string> args, const std::string& key,
+                      int32_t E = 32, int32_t k = 4) {
     try {
       make("deepseek_v3", E, k, args);
       ADD_FAILURE() << "accepted " << key;
@@ -333,14 +352,16 @@ TEST(DeepseekV3, GroupScoreTopkPerGroupMatchesItsReference) {
   const std::vector<double> zero(E, 0.0);
   int64_t differ = 0;
   for (const char* mode : {"top2", "topk_per_group"}) {
-    auto r = make("deepseek_v3", E, k, {{"groups", "4"}, {"topk_group", "1"}, {"gamma", "0"}, {"group_score", mode}});
+    auto r = make("deepseek_v3", E, k,
+                  {{"groups", "4"}, {"topk_group", "1"}, {"gamma", "0"}, {"group_score", mode}});
     RoutingPlan plan;
     r->route(b, Comm::self(), plan);
     const int32_t n = std::string(mode) == "top2" ? 2 : k / M;
     for (int64_t t = 0; t < b.num_tokens; ++t) {
       double removed = 0;
       const auto want = reference_select(b.logits.data() + t * E, E, k, G, M, zero, &removed, n);
-      const std::vector<int32_t> got(plan.expert.begin() + plan.offsets[t], plan.expert.begin() + plan.offsets[t + 1]);
+      const std::vector<int32_t> got(plan.expert.begin() + plan.offsets[t],
+                                     plan.expert.begin() + plan.offsets[t + 1]);
       ASSERT_EQ(got, want) << mode << " token " << t;
       if (n != 2) {
         double r2 = 0;
@@ -350,15 +371,17 @@ TEST(DeepseekV3, GroupScoreTopkPerGroupMatchesItsReference) {
   }
   EXPECT_GT(differ, 20) << "the two group scores should choose different groups for some tokens";
   // k / M must be in [1, experts per group].
-  EXPECT_THROW(make("deepseek_v3", E, 2, {{"groups", "4"}, {"topk_group", "3"}, {"group_score", "topk_per_group"}}), InputError);
+  EXPECT_THROW(make("deepseek_v3", E, 2,
+                    {{"groups", "4"}, {"topk_group", "3"}, {"group_score", "topk_per_group"}}),
+               InputError);
   EXPECT_THROW(make("deepseek_v3", E, k, {{"group_score", "top3"}}), InputError);
 }
 
 // bias_counts=kept (Megatron-Core) updates the bias from the loads the capacity stage kept;
 // selected (default) from the selections. A first batch sends every token to experts 0 and 1; the
 // kept loads say experts 5 and 6 were starved. After the update, a batch of equal logits picks the
-// experts the bias favours: {2, 3} (selected: 0 and 1 are over the mean, the rest under, ties to the
-// lower index) or {5, 6} (kept: only 5 and 6 under the mean).
+// experts the bias favours: {2, 3} (selected: 0 and 1 are over the mean, the rest under, ties to
+// the lower index) or {5, 6} (kept: only 5 and 6 under the mean).
 TEST(DeepseekV3, BiasCountsSelectedOrKept) {
   const int32_t E = 8, k = 2;
   TokenBatch skew;
@@ -377,9 +400,13 @@ TEST(DeepseekV3, BiasCountsSelectedOrKept) {
     r->observe_kept(0, {10, 10, 10, 10, 10, 0, 0, 10});
     r->end_step(Comm::self());
     r->route(flat, Comm::self(), plan);
-    const std::vector<int32_t> want = std::string(mode) == "kept" ? std::vector<int32_t>{5, 6} : std::vector<int32_t>{2, 3};
+    const std::vector<int32_t> want =
+        std::string(mode) == "kept" ? std::vector<int32_t>{5, 6} : std::vector<int32_t>{2, 3};
     for (int64_t t = 0; t < flat.num_tokens; ++t)
-      ASSERT_EQ(std::vector<int32_t>(plan.expert.begin() + plan.offsets[t], plan.expert.begin() + plan.offsets[t + 1]), want) << mode;
+      ASSERT_EQ(std::vector<int32_t>(plan.expert.begin() + plan.offsets[t],
+                                     plan.expert.begin() + plan.offsets[t + 1]),
+                want)
+          << mode;
   }
   EXPECT_THROW(make("deepseek_v3", E, k, {{"bias_counts", "dropped"}}), InputError);
 }

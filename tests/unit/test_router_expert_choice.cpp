@@ -18,7 +18,8 @@ using namespace moe;
 
 namespace {
 
-std::unique_ptr<Router> ec(int32_t E, int32_t k, const std::map<std::string, std::string>& args = {}) {
+std::unique_ptr<Router> ec(int32_t E, int32_t k,
+                           const std::map<std::string, std::string>& args = {}) {
   return moe::testing::test_router("expert_choice", E, k, args);
 }
 
@@ -34,7 +35,8 @@ std::vector<double> softmax(const TokenBatch& b, int64_t t) {
 }
 
 int64_t expected_capacity(int64_t T, double c, int32_t E) {
-  return std::min<int64_t>(T, static_cast<int64_t>(std::ceil(c * static_cast<double>(T) / E - 1e-9)));
+  return std::min<int64_t>(T,
+                           static_cast<int64_t>(std::ceil(c * static_cast<double>(T) / E - 1e-9)));
 }
 
 }  // namespace
@@ -74,7 +76,8 @@ TEST(ExpertChoice, EveryExpertTakesExactlyItsTopCTokens) {
         // Nothing left out scores clearly above what the expert took (1e-6: float softmax).
         for (int64_t t = 0; t < T; ++t)
           if (!taken[e][t]) {
-            ASSERT_LE(softmax(b, t)[e], min_taken[e] * (1 + 1e-5) + 1e-12) << "expert " << e << " skipped token " << t;
+            ASSERT_LE(softmax(b, t)[e], min_taken[e] * (1 + 1e-5) + 1e-12)
+                << "expert " << e << " skipped token " << t;
           }
       }
       const auto f = r->figures();
@@ -99,10 +102,12 @@ TEST(ExpertChoice, TokensGetZeroToManyExpertsOnASkewedWorkload) {
   EXPECT_GT(more, 0) << "some tokens get more than k experts";
   EXPECT_LE(most, E);
   // Mean experts per token is C*E/T, about c = 2.
-  EXPECT_NEAR(static_cast<double>(plan.assignments()) / static_cast<double>(plan.num_tokens), 2.0, 0.05);
+  EXPECT_NEAR(static_cast<double>(plan.assignments()) / static_cast<double>(plan.num_tokens), 2.0,
+              0.05);
   const auto f = r->figures();
   const auto names = r->figure_names();
-  ASSERT_EQ(names, (std::vector<std::string>{"capacity_per_expert", "zero_expert_tokens", "max_experts_per_token"}));
+  ASSERT_EQ(names, (std::vector<std::string>{"capacity_per_expert", "zero_expert_tokens",
+                                             "max_experts_per_token"}));
   EXPECT_DOUBLE_EQ(f[1], static_cast<double>(zero) / static_cast<double>(plan.num_tokens));
   EXPECT_EQ(f[2], static_cast<double>(most));
 }
@@ -111,7 +116,8 @@ TEST(ExpertChoice, TiesGoToTheLowerTokenIndex) {
   // All tokens identical: every expert takes the first C tokens.
   const int32_t E = 8;
   TokenBatch b = moe::testing::workload_batch("uniform", E, 1, 40, 1);
-  for (int64_t t = 1; t < b.num_tokens; ++t) std::copy(b.logits.begin(), b.logits.begin() + E, b.logits.begin() + t * E);
+  for (int64_t t = 1; t < b.num_tokens; ++t)
+    std::copy(b.logits.begin(), b.logits.begin() + E, b.logits.begin() + t * E);
   auto r = ec(E, 2);
   RoutingPlan plan;
   r->route(b, Comm::self(), plan);
@@ -120,7 +126,8 @@ TEST(ExpertChoice, TiesGoToTheLowerTokenIndex) {
   // Equal S inside a token: lower expert first.
   std::vector<int32_t> order(E);
   std::iota(order.begin(), order.end(), 0);
-  std::stable_sort(order.begin(), order.end(), [&](int32_t x, int32_t y) { return b.logits[x] > b.logits[y]; });
+  std::stable_sort(order.begin(), order.end(),
+                   [&](int32_t x, int32_t y) { return b.logits[x] > b.logits[y]; });
   EXPECT_EQ(std::vector<int32_t>(plan.expert.begin(), plan.expert.begin() + E), order);
 }
 
@@ -184,8 +191,11 @@ TEST(ExpertChoice, DefaultCIsTheRunsTopK) {
     auto r = ec(E, k);
     RoutingPlan plan;
     r->route(b, Comm::self(), plan);
-    EXPECT_EQ(r->figures()[0], static_cast<double>(expected_capacity(plan.num_tokens, k, E))) << "k=" << k;
-    EXPECT_NEAR(static_cast<double>(plan.assignments()) / static_cast<double>(plan.num_tokens), k, 0.05 * k) << "k=" << k;
+    EXPECT_EQ(r->figures()[0], static_cast<double>(expected_capacity(plan.num_tokens, k, E)))
+        << "k=" << k;
+    EXPECT_NEAR(static_cast<double>(plan.assignments()) / static_cast<double>(plan.num_tokens), k,
+                0.05 * k)
+        << "k=" << k;
   }
   auto cf2 = ec(E, 6, {{"c", "2"}});
   RoutingPlan plan;

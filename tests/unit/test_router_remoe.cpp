@@ -69,7 +69,8 @@ RunConfig pipeline_config(int32_t steps, std::map<std::string, std::string> args
 // eta = 0.05 std from theta0 = 0. Stated numbers: the first step is dense (S in [0.45, 0.55]); from
 // step 30 to 59, |S_l - S*| < 0.02 at every layer and step (one eta step moves S by ~0.01 there).
 TEST(ReMoE, ControllerConvergesToTargetSparsity) {
-  const auto out = run_pipeline(pipeline_config(60, {{"warm_start", "none"}}), Comm::self(), RunOptions{true, false});
+  const auto out = run_pipeline(pipeline_config(60, {{"warm_start", "none"}}), Comm::self(),
+                                RunOptions{true, false});
   const auto& names = out.figure_names[0];
   const auto at = [&](const std::string& n) {
     return static_cast<size_t>(std::find(names.begin(), names.end(), n) - names.begin());
@@ -258,7 +259,8 @@ TEST(ReMoE, KnobValidation) {
 TEST(ReMoE, WarmStartBeginsAtTheTargetAndStaysThere) {
   const auto out = run_pipeline(pipeline_config(12), Comm::self(), RunOptions{true, false});
   const auto& names = out.figure_names[0];
-  const size_t fm = static_cast<size_t>(std::find(names.begin(), names.end(), "mean_active_experts") - names.begin());
+  const size_t fm = static_cast<size_t>(
+      std::find(names.begin(), names.end(), "mean_active_experts") - names.begin());
   ASSERT_LT(fm, names.size());
   const auto& rec = out.records[0];
   ASSERT_EQ(rec.size(), 24u);
@@ -273,7 +275,8 @@ TEST(ReMoE, WarmStartBeginsAtTheTargetAndStaysThere) {
     EXPECT_NEAR(sum / 12, 2.0, 0.1) << "layer " << layer;
   }
   // The cold start (warm_start=none) is dense at step 0: about E/2 = 8 experts per token.
-  const auto cold = run_pipeline(pipeline_config(1, {{"warm_start", "none"}}), Comm::self(), RunOptions{true, false});
+  const auto cold = run_pipeline(pipeline_config(1, {{"warm_start", "none"}}), Comm::self(),
+                                 RunOptions{true, false});
   EXPECT_GT(cold.records[0][0].figures[fm], 6.0);
   // theta0 alone implies the cold start; with warm_start=quantile it is a contradiction.
   EXPECT_NO_THROW(remoe(16, 2, {{"theta0", "0.5"}}));

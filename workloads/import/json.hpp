@@ -12,8 +12,8 @@ struct Value {
   Type type = Type::null;
   bool boolean = false;
   double number = 0;
-  std::string text;                                    // string, or a number's spelling
-  std::vector<Value> items;                            // array
+  std::string text;          // string, or a number's spelling
+  std::vector<Value> items;  // array
   struct Member;
   std::vector<Member> members;  // object, in order (a vector of an incomplete type: C++17)
 
@@ -24,7 +24,8 @@ struct Value {
   // The value as text for filters: strings as is, numbers as spelled, true/false/null.
   std::string as_text() const;
 };
-struct Value::Member {  // not std::pair: a pair of an incomplete Value does not compile with clang + libstdc++
+struct Value::Member {  // not std::pair: a pair of an incomplete Value does not compile with clang
+                        // + libstdc++
   std::string first;
   Value second;
   Member(std::string k, Value v) : first(std::move(k)), second(std::move(v)) {}
