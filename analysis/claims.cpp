@@ -98,6 +98,8 @@ struct Ctx {
     for (const auto& r : unsettled)
       if (text.rfind(r + ":", 0) == 0)
         mark = " [NOT CONVERGED: a cold-start figure, see the convergence notes]";
+    for (const auto& r : f.tail_routers)
+      if (text.rfind(r + ":", 0) == 0) mark += " [" + f.tail_mark(r) + "]";
     out << "    measured: " << text << mark << "\n";
   }
   void note(const std::string& text) { out << "    note: " << text << "\n"; }

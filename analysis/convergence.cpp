@@ -211,6 +211,15 @@ std::vector<std::string> router_notes(const ResultsFile& f) {
                     std::to_string(f.steps_done) + " steps after");
   const std::string w = compute_mismatch_warning(f);
   if (!w.empty()) notes.push_back(w);
+  if (!f.tail_routers.empty()) {
+    std::string list;
+    for (const auto& r : f.routers)
+      if (f.tail_routers.count(r)) list += (list.empty() ? "" : ", ") + r;
+    notes.push_back("tail completed (" + f.trace_tail + "): " + list +
+                    " routed on logits the trace did not record, modelled by --trace-tail " +
+                    f.trace_tail + " " + f.trace_tail_params +
+                    "; their figures carry the model's error (measure it: analysis/tail_error.py)");
+  }
   for (const auto& c : router_convergence(f)) notes.push_back("convergence: " + c.text);
   return notes;
 }

@@ -352,6 +352,7 @@ std::string csv_field(const std::string& s) {
 struct Row {
   std::string run;  // file label (compare) or ""
   std::string router;
+  std::string tail;   // "tail completed (MODEL)" when the router read completed logits, else ""
   std::string scope;  // all | layer | step
   int64_t step = -1, layer = -1;
   RouterSummary s;
@@ -413,6 +414,7 @@ std::vector<Row> build_rows(const std::vector<ResultsFile>& files, const ReportO
         Row row;
         row.run = o.compare ? label_of(f, files) : "";
         row.router = router;
+        row.tail = f.tail_mark(router);
         row.scope = scope;
         if (scope == "layer") row.layer = idx;
         if (scope == "step") row.step = idx;
@@ -467,7 +469,7 @@ std::vector<std::vector<std::string>> human_table(const std::vector<Row>& rows, 
   for (const auto& r : rows) {
     std::vector<std::string> line;
     if (compare) line.push_back(r.run);
-    line.push_back(r.router);
+    line.push_back(r.router + (r.tail.empty() ? "" : " [" + r.tail + "]"));
     if (scope == "step") line.push_back(std::to_string(r.step));
     if (scope == "layer") line.push_back(std::to_string(r.layer));
     for (const auto& c : kColumns)
@@ -828,6 +830,7 @@ std::string format_json(const std::vector<ResultsFile>& files, const ReportOptio
       const auto& r = rows[i];
       os << "    {\"run\": " << json_escape(o.compare ? r.run : label_of(files.front(), files))
          << ", \"router\": " << json_escape(r.router);
+      if (!r.tail.empty()) os << ", \"tail\": " << json_escape(r.tail);
       if (r.step >= 0) os << ", \"step\": " << r.step;
       if (r.layer >= 0) os << ", \"layer\": " << r.layer;
       for (const auto& c : kColumns) os << ", \"" << c.key << "\": " << json_number(value(c, r.s));

@@ -55,8 +55,20 @@ ResultsFile read_results(const std::string& path) {
   r.ep_size = h5::read_attr_int(file, "ep_size");
   r.world_size = h5::read_attr_int(file, "world_size");
   r.routers = split_commas(h5::read_attr_string(file, "routers"));
+  if (h5::has_attr(file, "trace_tail")) {  // older files: no tail was ever completed
+    r.trace_tail = h5::read_attr_string(file, "trace_tail");
+    r.trace_tail_params = h5::read_attr_string(file, "trace_tail_params");
+  }
   for (const auto& router : r.routers) {
     const std::string g = "/runs/" + router + "/";
+    {
+      const std::string rg = "/runs/" + router;
+      if (h5::has_link(file, rg)) {
+        h5::Handle group(h5::check(H5Gopen2(file, rg.c_str(), H5P_DEFAULT), "H5Gopen"), H5Gclose);
+        if (h5::has_attr(group, "tail_completed") && h5::read_attr_int(group, "tail_completed"))
+          r.tail_routers.insert(router);
+      }
+    }
     auto& recs = r.records[router];
     recs.assign(static_cast<size_t>(r.steps_done * r.layers), StepLayerMetrics{});
     auto rows_ok = [&](const std::vector<hsize_t>& dims, const std::string& name) {
@@ -147,8 +159,13 @@ std::string format_report(const ResultsFile& f) {
   else
     os << "status: complete, " << f.steps_done << " steps\n";
   std::vector<RouterSummary> rows;
-  for (const auto& router : f.routers) rows.push_back(summarize(router, f.records.at(router)));
+  for (const auto& router : f.routers) {
+    rows.push_back(summarize(router, f.records.at(router)));
+    if (f.tail_routers.count(router)) rows.back().router += "*";
+  }
   os << format_summary_table(rows);
+  if (!f.tail_routers.empty())
+    os << "* " << "tail completed (" << f.trace_tail << "): see the note below\n";
   for (const auto& g : offline_placement_gaps(f)) {
     char line[512];
     std::snprintf(line, sizeof line,

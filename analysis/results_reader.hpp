@@ -1,5 +1,6 @@
 #pragma once
 #include <map>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -17,6 +18,13 @@ struct ResultsFile {
   int64_t steps_done = 0, steps_planned = 0, layers = 0, experts = 0, ep_size = 0, world_size = 0;
   int64_t warmup_steps_excluded = 0;  // report --warmup-steps N: the records start at step N
   std::vector<std::string> routers;
+  // --trace-tail: the model ("none"), its parameters (JSON), and the routers whose routing read
+  // the completed logits: their figures carry the completion's error.
+  std::string trace_tail = "none", trace_tail_params;
+  std::set<std::string> tail_routers;
+  std::string tail_mark(const std::string& router) const {
+    return tail_routers.count(router) ? "tail completed (" + trace_tail + ")" : "";
+  }
   std::map<std::string, std::vector<StepLayerMetrics>>
       records;  // router -> [step * layers + layer]
   std::map<std::string, std::map<std::string, std::vector<double>>>

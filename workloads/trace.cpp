@@ -6,7 +6,8 @@
 // rows of each (step, layer) with parallel-HDF5 (MPI-IO) hyperslab reads, so a trace larger than
 // memory streams. Logit traces give logits; assignment traces give the recorded choices (for the
 // `recorded` router) and, when another router needs them, reconstructed logits
-// (batch.full_logits = false; routers that need the unrecorded part refuse).
+// (batch.full_logits = false; routers that need the unrecorded part refuse), or with --trace-tail
+// logits completed by a tail model (workloads/trace_tail.hpp; batch.tail_model names it).
 //
 // Knobs: split=sequence|block (default sequence).
 #include <algorithm>
@@ -14,6 +15,7 @@
 
 #include "harness/core/error.hpp"
 #include "workloads/trace_file.hpp"
+#include "workloads/trace_tail.hpp"
 #include "workloads/workload.hpp"
 
 namespace moe {
@@ -36,7 +38,12 @@ class TraceWorkload final : public Workload {
     // every process): every EP rank must get a token in every step.
     layouts_.resize(static_cast<size_t>(h.num_steps));
     for (int32_t s = 0; s < h.num_steps; ++s) split_step(s, layouts_[static_cast<size_t>(s)]);
+    if (setup.trace_tail != "none")
+      tail_ = std::make_unique<TailCompleter>(
+          *reader_, TailSpec{setup.trace_tail, setup.tail_prior, setup.tail_noise, setup.seed});
   }
+
+  std::string tail_params() const override { return tail_ ? tail_->describe() : ""; }
 
   void rank_layout(int32_t step, std::vector<int64_t>& first) override {
     first = layouts_[static_cast<size_t>(step % reader_->header().num_steps)];
@@ -75,6 +82,7 @@ class TraceWorkload final : public Workload {
       for (int64_t t = 0; t < num_tokens; ++t) out.sequence[t] = -1;
     if (h.logits()) {
       out.full_logits = true;
+      out.tail_model.clear();
       out.recorded_k = 0;
       out.recorded_variable_k = false;
       out.recorded_expert.clear();
@@ -90,11 +98,20 @@ class TraceWorkload final : public Workload {
     out.recorded_weight.resize(static_cast<size_t>(num_tokens) * k);
     reader_->read_assignments(tl, base + first_token, num_tokens, out.recorded_expert.data(), out.recorded_weight.data());
     out.full_logits = false;
+    out.tail_model.clear();
     if (!setup_.need_logits) {
       out.logits.clear();
       return;
     }
     out.logits.resize(static_cast<size_t>(num_tokens) * E);
+    if (tail_) {  // every router may run: the tail is modelled, and the batch says by what
+      out.full_logits = true;
+      out.tail_model = tail_->spec().model;
+      for (int64_t t = 0; t < num_tokens; ++t)
+        tail_->complete(tl, base + first_token + t, out.recorded_expert.data() + t * k,
+                        out.recorded_weight.data() + t * k, out.logits.data() + t * E);
+      return;
+    }
     const bool probabilities = h.weights_are == "probabilities";
     for (int64_t t = 0; t < num_tokens; ++t)
       reconstruct_logits(out.recorded_expert.data() + t * k, out.recorded_weight.data() + t * k, k, E, probabilities,
@@ -134,6 +151,7 @@ class TraceWorkload final : public Workload {
   }
 
   std::unique_ptr<TraceReader> reader_;
+  std::unique_ptr<TailCompleter> tail_;
   std::vector<std::vector<int64_t>> layouts_;  // [trace step][R + 1]
   bool by_sequence_ = true;
   TraceTokens tokens_;

@@ -22,13 +22,15 @@ namespace po = boost::program_options;
 namespace {
 
 constexpr const char* kUsage =
-    "usage: moebench trace <convert|gen|info> ...\n"
+    "usage: moebench trace <convert|gen|info|truncate> ...\n"
     "  convert --from csv|jsonl|megatron|npy --in FILE [FILE...] --out TRACE.h5 [options]   import "
     "a capture\n"
     "  gen --workload NAME --experts E --top-k K --layers L --steps S --tokens N --out TRACE.h5   "
     "synthetic logit trace\n"
     "  info TRACE.h5                      kind, experts, layers, tokens, sequences, top-k, size, "
     "per-layer load\n"
+    "  truncate TRACE.h5 --top-k K --weights-are probabilities|renormalized --out OUT.h5   the "
+    "top-k trace a logger would have written\n"
     "  (moebench trace <command> --help for the options; the format: workloads/TRACE_FORMAT.md)\n";
 
 std::string joined(int argc, char** argv) {
@@ -188,6 +190,89 @@ int gen(int argc, char** argv) {
   return 0;
 }
 
+// A full-logit trace turned into the top-k trace a logger would have written: the K largest
+// logits of every token (ties to the lower id, as every top-k router here), with their softmax
+// probabilities over all E (probabilities) or over the K (renormalized). Tokens, sequences and the
+// optional token fields are copied; the tail-completion error is measured against the original.
+int truncate(int argc, char** argv) {
+  std::string in, out, weights_are = "probabilities";
+  int32_t K = 0;
+  bool force = false;
+  po::options_description opts("moebench trace truncate options");
+  // clang-format off
+  opts.add_options()
+    ("help,h", "show this help")
+    ("trace", po::value(&in)->required(), "full-logit trace to truncate")
+    ("top-k", po::value(&K)->required(), "experts a logger would have recorded per token")
+    ("weights-are", po::value(&weights_are)->default_value(weights_are), "probabilities (softmax over all experts) | renormalized (softmax over the top-k)")
+    ("out", po::value(&out)->required(), "assignment trace to write")
+    ("force", po::bool_switch(&force), "replace an existing output file");
+  // clang-format on
+  po::positional_options_description pos;
+  pos.add("trace", 1);
+  for (int i = 1; i < argc; ++i)
+    if (std::string(argv[i]) == "--help" || std::string(argv[i]) == "-h")
+      return std::printf("%s", (std::ostringstream() << opts).str().c_str()), 0;
+  parse(argc, argv, opts, &pos);
+  if (weights_are != "probabilities" && weights_are != "renormalized")
+    throw InputError("trace truncate: --weights-are " + weights_are +
+                     ": unknown value (known: probabilities, renormalized)");
+  TraceReader r(in);
+  const TraceHeader& h = r.header();
+  const int32_t E = h.num_experts;
+  if (!h.logits())
+    throw InputError("trace truncate: " + in + " is an assignment trace (kind " + h.kind +
+                     "); truncate needs full logits");
+  if (K < 1 || K > E)
+    throw InputError("trace truncate: --top-k must be in [1, experts=" + std::to_string(E) +
+                     "] (got " + std::to_string(K) + ")");
+  TraceWriterOptions o;
+  o.kind = "assignments";
+  o.num_experts = E;
+  o.num_layers = h.num_layers;
+  o.top_k = K;
+  o.has_sequences = h.has_sequences;
+  o.has_token_id = h.has_token_id;
+  o.has_domain = h.has_domain;
+  o.has_rank = h.has_rank;
+  o.layer_ids = h.layer_ids;
+  o.weights_are = weights_are;
+  o.model = h.model;
+  o.source = in;
+  o.capture_method = "truncated to the top-" + std::to_string(K) + " of a logit trace (" +
+                     (h.capture_method.empty() ? "unknown capture" : h.capture_method) + ")";
+  o.created_by = joined(argc, argv);
+  o.force = force;
+  TraceWriter writer(out, o);
+  const TopKWeights tw =
+      weights_are == "probabilities" ? TopKWeights::softmax_full : TopKWeights::softmax_topk;
+  constexpr int64_t kBlock = 1 << 16;
+  TraceTokens tok;
+  std::vector<float> logits, w;
+  std::vector<int32_t> ids;
+  for (int32_t s = 0; s < h.num_steps; ++s) {
+    const int64_t base = h.step_offsets[static_cast<size_t>(s)];
+    const int64_t end = h.step_offsets[static_cast<size_t>(s) + 1];
+    for (int64_t first = base; first < end; first += kBlock) {
+      const int64_t n = std::min(kBlock, end - first);
+      r.read_tokens(first, n, tok, true);
+      const int64_t row = writer.append_tokens(s, n, h.has_sequences ? tok.sequence : std::vector<int64_t>{},
+                                               tok.position, tok.token_id, tok.domain, tok.rank);
+      logits.resize(static_cast<size_t>(n * E));
+      ids.resize(static_cast<size_t>(n * K));
+      w.resize(static_cast<size_t>(n * K));
+      for (int32_t l = 0; l < h.num_layers; ++l) {
+        r.read_logits(l, first, n, logits.data());
+        topk_rows(logits.data(), n, E, K, tw, ids.data(), w.data());
+        writer.write_assignments(l, row, n, ids.data(), w.data());
+      }
+    }
+  }
+  writer.finish();
+  std::printf("wrote %s: top-%d of %s (%s)\n", out.c_str(), K, in.c_str(), weights_are.c_str());
+  return 0;
+}
+
 int info(int argc, char** argv) {
   std::string path;
   int32_t k_opt = 0;
@@ -309,7 +394,8 @@ int trace_command(int argc, char** argv, const Comm& world) {
   if (sub == "convert") return convert(argc - 1, argv + 1);
   if (sub == "gen") return gen(argc - 1, argv + 1);
   if (sub == "info") return info(argc - 1, argv + 1);
-  throw InputError("trace: unknown command '" + sub + "' (known: convert, gen, info)");
+  if (sub == "truncate") return truncate(argc - 1, argv + 1);
+  throw InputError("trace: unknown command '" + sub + "' (known: convert, gen, info, truncate)");
 }
 
 }  // namespace moe

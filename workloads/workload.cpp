@@ -65,6 +65,7 @@ void Workload::generate(int32_t step, int32_t layer, int64_t first_token, int64_
   out.rank_offsets.clear();
   out.first_rank = 0;
   out.full_logits = true;
+  out.tail_model.clear();
   out.has_sequences = true;
   out.recorded_k = 0;
   out.recorded_variable_k = false;

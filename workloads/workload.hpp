@@ -24,6 +24,10 @@ struct WorkloadSetup {
   std::string trace_file;
   MPI_Comm comm = MPI_COMM_SELF;
   bool need_logits = true;
+  // Assignment traces: the tail completion of the unrecorded logits (workloads/trace_tail.hpp).
+  std::string trace_tail = "none";
+  std::string tail_prior = "popularity";
+  double tail_noise = 1.0;
 };
 
 // Makes the router logits of global tokens [first_token, first_token + num_tokens) for one step and
@@ -44,6 +48,8 @@ class Workload {
   // The same on every process, a function of (seed, step) only. Synthetic: tokens_per_rank each;
   // ragged workloads (source_ragged, lognormal) override it, every rank getting >= 1 token.
   virtual void rank_layout(int32_t step, std::vector<int64_t>& first_token_of_rank);
+  // Trace replay with --trace-tail: the model, its fitted parameters and seed (JSON); "" otherwise.
+  virtual std::string tail_params() const { return ""; }
 
  protected:
   // Fills out.logits; metadata (sequence, position, counts) is already set.

@@ -135,7 +135,8 @@ std::string RunConfig::to_json() const {
      << ffn_hidden << "," << q("dedup") << ":" << q(dedup) << "," << q("backend") << ":"
      << q(backend) << "," << q("a2a_algo") << ":" << q(a2a_algo) << "," << q("warmup") << ":"
      << warmup << "," << q("iters") << ":" << iters << "," << q("route_on") << ":" << q(route_on)
-     << "}";
+     << "," << q("trace_tail") << ":" << q(trace_tail) << "," << q("tail_prior") << ":"
+     << q(tail_prior) << "," << q("tail_noise") << ":" << num(tail_noise) << "}";
   return os.str();
 }
 
@@ -153,6 +154,9 @@ RunConfig parse_run_config(int argc, const char* const* argv, std::string* help_
     ("workload", po::value(&c.workload)->default_value(c.workload), "synthetic workload (see `moebench list workloads`)")
     ("workload-arg", po::value(&workload_args)->composing(), "workload knob NAME.key=value (repeatable)")
     ("trace", po::value(&c.trace_file), "--workload trace: the trace file to replay (workloads/TRACE_FORMAT.md); E, layers, steps and k default to the trace's")
+    ("trace-tail", po::value(&c.trace_tail)->default_value(c.trace_tail), "assignment traces: model the unrecorded logits so every router runs: none | mass (weights are probabilities: the residual mass spread below the smallest recorded) | profile (the fitted log-weight decay continued); results say so")
+    ("tail-prior", po::value(&c.tail_prior)->default_value(c.tail_prior), "--trace-tail: which unrecorded experts sit higher: popularity (the layer's demand in the trace) | uniform")
+    ("tail-noise", po::value(&c.tail_noise)->default_value(c.tail_noise), "--trace-tail mass: log-normal spread of the tail experts' shares (0: in prior order)")
     ("experts", po::value(&c.experts)->default_value(c.experts), "routed experts per MoE layer (E)")
     ("top-k", po::value(&c.top_k)->default_value(c.top_k), "experts per token (k)")
     ("layers", po::value(&c.layers)->default_value(c.layers), "MoE layers")
@@ -318,6 +322,14 @@ std::vector<std::string> resolve_and_validate(
     p.push_back("--trace " + c.trace_file + ": only used with --workload trace (got --workload " +
                 c.workload + ")");
   }
+  check_name(p, "--trace-tail", c.trace_tail, {"none", "mass", "profile"});
+  check_name(p, "--tail-prior", c.tail_prior, {"popularity", "uniform"});
+  if (!(c.tail_noise >= 0) || !std::isfinite(c.tail_noise))
+    p.push_back("--tail-noise: must be finite and >= 0 (got " + num(c.tail_noise) + ")");
+  if (c.trace_tail != "none" && c.workload != "trace")
+    p.push_back("--trace-tail " + c.trace_tail +
+                ": completes an assignment trace, only used with --workload trace (got --workload " +
+                c.workload + ")");
   if (c.experts < 1) p.push_back("--experts: must be >= 1 (got " + std::to_string(c.experts) + ")");
   if (c.top_k < 1 || c.top_k > c.experts)
     p.push_back("--top-k: must be in [1, experts=" + std::to_string(c.experts) + "] (got " +

@@ -77,6 +77,9 @@ struct RunConfig {
   std::string progress = "auto";         // auto | bar | lines | off
   std::string config_file;
   std::string trace_file;                  // --workload trace: the trace to replay
+  std::string trace_tail = "none";         // assignment traces: none | mass | profile
+  std::string tail_prior = "popularity";   // popularity | uniform
+  double tail_noise = 1.0;                 // mass: log-normal spread of the tail's shares
   std::set<std::string> explicit_options;  // options given on the command line or in the INI file
   std::string command_line;
 

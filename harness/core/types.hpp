@@ -27,6 +27,9 @@ struct TokenBatch {
   std::vector<int32_t> position; // [num_tokens] position inside the sequence
   // What the source knows (traces may lack some): routers check these before routing.
   bool full_logits = true;       // logits cover all experts (false: reconstructed from top-k)
+  // An assignment trace whose unrecorded logits were completed (--trace-tail): the model name
+  // (full_logits is then true, and recorded_* still say what the trace holds); "" otherwise.
+  std::string tail_model;
   bool has_sequences = true;     // sequence/position are real (false: unknown)
   // Labelled workloads only (empty otherwise): each token's domain, and the experts each domain
   // favours at this layer, [domains][experts_per_domain].

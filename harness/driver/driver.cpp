@@ -70,6 +70,9 @@ RunOutput run_pipeline(const RunConfig& cfg, const Comm& world, const RunOptions
   WorkloadSetup ws{cfg.experts,         cfg.layers,  cfg.top_k, R,
                    cfg.tokens_per_rank, cfg.seq_len, cfg.seed};
   ws.trace_file = cfg.trace_file;
+  ws.trace_tail = cfg.trace_tail;
+  ws.tail_prior = cfg.tail_prior;
+  ws.tail_noise = cfg.tail_noise;
   ws.comm = world.raw();
   ws.need_logits = false;
   for (const auto& name : cfg.routers)
@@ -138,11 +141,23 @@ RunOutput run_pipeline(const RunConfig& cfg, const Comm& world, const RunOptions
   agree(world, [&] {
     workload->generate_ranks(0, 0, first_rank, 1, batch);
   });  // a bad row may be one process's
+  // A completed tail: the routers that would refuse the bare top-k are the ones whose figures
+  // depend on it (the others see the recorded experts only).
+  std::vector<int> tail_used(routers.size(), 0);
   for (size_t ri = 0; ri < routers.size(); ++ri) {
     const std::string missing = routers[ri]->missing_input(batch);
     if (!missing.empty())
       throw InputError("router " + cfg.routers[ri] + " cannot run on workload " + cfg.workload +
-                       ": it needs " + missing);
+                       ": it needs " + missing +
+                       (batch.recorded_k > 0 && batch.tail_model.empty() &&
+                                missing.find("logits") != std::string::npos
+                            ? "; or complete the trace with --trace-tail mass|profile"
+                            : ""));
+    if (!batch.tail_model.empty()) {
+      batch.full_logits = false;
+      tail_used[ri] = !routers[ri]->missing_input(batch).empty();
+      batch.full_logits = true;
+    }
   }
   const bool labelled = !batch.domain.empty();
   std::vector<std::vector<std::string>> figure_names;
@@ -169,6 +184,12 @@ RunOutput run_pipeline(const RunConfig& cfg, const Comm& world, const RunOptions
     info.topology_json = topology_json(topo);
     if (cfg.workload != "trace")
       info.workload_source = "synthetic workload " + cfg.workload;
+    else if (!batch.tail_model.empty())
+      info.workload_source =
+          "assignment trace " + cfg.trace_file +
+          ": recorded replays it; other routers see the recorded top-" +
+          std::to_string(batch.recorded_k) + " with the unrecorded logits completed by --trace-tail " +
+          batch.tail_model + " (workloads/TRACE_FORMAT.md, Tail completion)";
     else if (batch.recorded_k > 0)
       info.workload_source =
           "assignment trace " + cfg.trace_file +
@@ -177,6 +198,9 @@ RunOutput run_pipeline(const RunConfig& cfg, const Comm& world, const RunOptions
     else
       info.workload_source = "logit trace " + cfg.trace_file;
     info.routers = cfg.routers;
+    info.trace_tail = batch.tail_model.empty() ? "none" : batch.tail_model;
+    info.trace_tail_params = workload->tail_params();
+    info.tail_used = tail_used;
     info.figure_names = figure_names;
     info.hosts = gather_hosts(world);
     info.steps = cfg.steps;

@@ -135,6 +135,8 @@ ResultsWriter::ResultsWriter(const ResultsFileInfo& info, const Comm& world)
   h5::write_attr(file_, "steps_done", int64_t{0});
   h5::write_attr(file_, "resumed", "");
   h5::write_attr(file_, "varying", schema::kVaryingFields);
+  h5::write_attr(file_, "trace_tail", info_.trace_tail);
+  h5::write_attr(file_, "trace_tail_params", info_.trace_tail_params);
   create_datasets();
   check_status(H5Fflush(file_, H5F_SCOPE_GLOBAL), "H5Fflush");
 }
@@ -213,6 +215,11 @@ void ResultsWriter::create_datasets() {
                H5Dclose);
       check_status(H5Dwrite(d, H5T_NATIVE_DOUBLE, H5S_ALL, H5S_ALL, dxpl_, v.data()),
                    "H5Dwrite train_gpu_balancedness");
+    }
+    {  // whether this router's routing read logits the trace did not record (--trace-tail)
+      Handle grp(check(H5Gopen2(file_, g.c_str(), H5P_DEFAULT), "H5Gopen2"), H5Gclose);
+      h5::write_attr(grp, "tail_completed",
+                     int64_t{ri < info_.tail_used.size() && info_.tail_used[ri] ? 1 : 0});
     }
     if (info_.save_dispatch_matrix) {
       create_extensible(file_, g + "/dispatch_tokens", H5T_STD_I64LE, {L, R, R});

@@ -17,6 +17,10 @@ struct ResultsFileInfo {
   std::string topology_json;
   std::string workload_source;  // what the tokens came from (synthetic workload or trace, and how)
   std::vector<std::string> routers;
+  // --trace-tail: the model ("none" when no tail was completed), its parameters and seed (JSON),
+  // and per router whether its routing read the completed logits (/runs/<router> tail_completed).
+  std::string trace_tail = "none", trace_tail_params;
+  std::vector<int> tail_used;
   std::vector<std::vector<std::string>> figure_names;  // [router]: /runs/<router>/figures/<name>
   std::vector<std::string> hosts;                      // one per process
   int32_t steps = 0, layers = 0, experts = 0;
