@@ -3,8 +3,10 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <numeric>
 #include <regex>
+#include <set>
 #include <sstream>
 
 #include "analysis/convergence.hpp"
@@ -22,6 +24,13 @@ std::string json_string(const std::string& json, const std::string& key) {
   std::smatch m;
   if (std::regex_search(json, m, std::regex("\"" + key + "\":\"([^\"]*)\""))) return m[1];
   return "?";
+}
+
+double json_number(const std::string& json, const std::string& key) {
+  std::smatch m;
+  if (std::regex_search(json, m, std::regex("\"" + key + "\":(-?[0-9.eE+-]+)")))
+    return std::atof(m[1].str().c_str());
+  return NAN;
 }
 
 std::string fmt(const char* f, double v) {
@@ -286,6 +295,106 @@ std::string format_claims(const ResultsFile& f) {
            "(the ETR, KERN, ReMoE, LapSum and EC "
            "quality claims); a replay measures routing counts, traffic and balance only.\n";
   return c.out.str();
+}
+
+std::vector<ClaimVerdict> claim_verdicts(const ResultsFile& f) {
+  Ctx c{f, json_string(f.config_json, "workload"), "", {}, {}};
+  for (const auto& r : f.routers)
+    if (registry_name(r) == "softmax_topk") {
+      c.baseline = r;
+      break;
+    }
+  std::vector<ClaimVerdict> v;
+  const std::string& b = c.baseline;
+  const int64_t L = f.layers;
+  auto imbalance = [](const StepLayerMetrics& m) { return m.expert_imbalance; };
+  auto active = [](const StepLayerMetrics& m) { return m.mean_active_experts; };
+  auto max_tok = [](const StepLayerMetrics& m) { return m.max_tokens_per_expert; };
+  for (const auto& r : c.instances("etr"))
+    if (!b.empty()) {
+      const double cut = 1.0 - c.max(r, max_tok) / c.max(b, max_tok);
+      v.push_back({"ETR", r, "cut in max tokens per expert vs " + b, cut, cut > 0});
+    }
+  for (const auto& r : c.instances("lapsum"))
+    if (!b.empty()) {
+      const double ratio = c.mean(r, active) / c.mean(b, active);
+      v.push_back({"LapSum", r, "experts per token / " + b + "'s", ratio, ratio < 1});
+    }
+  for (const auto& r : c.instances("kern"))
+    if (!b.empty()) {
+      const double extra = c.bytes(r) / c.bytes(b) - 1.0;
+      v.push_back({"KERN", r, "extra dispatch bytes vs " + b + " (zero cost)", extra,
+                   std::fabs(extra) < 1e-9});
+    }
+  const double k = json_number(f.config_json, "top_k");
+  for (const auto& r : c.instances("remoe")) {
+    const double act = c.fig(r, "mean_active_experts");
+    v.push_back({"ReMoE", r, "experts per token (mean ~k within 5%)", act,
+                 k > 0 && std::fabs(act - k) <= 0.05 * k});
+  }
+  for (const auto& r : f.routers)
+    if (!b.empty() && r != b && c.has_fig(r, "acc_at_transition") &&
+        c.has_fig(b, "acc_at_transition")) {
+      const double acc = c.fig(r, "acc_at_transition");
+      v.push_back({"beta / anticipation", r, "acc@transition (above " + b + "'s)", acc,
+                   acc > c.fig(b, "acc_at_transition")});
+    }
+  for (const auto& r : c.instances("deepseek_v3")) {
+    const double change = c.fig(r, "max_vio", (f.steps_done - 1) * L, f.steps_done * L) -
+                          c.fig(r, "max_vio", 0, L);
+    v.push_back({"DeepSeek-V3", r, "MaxVio change first -> last step (falls)", change, change < 0});
+  }
+  for (const char* name : {"expert_choice", "base", "sinkhorn"})
+    for (const auto& r : c.instances(name))
+      if (!b.empty()) {
+        const double imb = c.mean(r, imbalance);
+        v.push_back({"EC/BASE/Sinkhorn", r, "expert max/mean load (below " + b + "'s)", imb,
+                     imb < c.mean(b, imbalance)});
+      }
+  return v;
+}
+
+std::string format_tail_sensitivity(const std::vector<ResultsFile>& files) {
+  std::vector<const ResultsFile*> completed;
+  std::set<std::string> models;
+  for (const auto& f : files)
+    if (f.trace_tail != "none") {
+      completed.push_back(&f);
+      models.insert(f.trace_tail);
+    }
+  if (models.size() < 2) return "";
+  std::ostringstream out;
+  out << "\nTail sensitivity: each claim's conclusion under every tail model (";
+  for (size_t i = 0; i < completed.size(); ++i)
+    out << (i ? ", " : "") << completed[i]->trace_tail << " = " << completed[i]->path;
+  out << "); robust = the same conclusion under all, tail-sensitive = it depends on the model of "
+         "the unrecorded logits\n";
+  std::vector<std::vector<ClaimVerdict>> per_file;
+  for (const auto* f : completed) per_file.push_back(claim_verdicts(*f));
+  for (const auto& first : per_file.front()) {
+    std::string line = "* " + first.claim + " / " + first.router + ", " + first.figure + ":";
+    bool all_same = true, everywhere = true;
+    for (size_t i = 0; i < per_file.size(); ++i) {
+      const ClaimVerdict* match = nullptr;
+      for (const auto& x : per_file[i])
+        if (x.claim == first.claim && x.router == first.router) match = &x;
+      if (!match) {
+        everywhere = false;
+        line += " " + completed[i]->trace_tail + " (absent)";
+        continue;
+      }
+      all_same = all_same && match->holds == first.holds;
+      line += " " + completed[i]->trace_tail + " " + fmt("%.4g", match->value) +
+              (match->holds ? " (holds)" : " (does not hold)") + ";";
+    }
+    const bool tail_read = completed.front()->tail_routers.count(first.router) > 0;
+    line += !everywhere ? " not in every file"
+            : !tail_read ? " robust (the router reads only the recorded top-k)"
+            : all_same  ? " robust"
+                        : " TAIL-SENSITIVE";
+    out << line << "\n";
+  }
+  return out.str();
 }
 
 }  // namespace moe

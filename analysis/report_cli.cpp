@@ -669,8 +669,10 @@ std::string format_text(const std::vector<ResultsFile>& files, const ReportOptio
     }
   }
   if (o.compare || !o.baseline.empty() || o.per_layer || o.per_step) os << kLegend << "\n";
-  if (o.claims)
+  if (o.claims) {
     for (const auto& f : files) os << format_claims(f);
+    os << format_tail_sensitivity(files);
+  }
   return os.str();
 }
 
@@ -725,8 +727,11 @@ std::string format_md(const std::vector<ResultsFile>& files, const ReportOptions
          << " on this run's loads, gap " << printf_str("%+.4f", g.gap) << " (train - test); "
          << printf_str("%.4f", g.served) << " served\n\n";
   os << kLegend << "\n";
-  if (o.claims)
+  if (o.claims) {
     for (const auto& f : files) os << "\n## Claims\n\n```\n" << format_claims(f) << "```\n";
+    const std::string sensitivity = format_tail_sensitivity(files);
+    if (!sensitivity.empty()) os << "\n## Tail sensitivity\n\n```" << sensitivity << "```\n";
+  }
   return os.str();
 }
 
