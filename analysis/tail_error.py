@@ -121,6 +121,7 @@ def make_sources(a, work):
             run([sys.executable, CAPTURE, "--model-module", SMALL_MOE + ":build", "--model-arg",
                  "experts=%d" % a.experts, "--model-arg", "top_k=%d" % a.top_k, "--model-arg",
                  "tokens=%d" % (a.tokens * a.steps), "--model-arg", "steps=%d" % a.steps, "--model-arg",
+                 "seq_len=%d" % a.seq_len, "--model-arg",
                  "layers=%d" % a.layers, "--model-arg", "seed=%d" % a.seed, "--preset", "mixtral", "--dtype", "fp32",
                  "--out", path, "--force"])
         else:
@@ -156,6 +157,10 @@ def main():
             fail("--models: unknown tail model '%s' (known: mass, profile)" % m)
     if not os.access(a.moebench, os.X_OK):
         fail("--moebench %s: not an executable (build it: cmake --build --preset release)" % a.moebench)
+    ranks = a.nodes * a.ranks_per_node
+    if a.tokens // a.seq_len < ranks:  # every EP rank needs whole sequences of its own
+        a.seq_len = max(1, a.tokens // ranks)
+        print("note: --seq-len lowered to %d so that %d tokens per step fill %d EP ranks" % (a.seq_len, a.tokens, ranks))
     os.makedirs(a.work, exist_ok=True)
     common = ["--nodes", str(a.nodes), "--ranks-per-node", str(a.ranks_per_node), "--backend", "sim", "--seed",
               str(a.seed), "--progress", "off", "--top-k", str(a.top_k), "--routers", ",".join(routers), "--force"]
