@@ -21,6 +21,31 @@ constexpr uint64_t kMassStream = 0x6d617373;    // "mass"
 constexpr uint64_t kOrderStream = 0x6f726472;   // "ordr"
 constexpr uint64_t kNoiseStream = 0x6e6f6973;   // "nois"
 
+// Standard-normal noise, quantised: a 12-bit uniform level q stands for the normal quantile at
+// (q + 0.5) / 4096, so one 64-bit draw gives five independent values (tables built once).
+constexpr int kNoiseBits = 12;
+constexpr size_t kNoiseLevels = size_t{1} << kNoiseBits;
+constexpr int kNoisePerDraw = 64 / kNoiseBits;
+double normal_quantile(double p) {  // bisection on the CDF 0.5 erfc(-x / sqrt 2)
+  double lo = -12, hi = 12;
+  for (int i = 0; i < 100; ++i) {
+    const double mid = 0.5 * (lo + hi);
+    (0.5 * std::erfc(-mid / std::sqrt(2.0)) < p ? lo : hi) = mid;
+  }
+  return 0.5 * (lo + hi);
+}
+// The noise levels of experts (or ranks) 0..n-1 of one stream.
+void noise_levels(uint64_t key, size_t n, std::vector<uint16_t>& out) {
+  out.resize(n);
+  for (size_t d = 0; d * kNoisePerDraw < n; ++d) {
+    uint64_t bits = rng::bits(key, d);
+    for (size_t j = d * kNoisePerDraw; j < std::min(n, (d + 1) * kNoisePerDraw); ++j) {
+      out[j] = static_cast<uint16_t>(bits & (kNoiseLevels - 1));
+      bits >>= kNoiseBits;
+    }
+  }
+}
+
 std::string num(double v) {
   char b[32];
   std::snprintf(b, sizeof b, "%.6g", v);
@@ -130,10 +155,29 @@ TailCompleter::TailCompleter(TraceReader& reader, const TailSpec& spec) : spec_(
     }
     if (spec.model == "profile") fit_profile(reader, l, fit);
   }
+  for (auto& fit : fits_) {
+    fit.prior.resize(static_cast<size_t>(E_));
+    for (int32_t e = 0; e < E_; ++e)
+      fit.prior[static_cast<size_t>(e)] = std::exp(fit.log_prior[static_cast<size_t>(e)]);
+    fit.order.resize(static_cast<size_t>(E_));
+    std::iota(fit.order.begin(), fit.order.end(), 0);
+    std::stable_sort(fit.order.begin(), fit.order.end(), [&](int32_t a, int32_t b) {
+      return fit.log_prior[static_cast<size_t>(a)] > fit.log_prior[static_cast<size_t>(b)];
+    });
+  }
+  std_normal_.resize(kNoiseLevels);
+  log_noise_.resize(kNoiseLevels);
+  noise_.resize(kNoiseLevels);
+  for (size_t q = 0; q < kNoiseLevels; ++q) {
+    std_normal_[q] = normal_quantile((static_cast<double>(q) + 0.5) / kNoiseLevels);
+    log_noise_[q] = spec.noise * std_normal_[q];
+    noise_[q] = std::exp(log_noise_[q]);
+  }
   tail_.reserve(static_cast<size_t>(E_));
+  capped_.resize(static_cast<size_t>(E_));
+  recorded_w_.resize(static_cast<size_t>(std::max(k_, 1)));
   share_.resize(static_cast<size_t>(E_));
   key_.resize(static_cast<size_t>(E_));
-  sorted_.resize(static_cast<size_t>(E_));
   recorded_.resize(static_cast<size_t>(E_));
 }
 
@@ -157,109 +201,111 @@ void TailCompleter::complete(int32_t layer, int64_t row, const int32_t* ids, con
   std::fill(recorded_.begin(), recorded_.end(), char{0});
   int32_t n = 0;
   for (; n < k_ && ids[n] >= 0; ++n) {
-    out[ids[n]] = static_cast<float>(
-        std::log(std::max(static_cast<double>(std::max(0.f, weights[n])), kTiny)));
+    const double w = std::max(static_cast<double>(std::max(0.f, weights[n])), kTiny);
+    out[ids[n]] = static_cast<float>(std::log(w));
+    recorded_w_[static_cast<size_t>(n)] = w;
     recorded_[static_cast<size_t>(ids[n])] = 1;
   }
-  tail_.clear();
-  for (int32_t e = 0; e < E_; ++e)
-    if (!recorded_[static_cast<size_t>(e)]) tail_.push_back(e);
   if (spec_.model == "mass")
     complete_mass(layer, row, n, out);
   else
     complete_profile(layer, row, n, out);
-  // Shift to a median of 0: softmax is unchanged, and routers that read the logit level (ReLU,
+  // Shift to a mean of 0: softmax is unchanged, and routers that read the logit level (ReLU,
   // sigmoid) see the recorded experts above 0 and most of the tail below.
-  std::copy(out, out + E_, sorted_.begin());
-  auto mid = sorted_.begin() + E_ / 2;
-  std::nth_element(sorted_.begin(), mid, sorted_.end());
-  const float median = *mid;
-  for (int32_t e = 0; e < E_; ++e) out[e] -= median;
+  double sum = 0;
+  for (int32_t e = 0; e < E_; ++e) sum += out[e];
+  const float mean = static_cast<float>(sum / E_);
+  for (int32_t e = 0; e < E_; ++e) out[e] -= mean;
 }
 
 // The residual mass 1 - sum(p) over the tail, in shares proportional to prior * lognormal noise,
 // each capped strictly below the smallest recorded probability (water-filling: a capped share's
-// excess goes to the others in proportion).
+// excess goes to the others in proportion). Worked in the log domain: one exp-table lookup per
+// expert, no transcendental function per expert.
 void TailCompleter::complete_mass(int32_t layer, int64_t row, int32_t n, float* out) {
   const TailLayerFit& fit = fits_[static_cast<size_t>(layer)];
   double sum = 0, p_min = std::numeric_limits<double>::infinity();
-  for (int32_t e = 0; e < E_; ++e)
-    if (recorded_[static_cast<size_t>(e)]) {
-      const double p = std::exp(static_cast<double>(out[e]));
-      sum += p;
-      p_min = std::min(p_min, p);
-    }
+  for (int32_t j = 0; j < n; ++j) {
+    sum += recorded_w_[static_cast<size_t>(j)];
+    p_min = std::min(p_min, recorded_w_[static_cast<size_t>(j)]);
+  }
+  if (n == E_) return;
   const double rest = std::max(0.0, 1.0 - sum);
   const double cap = n > 0 ? p_min * kBelowMin : std::numeric_limits<double>::infinity();
-  const size_t m = tail_.size();
-  if (m == 0) return;
   const uint64_t key = rng::key(spec_.seed, kMassStream, static_cast<uint64_t>(layer),
                                 static_cast<uint64_t>(row));
-  double free_weight = 0;
-  for (size_t i = 0; i < m; ++i) {
-    const int32_t e = tail_[i];
-    double lw = fit.log_prior[static_cast<size_t>(e)];
-    if (spec_.noise > 0) lw += spec_.noise * rng::normal(key, static_cast<uint64_t>(e));
-    key_[i] = std::exp(lw);
-    share_[i] = -1;  // not capped yet
-    free_weight += key_[i];
+  noise_levels(key, static_cast<size_t>(E_), levels_);
+  // Over all E experts, branch-free: a recorded expert has weight 0 and is never capped.
+  const size_t E = static_cast<size_t>(E_);
+  double free_weight = 0, heaviest = 0;
+  for (size_t e = 0; e < E; ++e) {
+    const size_t q = levels_[e];
+    key_[e] = fit.log_prior[e] + log_noise_[q];  // log of the weight
+    share_[e] = recorded_[e] ? 0.0 : fit.prior[e] * noise_[q];
+    free_weight += share_[e];
+    heaviest = std::max(heaviest, share_[e]);
+    capped_[e] = 0;
   }
   double left = rest;
-  for (size_t round = 0; round <= m; ++round) {  // each round caps at least one share, or ends
-    bool capped = false;
-    double next_free = 0, next_left = left;
-    for (size_t i = 0; i < m; ++i) {
-      if (share_[i] >= 0) continue;
-      if (left * key_[i] / free_weight >= cap) {
-        share_[i] = cap;
-        next_left -= cap;
-        capped = true;
-      } else {
-        next_free += key_[i];
+  if (heaviest * left >= cap * free_weight)  // some share reaches the cap: water-fill
+    for (size_t round = 0; round < E; ++round) {  // each round caps at least one share, or ends
+      const double limit = cap * free_weight / std::max(left, kTiny);
+      bool capped = false;
+      double next_free = 0;
+      for (size_t e = 0; e < E; ++e) {
+        const bool c = !capped_[e] && share_[e] > 0 && share_[e] >= limit;
+        capped_[e] = static_cast<char>(capped_[e] | c);
+        capped = capped || c;
+        left -= c ? cap : 0.0;
+        next_free += capped_[e] ? 0.0 : share_[e];
       }
+      left = std::max(0.0, left);
+      free_weight = next_free;
+      if (!capped || free_weight <= 0) break;
     }
-    left = std::max(0.0, next_left);
-    free_weight = next_free;
-    if (!capped || free_weight <= 0) break;
-  }
-  for (size_t i = 0; i < m; ++i) {
-    const double q = share_[i] >= 0 ? share_[i] : left * key_[i] / free_weight;
-    out[tail_[i]] = static_cast<float>(std::log(std::max(q, kTiny)));
+  const float log_cap = static_cast<float>(std::log(std::max(cap, kTiny)));
+  const double log_scale =
+      std::log(std::max(left, kTiny)) - std::log(std::max(free_weight, kTiny));
+  const float floor = static_cast<float>(std::log(kTiny));
+  for (size_t e = 0; e < E; ++e) {
+    const float tail = capped_[e] ? log_cap : std::max(floor, static_cast<float>(log_scale + key_[e]));
+    out[e] = recorded_[e] ? out[e] : tail;
   }
 }
 
-// The tail experts in a Plackett-Luce order drawn from the prior (prior * Gumbel keys), their
-// log-weights continuing the layer's fitted decay from the last recorded one, with per-rank noise
-// of the fitted spread, kept strictly decreasing so that the drawn order is the logit order.
+// The tail experts in the prior's order (popularity: the layer's demand order; uniform: a random
+// permutation per token), their log-weights continuing the layer's fitted decay from the last
+// recorded one, with per-rank noise of the fitted spread (which may swap neighbours), every one
+// below the smallest recorded.
 void TailCompleter::complete_profile(int32_t layer, int64_t row, int32_t n, float* out) {
   const TailLayerFit& fit = fits_[static_cast<size_t>(layer)];
+  tail_.clear();
+  for (int32_t e : fit.order)
+    if (!recorded_[static_cast<size_t>(e)]) tail_.push_back(e);
   const size_t m = tail_.size();
   if (m == 0) return;
   const uint64_t order_key = rng::key(spec_.seed, kOrderStream, static_cast<uint64_t>(layer),
                                       static_cast<uint64_t>(row));
+  if (spec_.prior == "uniform")  // Fisher-Yates
+    for (size_t i = m - 1; i > 0; --i) {
+      const uint64_t r = rng::bits(order_key, i);
+      const size_t j = static_cast<size_t>((r >> 11) % (i + 1));  // bias < 2^-40
+      std::swap(tail_[i], tail_[j]);
+    }
   const uint64_t noise_key = rng::key(spec_.seed, kNoiseStream, static_cast<uint64_t>(layer),
                                       static_cast<uint64_t>(row));
-  for (int32_t e : tail_)
-    key_[static_cast<size_t>(e)] =
-        fit.log_prior[static_cast<size_t>(e)] + rng::gumbel(order_key, static_cast<uint64_t>(e));
-  std::sort(tail_.begin(), tail_.end(), [&](int32_t a, int32_t b) {
-    const double ka = key_[static_cast<size_t>(a)], kb = key_[static_cast<size_t>(b)];
-    return ka != kb ? ka > kb : a < b;
-  });
-  double last = 0;  // a row with nothing recorded starts at 0
+  double anchor = 0;  // a row with nothing recorded starts at 0
   if (n > 0) {
-    last = std::numeric_limits<double>::infinity();
+    anchor = std::numeric_limits<double>::infinity();
     for (int32_t e = 0; e < E_; ++e)
-      if (recorded_[static_cast<size_t>(e)]) last = std::min(last, static_cast<double>(out[e]));
+      if (recorded_[static_cast<size_t>(e)]) anchor = std::min(anchor, static_cast<double>(out[e]));
   }
-  const double anchor = last;
+  const double top = n > 0 ? anchor - kOrderStep : std::numeric_limits<double>::infinity();
+  if (fit.spread > 0) noise_levels(noise_key, m, levels_);
   for (size_t i = 0; i < m; ++i) {
     double z = anchor + fit.slope * static_cast<double>(i + 1);
-    if (fit.spread > 0) z += fit.spread * rng::normal(noise_key, i);
-    // Strictly below the previous one, by a step that survives the float cast and the shift.
-    if (i > 0 || n > 0) z = std::min(z, last - kOrderStep);
-    out[tail_[i]] = static_cast<float>(z);
-    last = z;
+    if (fit.spread > 0) z += fit.spread * std_normal_[levels_[i]];
+    out[tail_[i]] = static_cast<float>(std::min(z, top));
   }
 }
 

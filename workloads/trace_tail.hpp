@@ -22,6 +22,8 @@ struct TailSpec {
 // The parameters fitted for one trace layer.
 struct TailLayerFit {
   std::vector<double> log_prior;  // [E] log of the prior weight of each expert
+  std::vector<double> prior;      // [E] the prior weight
+  std::vector<int32_t> order;     // [E] experts by prior, highest first (ties: lower id)
   double slope = 0;               // profile: log-weight drop per rank beyond the recorded ones
   double spread = 0;              // profile: per-rank noise (std of the fit's residuals)
   int64_t rows_fitted = 0;        // profile: tokens with a full row of positive weights
@@ -34,8 +36,8 @@ class TailCompleter {
   // that are not probabilities; `profile` with k = 1 or no weight decay to fit).
   TailCompleter(TraceReader& reader, const TailSpec& spec);
   // Completed logits of one recorded row (trace layer `layer`, global trace row `row`): out[E].
-  // Recorded experts get log(weight) (scaled as the model says), unrecorded ones the tail, and the
-  // row is shifted so that its median logit is 0.
+  // Recorded experts get log(weight), unrecorded ones the tail, and the row is shifted so that its
+  // mean logit is 0.
   void complete(int32_t layer, int64_t row, const int32_t* ids, const float* weights, float* out);
   const TailSpec& spec() const { return spec_; }
   const std::vector<TailLayerFit>& fits() const { return fits_; }
@@ -52,11 +54,13 @@ class TailCompleter {
   TailSpec spec_;
   int32_t E_ = 0, k_ = 0;
   std::vector<TailLayerFit> fits_;
+  // Noise tables (approximately standard normal, quantised): the value, noise * value, exp of it.
+  std::vector<double> std_normal_, log_noise_, noise_;
   // Scratch of one row.
   std::vector<int32_t> tail_;
-  std::vector<double> share_, key_;
-  std::vector<float> sorted_;
-  std::vector<char> recorded_;
+  std::vector<double> share_, key_, recorded_w_;
+  std::vector<char> recorded_, capped_;
+  std::vector<uint16_t> levels_;
 };
 
 }  // namespace moe

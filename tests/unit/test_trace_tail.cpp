@@ -96,10 +96,8 @@ TEST(TraceTail, MassKeepsTheRecordedProbabilitiesAndPutsEveryTailExpertBelowTheS
     for (int32_t e = 0; e < kE; ++e) {
       if (!rec[e]) ASSERT_LT(p[e], p_min) << "token " << t << " tail expert " << e;
     }
-    // The median logit is 0.
-    std::vector<float> s = z;
-    std::nth_element(s.begin(), s.begin() + kE / 2, s.end());
-    EXPECT_EQ(s[kE / 2], 0.f);
+    // The mean logit is 0.
+    EXPECT_NEAR(std::accumulate(z.begin(), z.end(), 0.0) / kE, 0.0, 1e-4);
   }
 }
 
