@@ -148,6 +148,8 @@ def main():
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--json", help="write every value and error here")
     ap.add_argument("--markdown", action="store_true", help="print markdown tables")
+    ap.add_argument("--summary", action="store_true",
+                    help="one markdown row per router and model, the four errors of every source side by side")
     a = ap.parse_args()
     a.sources = [s for s in a.sources.split(",") if s]
     a.models = [m for m in a.models.split(",") if m]
@@ -178,7 +180,6 @@ def main():
             out = os.path.join(a.work, "run-%s-%s.h5" % (name, m))
             run([a.moebench, "run", "--workload", "trace", "--trace", trunc, "--trace-tail", m, "--out", out] + common)
             results[name][m] = summary(out, routers)
-    # The table.
     rows = []
     for name, by in results.items():
         for r in routers:
@@ -197,6 +198,10 @@ def main():
                              "claim_errors": {k: v[0] for k, v in claims.items()},
                              "claim_absolute": {k: v[1] for k, v in claims.items()},
                              "full": t, "completed": c})
+    if a.summary:
+        print_summary(rows, list(results), routers, a.models)
+        rows_out(a, rows, results, routers)
+        return 0
     head = ["source", "router", "model", "completed"] + [l for l, _ in METRICS] + ["claim figures"]
     if a.markdown:
         print("| " + " | ".join(head) + " |")
@@ -212,11 +217,29 @@ def main():
         else:
             print("%-10s %-14s %-8s %-9s %10s %10s %10s %10s  %s" % tuple([row["source"], row["router"], row["model"],
                                                                           done] + cells + [claims]))
+    rows_out(a, rows, results, routers)
+    return 0
+
+
+def print_summary(rows, sources, routers, models):
+    by = {(r["source"], r["router"], r["model"]): r for r in rows}
+    head = ["router", "model"] + ["%s %s" % (s, l) for s in sources for l, _ in METRICS]
+    print("| " + " | ".join(head) + " |")
+    print("|---|---|" + "---:|" * (len(head) - 2))
+    for r in routers:
+        for m in models:
+            cells = []
+            for s in sources:
+                row = by[(s, r, m)]
+                cells += [fmt_err(row["errors"][l], row["absolute"][l]) for l, _ in METRICS]
+            print("| " + " | ".join([r, m] + cells) + " |")
+
+
+def rows_out(a, rows, results, routers):
     if a.json:
         with open(a.json, "w") as f:
             json.dump({"top_k": a.top_k, "experts": a.experts, "sources": list(results), "models": a.models,
                        "routers": routers, "rows": rows}, f, indent=1, default=float)
-    return 0
 
 
 if __name__ == "__main__":
