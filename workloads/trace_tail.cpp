@@ -22,8 +22,9 @@ constexpr uint64_t kOrderStream = 0x6f726472;   // "ordr"
 constexpr uint64_t kNoiseStream = 0x6e6f6973;   // "nois"
 
 // Standard-normal noise, quantised: a 12-bit uniform level q stands for the normal quantile at
-// (q + 0.5) / 4096, so one 64-bit draw gives five independent values (tables built once).
-constexpr int kNoiseBits = 12;
+// (q + 0.5) / 1024, so one 64-bit draw gives six independent values (small tables, built once,
+// that stay in L1).
+constexpr int kNoiseBits = 10;
 constexpr size_t kNoiseLevels = size_t{1} << kNoiseBits;
 constexpr int kNoisePerDraw = 64 / kNoiseBits;
 double normal_quantile(double p) {  // bisection on the CDF 0.5 erfc(-x / sqrt 2)
@@ -169,9 +170,10 @@ TailCompleter::TailCompleter(TraceReader& reader, const TailSpec& spec) : spec_(
   log_noise_.resize(kNoiseLevels);
   noise_.resize(kNoiseLevels);
   for (size_t q = 0; q < kNoiseLevels; ++q) {
-    std_normal_[q] = normal_quantile((static_cast<double>(q) + 0.5) / kNoiseLevels);
-    log_noise_[q] = spec.noise * std_normal_[q];
-    noise_[q] = std::exp(log_noise_[q]);
+    const double z = normal_quantile((static_cast<double>(q) + 0.5) / kNoiseLevels);
+    std_normal_[q] = static_cast<float>(z);
+    log_noise_[q] = static_cast<float>(spec.noise * z);
+    noise_[q] = static_cast<float>(std::exp(spec.noise * z));
   }
   tail_.reserve(static_cast<size_t>(E_));
   capped_.resize(static_cast<size_t>(E_));
@@ -212,9 +214,16 @@ void TailCompleter::complete(int32_t layer, int64_t row, const int32_t* ids, con
     complete_profile(layer, row, n, out);
   // Shift to a mean of 0: softmax is unchanged, and routers that read the logit level (ReLU,
   // sigmoid) see the recorded experts above 0 and most of the tail below.
-  double sum = 0;
-  for (int32_t e = 0; e < E_; ++e) sum += out[e];
-  const float mean = static_cast<float>(sum / E_);
+  float a0 = 0, a1 = 0, a2 = 0, a3 = 0;
+  int32_t e4 = 0;
+  for (; e4 + 4 <= E_; e4 += 4) {
+    a0 += out[e4];
+    a1 += out[e4 + 1];
+    a2 += out[e4 + 2];
+    a3 += out[e4 + 3];
+  }
+  for (; e4 < E_; ++e4) a0 += out[e4];
+  const float mean = ((a0 + a1) + (a2 + a3)) / static_cast<float>(E_);
   for (int32_t e = 0; e < E_; ++e) out[e] -= mean;
 }
 
@@ -235,41 +244,58 @@ void TailCompleter::complete_mass(int32_t layer, int64_t row, int32_t n, float* 
   const uint64_t key = rng::key(spec_.seed, kMassStream, static_cast<uint64_t>(layer),
                                 static_cast<uint64_t>(row));
   noise_levels(key, static_cast<size_t>(E_), levels_);
-  // Over all E experts, branch-free: a recorded expert has weight 0 and is never capped.
+  // The tail's weights (log and linear; a recorded expert weighs 0), then the water level:
+  // shares = min(cap, weight * level) summing to `rest`. Each round caps every share above the
+  // cap at the current level (the level only rises, so the capped set only grows) until none is
+  // above. Sums use four accumulators (no serial chain of dependent additions).
   const size_t E = static_cast<size_t>(E_);
-  double free_weight = 0, heaviest = 0;
-  for (size_t e = 0; e < E; ++e) {
-    const size_t q = levels_[e];
-    key_[e] = fit.log_prior[e] + log_noise_[q];  // log of the weight
-    share_[e] = recorded_[e] ? 0.0 : fit.prior[e] * noise_[q];
-    free_weight += share_[e];
-    heaviest = std::max(heaviest, share_[e]);
-    capped_[e] = 0;
-  }
-  double left = rest;
-  if (heaviest * left >= cap * free_weight)  // some share reaches the cap: water-fill
-    for (size_t round = 0; round < E; ++round) {  // each round caps at least one share, or ends
-      const double limit = cap * free_weight / std::max(left, kTiny);
-      bool capped = false;
-      double next_free = 0;
-      for (size_t e = 0; e < E; ++e) {
-        const bool c = !capped_[e] && share_[e] > 0 && share_[e] >= limit;
-        capped_[e] = static_cast<char>(capped_[e] | c);
-        capped = capped || c;
-        left -= c ? cap : 0.0;
-        next_free += capped_[e] ? 0.0 : share_[e];
-      }
-      left = std::max(0.0, left);
-      free_weight = next_free;
-      if (!capped || free_weight <= 0) break;
+  const double* log_prior = fit.log_prior.data();
+  const double* prior = fit.prior.data();
+  const char* rec = recorded_.data();
+  const uint16_t* lv = levels_.data();
+  double* lw = key_.data();
+  double* w = share_.data();
+  char* capped = capped_.data();
+  // Sum of f(e) over the experts in four independent chains.
+  auto sum4 = [E](auto&& f) {
+    double a0 = 0, a1 = 0, a2 = 0, a3 = 0;
+    size_t e = 0;
+    for (; e + 4 <= E; e += 4) {
+      a0 += f(e);
+      a1 += f(e + 1);
+      a2 += f(e + 2);
+      a3 += f(e + 3);
     }
+    for (; e < E; ++e) a0 += f(e);
+    return (a0 + a1) + (a2 + a3);
+  };
+  double free_weight = sum4([&](size_t e) {
+    lw[e] = log_prior[e] + static_cast<double>(log_noise_[lv[e]]);
+    w[e] = rec[e] ? 0.0 : prior[e] * static_cast<double>(noise_[lv[e]]);
+    capped[e] = 0;
+    return w[e];
+  });
+  double left = rest;
+  while (left > 0 && free_weight > 0) {
+    const double limit = cap * free_weight / left;  // a weight at or above it would exceed the cap
+    int32_t newly = 0;
+    const double next_free = sum4([&](size_t e) {
+      const int c = (capped[e] == 0) & (w[e] > 0) & (w[e] >= limit);
+      capped[e] = static_cast<char>(capped[e] | c);
+      newly += c;
+      return capped[e] ? 0.0 : w[e];
+    });
+    if (newly == 0) break;
+    left = std::max(0.0, left - newly * cap);
+    free_weight = next_free;
+  }
   const float log_cap = static_cast<float>(std::log(std::max(cap, kTiny)));
   const double log_scale =
       std::log(std::max(left, kTiny)) - std::log(std::max(free_weight, kTiny));
   const float floor = static_cast<float>(std::log(kTiny));
   for (size_t e = 0; e < E; ++e) {
-    const float tail = capped_[e] ? log_cap : std::max(floor, static_cast<float>(log_scale + key_[e]));
-    out[e] = recorded_[e] ? out[e] : tail;
+    const float tail = capped[e] ? log_cap : std::max(floor, static_cast<float>(log_scale + lw[e]));
+    out[e] = rec[e] ? out[e] : tail;
   }
 }
 

@@ -55,7 +55,7 @@ class TailCompleter {
   int32_t E_ = 0, k_ = 0;
   std::vector<TailLayerFit> fits_;
   // Noise tables (approximately standard normal, quantised): the value, noise * value, exp of it.
-  std::vector<double> std_normal_, log_noise_, noise_;
+  std::vector<float> std_normal_, log_noise_, noise_;
   // Scratch of one row.
   std::vector<int32_t> tail_;
   std::vector<double> share_, key_, recorded_w_;

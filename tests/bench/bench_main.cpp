@@ -289,9 +289,10 @@ std::string replay_trace(int64_t tokens) {
   rs.num_layers = 1;
   rs.topology = single_rank();
   moe::RoutingPlan plan;
-  moe::make_router("softmax_topk", rs, {})->route(b, moe::Comm::self(), plan);
+  moe::make_router("softmax_topk", rs, {{"renormalize", "false"}})->route(b, moe::Comm::self(), plan);
   moe::TraceWriterOptions o;
   o.kind = "assignments";
+  o.weights_are = "probabilities";
   o.num_experts = 64;
   o.num_layers = 1;
   o.top_k = 6;
@@ -304,20 +305,25 @@ std::string replay_trace(int64_t tokens) {
   return path;
 }
 
-void bm_trace_replay(benchmark::State& state, int64_t tokens) {
+// Replay of an assignment trace by `router`: recorded (ids only), or softmax_topk on logits
+// reconstructed (--trace-tail none) or completed by a tail model (mass, profile): the cost of
+// completion is the difference.
+void bm_trace_replay(benchmark::State& state, int64_t tokens, const std::string& router_name,
+                     const std::string& tail) {
   try {
     const std::string path = replay_trace(tokens);
     const moe::Topology topo = two_by_four();
     moe::WorkloadSetup ws{64, 1, 6, topo.ep_size(), 0, 1, kSeed};
     ws.trace_file = path;
-    ws.need_logits = false;
+    ws.need_logits = router_name != "recorded";
+    ws.trace_tail = tail;
     auto workload = moe::make_workload("trace", ws, {});
     moe::RouterSetup rs;
     rs.num_experts = 64;
     rs.top_k = 6;
     rs.num_layers = 1;
     rs.topology = topo;
-    auto router = moe::make_router("recorded", rs, {});
+    auto router = moe::make_router(router_name, rs, {});
     moe::Placement placement;
     for (int32_t e = 0; e < 64; ++e) placement.rank_of_expert.push_back(e * topo.ep_size() / 64);
     moe::TrafficSpec spec;
@@ -342,7 +348,12 @@ void bm_trace_replay(benchmark::State& state, int64_t tokens) {
 
 void register_all() {
   for (int64_t tokens : {int64_t{1} << 16, int64_t{1} << 20})
-    benchmark::RegisterBenchmark(("trace_replay/recorded/T" + std::to_string(tokens)).c_str(), bm_trace_replay, tokens)
+    benchmark::RegisterBenchmark(("trace_replay/recorded/T" + std::to_string(tokens)).c_str(), bm_trace_replay, tokens,
+                                 std::string("recorded"), std::string("none"))
+        ->Unit(benchmark::kMillisecond);
+  for (const char* tail : {"none", "mass", "profile"})
+    benchmark::RegisterBenchmark(("trace_replay/softmax_topk/tail_" + std::string(tail) + "/T65536").c_str(),
+                                 bm_trace_replay, int64_t{1} << 16, std::string("softmax_topk"), std::string(tail))
         ->Unit(benchmark::kMillisecond);
   for (const std::string& name : moe::RouterRegistry::instance().names())
     for (const Shape& s : kShapes)
