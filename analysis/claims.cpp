@@ -234,24 +234,30 @@ std::string format_claims(const ResultsFile& f) {
   for (const auto& r : f.routers) {
     if (!c.has_fig(r, "acc_at_transition")) continue;
     any_transitions = true;
+    // Routers without a full distribution over all experts (or on reconstructed logits) have
+    // among-chosen figures only: p_correct and coverage@K then cannot see unchosen experts.
+    const bool full = c.has_fig(r, "p_correct_at_transition");
+    const std::string p = full ? "p_correct_at_transition" : "p_correct_among_chosen_at_transition";
+    const std::string cov = full ? "coverage_at_" : "coverage_among_chosen_at_";
     c.measured(r + ": transitions " +
                fmt("%.0f", c.fig(r, "transitions") * static_cast<double>(f.steps_done * L)) +
-               ", acc@transition " + fmt("%.3f", c.fig(r, "acc_at_transition")) + ", p_correct " +
-               fmt("%.3f", c.fig(r, "p_correct_at_transition")) + ", coverage@1..4 " +
-               fmt("%.3f", c.fig(r, "coverage_at_1")) + " / " +
-               fmt("%.3f", c.fig(r, "coverage_at_2")) + " / " +
-               fmt("%.3f", c.fig(r, "coverage_at_3")) + " / " +
-               fmt("%.3f", c.fig(r, "coverage_at_4")));
+               ", acc@transition " + fmt("%.3f", c.fig(r, "acc_at_transition")) +
+               (full ? ", p_correct " : ", p_correct among-chosen ") + fmt("%.3f", c.fig(r, p)) +
+               (full ? ", coverage@1..4 " : ", coverage@1..4 among-chosen ") +
+               fmt("%.3f", c.fig(r, cov + "1")) + " / " + fmt("%.3f", c.fig(r, cov + "2")) + " / " +
+               fmt("%.3f", c.fig(r, cov + "3")) + " / " + fmt("%.3f", c.fig(r, cov + "4")));
   }
   if (!any_transitions)
     c.measured(
-        "needs a labelled workload (--workload domain_shift) with softmax_topk, beta and "
-        "beta@ahead (lookahead=true)");
+        "needs a labelled source (--workload domain_shift, or a trace with domain labels and a "
+        "domain -> experts map) with softmax_topk, beta and beta@ahead (lookahead=true)");
   c.note(
-      "acc is argmax accuracy, p_correct the combine-weight share on the next domain's experts: "
-      "compare the two, as §5 does; "
-      "beta here is the scalar logit recurrence (no learned predictor), lookahead the oracle upper "
-      "bound");
+      "acc is argmax accuracy, p_correct the softmax mass on the next domain's experts under the "
+      "router's full distribution over all E experts, coverage@K a correct expert among its K "
+      "highest scores: compare acc and p_correct, as §5 does; figures marked among-chosen come "
+      "from routers without a full distribution (the combine-weight share among the chosen k, "
+      "coverage among the first K choices); beta here is the scalar logit recurrence (no learned "
+      "predictor), lookahead the oracle upper bound");
 
   c.claim("DeepSeek-V3 loss-free balancing",
           "the bias drives MaxVio toward 0 (0.04 vs 0.72 with an aux loss [mem]); each token "

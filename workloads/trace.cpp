@@ -9,7 +9,11 @@
 // (batch.full_logits = false; routers that need the unrecorded part refuse), or with --trace-tail
 // logits completed by a tail model (workloads/trace_tail.hpp; batch.tail_model names it).
 //
-// Knobs: split=sequence|block (default sequence).
+// Labels: with a domain -> experts map (the trace's `domain_experts` attribute, or
+// domain_experts=0=0;1=2+3, which wins) and /tokens/domain, every batch carries each token's domain
+// and the map (the same for every layer), so every router gets the transition figures.
+//
+// Knobs: split=sequence|block (default sequence), domain_experts=MAP (default: the trace's).
 #include <algorithm>
 #include <memory>
 
@@ -25,6 +29,7 @@ class TraceWorkload final : public Workload {
  public:
   TraceWorkload(const WorkloadSetup& setup, ComponentArgs& args) : Workload(setup) {
     const std::string split = args.get_string("split", "sequence");
+    const std::string map_arg = args.get_string("domain_experts", "");
     if (split != "sequence" && split != "block")
       throw InputError("--workload-arg trace.split=" + split + ": unknown value (known: sequence, block)");
     if (setup.trace_file.empty()) throw InputError("--workload trace: needs --trace FILE");
@@ -34,6 +39,35 @@ class TraceWorkload final : public Workload {
     if (h.num_experts != setup.num_experts)
       throw InputError("trace " + setup.trace_file + ": num_experts = " + std::to_string(h.num_experts) + " but --experts " +
                        std::to_string(setup.num_experts));
+    // The domain -> experts map: every label of the trace must be in it (checked once, here).
+    const std::string map_text = !map_arg.empty() ? map_arg : h.domain_experts;
+    if (!map_text.empty()) {
+      const std::string what = !map_arg.empty()
+                                   ? "--workload-arg trace.domain_experts"
+                                   : "trace " + setup.trace_file + ": attribute domain_experts";
+      const auto map = parse_domain_experts(map_text, h.num_experts, what);
+      if (!h.has_domain)
+        throw InputError(what + ": trace " + setup.trace_file +
+                         " has no domain labels (/tokens/domain; import them with --field "
+                         "domain=KEY or --token-table)");
+      size_t m = 0;
+      for (const auto& experts : map) m = std::max(m, experts.size());
+      experts_per_domain_ = static_cast<int32_t>(m);
+      domain_experts_.assign(map.size() * m, -1);  // [domains][m], -1 pads shorter lists
+      for (size_t d = 0; d < map.size(); ++d)
+        std::copy(map[d].begin(), map[d].end(), domain_experts_.begin() + d * m);
+      std::vector<int32_t> dom;
+      constexpr int64_t kBlock = 1 << 16;
+      for (int64_t first = 0; first < h.num_tokens; first += kBlock) {
+        reader_->read_domains(first, std::min(kBlock, h.num_tokens - first), dom);
+        for (size_t i = 0; i < dom.size(); ++i)
+          if (dom[i] < 0 || static_cast<size_t>(dom[i]) >= map.size() || map[dom[i]].empty())
+            throw InputError("trace " + setup.trace_file + ": /tokens/domain row " +
+                             std::to_string(first + static_cast<int64_t>(i)) + ": domain " +
+                             std::to_string(dom[i]) + " is not in the domain -> experts map " +
+                             map_text + " (" + what + ")");
+      }
+    }
     // Every step's split, computed once before the run from the sequence ids alone (the same on
     // every process): every EP rank must get a token in every step.
     layouts_.resize(static_cast<size_t>(h.num_steps));
@@ -72,12 +106,19 @@ class TraceWorkload final : public Workload {
     out.experts_per_domain = 0;
     if (meta_step_ != step || meta_first_ != first_token || meta_n_ != num_tokens) {
       reader_->read_tokens(base + first_token, num_tokens, tokens_, false);
+      if (experts_per_domain_ > 0)
+        reader_->read_domains(base + first_token, num_tokens, tokens_.domain);
       meta_step_ = step;
       meta_first_ = first_token;
       meta_n_ = num_tokens;
     }
     out.sequence = tokens_.sequence;
     out.position = tokens_.position;
+    if (experts_per_domain_ > 0) {
+      out.domain = tokens_.domain;
+      out.experts_per_domain = experts_per_domain_;
+      out.domain_experts = domain_experts_;
+    }
     if (!h.has_sequences)  // one stream: positions index it; sequence ids unknown (-1)
       for (int64_t t = 0; t < num_tokens; ++t) out.sequence[t] = -1;
     if (h.logits()) {
@@ -154,6 +195,8 @@ class TraceWorkload final : public Workload {
   std::unique_ptr<TailCompleter> tail_;
   std::vector<std::vector<int64_t>> layouts_;  // [trace step][R + 1]
   bool by_sequence_ = true;
+  int32_t experts_per_domain_ = 0;       // > 0: labels and the map go into every batch
+  std::vector<int32_t> domain_experts_;  // [domains][experts_per_domain_]
   TraceTokens tokens_;
   int32_t meta_step_ = -1;
   int64_t meta_first_ = -1, meta_n_ = -1;

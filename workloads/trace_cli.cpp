@@ -73,7 +73,9 @@ int convert(int argc, char** argv) {
     ("out", po::value(&o.out)->required(), "trace file to write")
     ("force", po::bool_switch(&o.force), "replace an existing output file")
     ("layers", po::value(&layers), "the model's layer numbers of the inputs, e.g. 2-9 or 0,3,5 (csv, npy)")
-    ("field", po::value(&fields)->composing(), "jsonl: NAME=KEY, NAME one of experts weights layer step sequence position token rank; csv: position|sequence|token=COLUMN")
+    ("field", po::value(&fields)->composing(), "jsonl: NAME=KEY, NAME one of experts weights layer step sequence position token rank domain; csv: position|sequence|token|domain=COLUMN")
+    ("token-table", po::value(&o.token_table), "npy: FILE.csv with any of the columns sequence, position, domain, token, rank, one row per token in token order")
+    ("domain-experts", po::value(&o.domain_experts), "the domain -> experts map stored in the trace, e.g. 0=0;1=2+3 (needs domain labels)")
     ("skip-if", po::value(&skip_if)->composing(), "jsonl: drop records whose KEY equals VALUE (KEY=VALUE, repeatable)")
     ("skip-incomplete", po::bool_switch(&o.skip_incomplete), "jsonl: drop records lacking a mapped key (default: an error)")
     ("experts", po::value(&o.experts)->default_value(0), "routed experts E (required for jsonl/megatron; checked for csv/npy)")
@@ -104,6 +106,9 @@ int convert(int argc, char** argv) {
                      ": unknown (known: probabilities, renormalized, gates, unknown)");
   o.fp16 = dtype == "fp16";
   o.created_by = joined(argc, argv);
+  if (!o.token_table.empty() && from != "npy")
+    throw InputError("--token-table " + o.token_table +
+                     ": only for --from npy (csv and jsonl take --field NAME=KEY)");
   if (from == "csv")
     import_csv(o);
   else if (from == "jsonl")
@@ -316,6 +321,32 @@ int info(int argc, char** argv) {
     std::printf("  sequences   %lld\n", static_cast<long long>(sequences));
   else
     std::printf("  sequences   unknown (replay splits tokens in contiguous blocks)\n");
+  if (h.has_domain) {
+    // Distinct labels, streamed.
+    std::set<int32_t> labels;
+    std::vector<int32_t> dom;
+    for (int64_t first = 0; first < h.num_tokens && labels.size() <= 1000; first += kBlock) {
+      r.read_domains(first, std::min(kBlock, h.num_tokens - first), dom);
+      labels.insert(dom.begin(), dom.end());
+    }
+    std::string list;
+    int shown = 0;
+    for (int32_t d : labels) {
+      if (++shown > 16) {
+        list += ", ...";
+        break;
+      }
+      list += (list.empty() ? "" : ", ") + std::to_string(d);
+    }
+    std::printf("  domains     %s%zu labels (%s)\n", labels.size() > 1000 ? "more than " : "",
+                std::min<size_t>(labels.size(), 1000), list.c_str());
+    std::printf("  domain map  %s\n",
+                h.domain_experts.empty()
+                    ? "none (give one at replay: --workload-arg trace.domain_experts=0=0;1=2+3)"
+                    : (h.domain_experts + " (domain=experts)").c_str());
+  } else {
+    std::printf("  domains     none (no /tokens/domain)\n");
+  }
   std::printf(
       "  top-k       %d%s\n", h.top_k,
       h.variable_k ? " (variable: rows padded)" : (h.logits() && h.top_k == 0 ? " (unknown)" : ""));

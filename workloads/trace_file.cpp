@@ -92,6 +92,70 @@ void reconstruct_logits(const int32_t* ids, const float* weights, int32_t k, int
     out[ids[j]] = static_cast<float>(std::log(std::max(static_cast<double>(std::max(0.f, weights[j])) * scale, tiny)));
 }
 
+std::vector<std::vector<int32_t>> parse_domain_experts(const std::string& spec, int32_t num_experts,
+                                                       const std::string& what) {
+  std::vector<std::vector<int32_t>> map;
+  auto bad = [&](const std::string& why) -> void {
+    throw InputError(what + " '" + spec + "': " + why +
+                     " (expected DOMAIN=EXPERT[+EXPERT...];..., e.g. 0=0;1=2+3)");
+  };
+  auto number = [&](const std::string& text, const char* kind) {
+    size_t used = 0;
+    long long v = -1;
+    try {
+      v = std::stoll(text, &used);
+    } catch (const std::exception&) {
+      used = 0;
+    }
+    if (text.empty() || used != text.size() || text[0] == '-' || text[0] == '+' || v < 0)
+      bad(std::string(kind) + " '" + text + "' is not an integer >= 0");
+    return v;
+  };
+  if (spec.empty()) bad("empty map");
+  size_t start = 0;
+  while (start <= spec.size()) {
+    const size_t semi = spec.find(';', start);
+    const std::string entry =
+        spec.substr(start, semi == std::string::npos ? std::string::npos : semi - start);
+    start = semi == std::string::npos ? spec.size() + 1 : semi + 1;
+    if (entry.empty() && semi == std::string::npos && !map.empty()) break;  // a trailing ';'
+    const size_t eq = entry.find('=');
+    if (eq == std::string::npos) bad("entry '" + entry + "' has no '='");
+    const long long d = number(entry.substr(0, eq), "domain");
+    if (d >= (1 << 20)) bad("domain " + std::to_string(d) + " is too large (at most 2^20 - 1)");
+    if (static_cast<size_t>(d) >= map.size()) map.resize(static_cast<size_t>(d) + 1);
+    auto& experts = map[static_cast<size_t>(d)];
+    if (!experts.empty()) bad("domain " + std::to_string(d) + " appears twice");
+    const std::string list = entry.substr(eq + 1);
+    size_t p = 0;
+    while (p <= list.size()) {
+      const size_t plus = list.find('+', p);
+      const std::string item =
+          list.substr(p, plus == std::string::npos ? std::string::npos : plus - p);
+      const long long e = number(item, "expert");
+      if (e >= num_experts)
+        bad("expert " + std::to_string(e) + " of domain " + std::to_string(d) + " outside [0, " +
+            std::to_string(num_experts) + ")");
+      if (std::find(experts.begin(), experts.end(), static_cast<int32_t>(e)) != experts.end())
+        bad("expert " + std::to_string(e) + " twice in domain " + std::to_string(d));
+      experts.push_back(static_cast<int32_t>(e));
+      if (plus == std::string::npos) break;
+      p = plus + 1;
+    }
+  }
+  return map;
+}
+
+std::string format_domain_experts(const std::vector<std::vector<int32_t>>& map) {
+  std::string s;
+  for (size_t d = 0; d < map.size(); ++d) {
+    if (map[d].empty()) continue;
+    s += (s.empty() ? "" : ";") + std::to_string(d) + "=";
+    for (size_t i = 0; i < map[d].size(); ++i) s += (i ? "+" : "") + std::to_string(map[d][i]);
+  }
+  return s;
+}
+
 namespace {
 
 Handle half_type() {
@@ -216,6 +280,7 @@ TraceReader::TraceReader(const std::string& path, MPI_Comm comm, bool collective
   h.source = attr_s("source", false);
   h.capture_method = attr_s("capture_method", false);
   h.created_by = attr_s("created_by", false);
+  h.domain_experts = attr_s("domain_experts", false);
   if (h.num_experts < 1) m.bad("attribute num_experts = " + std::to_string(h.num_experts) + " (must be >= 1)");
   if (h.num_layers < 1) m.bad("attribute num_layers = " + std::to_string(h.num_layers) + " (must be >= 1)");
   if (h.num_steps < 1) m.bad("attribute num_steps = " + std::to_string(h.num_steps) + " (must be >= 1)");
@@ -286,6 +351,16 @@ void TraceReader::read_sequences(int64_t first, int64_t n, std::vector<int64_t>&
   out.resize(static_cast<size_t>(n));
   impl_->read(impl_->d_seq, H5T_NATIVE_INT64, {static_cast<hsize_t>(first)}, {static_cast<hsize_t>(n)}, out.data(),
               "H5Dread /tokens/sequence");
+}
+
+void TraceReader::read_domains(int64_t first, int64_t n, std::vector<int32_t>& out) {
+  Impl& m = *impl_;
+  if (m.d_dom.get() < 0) m.bad("no /tokens/domain (the trace has no domain labels)");
+  if (first < 0 || n < 0 || first + n > m.h.num_tokens)
+    fail("trace read_domains: rows outside the trace");
+  out.resize(static_cast<size_t>(n));
+  m.read(m.d_dom, H5T_NATIVE_INT32, {static_cast<hsize_t>(first)}, {static_cast<hsize_t>(n)},
+         out.data(), "H5Dread /tokens/domain");
 }
 
 void TraceReader::read_tokens(int64_t first, int64_t n, TraceTokens& out, bool with_optional) {
@@ -388,6 +463,7 @@ struct TraceWriter::Impl {
   std::vector<int64_t> step_offsets{0};
   bool finished = false;
   std::vector<uint16_t> half_buf;
+  std::vector<std::vector<int32_t>> domain_map;  // parsed o.domain_experts
 
   Handle create(const std::string& name, hid_t type, const std::vector<hsize_t>& dims, int axis, hsize_t chunk_rows) {
     std::vector<hsize_t> maxdims = dims, chunk = dims;
@@ -440,6 +516,14 @@ TraceWriter::TraceWriter(const std::string& path, const TraceWriterOptions& opti
   if (o.layer_ids.empty())
     for (int32_t l = 0; l < o.num_layers; ++l) o.layer_ids.push_back(l);
   if (static_cast<int32_t>(o.layer_ids.size()) != o.num_layers) throw InputError("trace writer: layer_ids and num_layers differ");
+  if (!o.domain_experts.empty()) {
+    if (!o.has_domain)
+      throw InputError("--domain-experts " + o.domain_experts +
+                       ": the input has no domain labels (csv/jsonl: --field domain=KEY; npy: "
+                       "--token-table with a domain column)");
+    m.domain_map = parse_domain_experts(o.domain_experts, o.num_experts, "--domain-experts");
+    o.domain_experts = format_domain_experts(m.domain_map);
+  }
   if (std::filesystem::exists(path) && !o.force) throw InputError(path + ": exists (pass --force to replace it)");
   const hid_t f = H5Fcreate(m.tmp.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
   if (f < 0) throw InputError(m.tmp + ": cannot create file");
@@ -503,6 +587,17 @@ int64_t TraceWriter::append_tokens(int32_t step, int64_t n, std::span<const int6
   need(token_id.size(), o.has_token_id, "token_id");
   need(domain.size(), o.has_domain, "domain");
   need(rank.size(), o.has_rank, "rank");
+  for (size_t i = 0; i < domain.size(); ++i) {
+    const int32_t d = domain[i];
+    if (d < 0)
+      fail("trace writer: negative domain label");  // importers refuse them, naming the line
+    if (!m.domain_map.empty() &&
+        (static_cast<size_t>(d) >= m.domain_map.size() || m.domain_map[d].empty()))
+      throw InputError("--domain-experts " + o.domain_experts + ": token " +
+                       std::to_string(m.tokens + static_cast<int64_t>(i)) + " (step " +
+                       std::to_string(step) + ") has domain " + std::to_string(d) +
+                       ", which the map does not list");
+  }
   if (step == m.last_step + 1) {
     if (m.last_step >= 0) m.step_offsets.push_back(m.tokens);
     m.last_step = step;
@@ -595,6 +690,7 @@ void TraceWriter::finish() {
   h5::write_attr(f, "model", o.model);
   h5::write_attr(f, "source", o.source);
   h5::write_attr(f, "capture_method", o.capture_method);
+  if (!o.domain_experts.empty()) h5::write_attr(f, "domain_experts", o.domain_experts);
   h5::write_attr(f, "created_by", o.created_by.empty() ? std::string("moebench ") + MOEBENCH_VERSION : o.created_by);
   for (Handle* d : {&m.d_step, &m.d_seq, &m.d_pos, &m.d_tok, &m.d_dom, &m.d_rank, &m.d_logits, &m.d_ids, &m.d_w}) d->reset();
   check_status(H5Fflush(m.file, H5F_SCOPE_LOCAL), "H5Fflush");

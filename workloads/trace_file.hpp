@@ -28,6 +28,7 @@ struct TraceHeader {
   std::vector<int64_t> step_offsets;  // [S + 1]
   std::string weights_are = "unknown";  // assignments: probabilities | renormalized | gates | unknown
   std::string model, source, capture_method, created_by;
+  std::string domain_experts;  // the domain -> experts map ("0=0;1=2+3"), "" when none
   bool logits() const { return kind == "logits"; }
 };
 
@@ -57,6 +58,8 @@ class TraceReader {
   // token_id, domain and rank when present.
   void read_tokens(int64_t first, int64_t n, TraceTokens& out, bool with_optional = true);
   void read_sequences(int64_t first, int64_t n, std::vector<int64_t>& out);
+  // Rows [first, first + n) of /tokens/domain (the trace must have it).
+  void read_domains(int64_t first, int64_t n, std::vector<int32_t>& out);
   // Kind logits: trace layer `layer`, rows [first, first + n) as float32, [n, E].
   void read_logits(int32_t layer, int64_t first, int64_t n, float* out);
   // Kind assignments: [n, top_k] ids (-1 padding) and weights.
@@ -79,6 +82,9 @@ struct TraceWriterOptions {
   std::vector<int64_t> layer_ids;  // default 0..L-1
   std::string weights_are = "unknown";
   std::string model, source, capture_method, created_by;
+  // The domain -> experts map (parse_domain_experts syntax; "" none). Needs has_domain; every
+  // appended domain label must be listed in it.
+  std::string domain_experts;
   int deflate_level = 1;      // 0 = no compression
   bool force = false;         // replace an existing file
 };
@@ -111,6 +117,14 @@ class TraceWriter {
   struct Impl;
   std::unique_ptr<Impl> impl_;
 };
+
+// A domain -> experts map "D=E[+E...];D=...", e.g. "0=0;1=2+3": entry d holds the experts that
+// are correct for domain d (empty: d not listed). Domains and experts are integers >= 0, experts
+// < num_experts, no domain twice, no expert twice in a domain. Errors name `what` (the option).
+std::vector<std::vector<int32_t>> parse_domain_experts(const std::string& spec, int32_t num_experts,
+                                                       const std::string& what);
+// The canonical text of a map (domains ascending, experts in the given order).
+std::string format_domain_experts(const std::vector<std::vector<int32_t>>& map);
 
 // IEEE binary16 <-> binary32, round to nearest even.
 uint16_t float_to_half(float f);

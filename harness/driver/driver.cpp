@@ -160,11 +160,17 @@ RunOutput run_pipeline(const RunConfig& cfg, const Comm& world, const RunOptions
     }
   }
   const bool labelled = !batch.domain.empty();
+  // Transition figures against the router's full distribution where it has one over real logits
+  // (CPU routing: the router object holds the scores); among-chosen figures otherwise.
+  std::vector<uint8_t> full_distribution(routers.size(), 0);
   std::vector<std::vector<std::string>> figure_names;
-  for (const auto& r : routers) {
-    figure_names.push_back(r->figure_names());
+  for (size_t ri = 0; ri < routers.size(); ++ri) {
+    full_distribution[ri] =
+        routers[ri]->has_full_distribution() && batch.full_logits && !gpu_route[ri];
+    figure_names.push_back(routers[ri]->figure_names());
     if (labelled)
-      for (const auto& n : transition_figure_names()) figure_names.back().push_back(n);
+      for (const auto& n : transition_figure_names(full_distribution[ri] != 0))
+        figure_names.back().push_back(n);
   }
   out.figure_names = figure_names;
 
@@ -337,7 +343,12 @@ RunOutput run_pipeline(const RunConfig& cfg, const Comm& world, const RunOptions
           m.router_s = world.max(route_s[ri]);
           m.figures = routers[ri]->figures();
           if (labelled) {
-            const auto tf = transition_figures(batch, plan, world);
+            const Router& router = *routers[ri];
+            const FullScoresFn scores = [&](int64_t t, float* row) {
+              router.full_scores(batch, t, row);
+            };
+            const auto tf =
+                transition_figures(batch, plan, world, full_distribution[ri] ? &scores : nullptr);
             m.figures.insert(m.figures.end(), tf.begin(), tf.end());
           }
           if (global_capacity) {

@@ -1,6 +1,7 @@
 #include "harness/metrics/metrics.hpp"
 
 #include <algorithm>
+#include <cmath>
 #include <numeric>
 
 #include "harness/core/select.hpp"
@@ -72,33 +73,67 @@ void fill_load_metrics(const RoutingPlan& plan, const CapacityResult& cap, int64
   group.sum(m.active_experts_hist);
 }
 
-std::vector<std::string> transition_figure_names() {
-  return {"transitions",   "acc_at_transition", "p_correct_at_transition",
-          "coverage_at_1", "coverage_at_2",     "coverage_at_3",
-          "coverage_at_4"};
+std::vector<std::string> transition_figure_names(bool full_distribution) {
+  if (full_distribution)
+    return {"transitions",   "acc_at_transition", "p_correct_at_transition",
+            "coverage_at_1", "coverage_at_2",     "coverage_at_3",
+            "coverage_at_4"};
+  return {"transitions",
+          "acc_at_transition",
+          "p_correct_among_chosen_at_transition",
+          "coverage_among_chosen_at_1",
+          "coverage_among_chosen_at_2",
+          "coverage_among_chosen_at_3",
+          "coverage_among_chosen_at_4"};
 }
 
 std::vector<double> transition_figures(const TokenBatch& b, const RoutingPlan& plan,
-                                       const Comm& group) {
+                                       const Comm& group, const FullScoresFn* full_scores) {
   const int32_t ranks_here = b.ranks_here();
+  const int32_t E = b.num_experts;
   RankCursor rank_of(b);
   // Per EP rank: [transitions, acc hits, p_correct sum, coverage@1..4 hits].
   constexpr int kFields = 7;
   std::vector<double> per_rank(static_cast<size_t>(ranks_here) * kFields, 0.0);
   const int32_t m = b.experts_per_domain;
+  std::vector<float> scores(full_scores ? static_cast<size_t>(E) : 0);
   for (int64_t t = 0; t + 1 < b.num_tokens; ++t) {
     const int64_t r = rank_of(t);
     if (t + 1 >= b.rank_end(static_cast<int32_t>(r)) || b.sequence[t + 1] != b.sequence[t] ||
         b.domain[t + 1] == b.domain[t])
       continue;
     const int32_t* correct = b.domain_experts.data() + static_cast<size_t>(b.domain[t + 1]) * m;
-    auto is_correct = [&](int32_t e) {
+    auto is_correct = [&](int32_t e) {  // -1 pads domains with fewer than m experts
       for (int32_t i = 0; i < m; ++i)
-        if (correct[i] == e) return true;
+        if (correct[i] == e && e >= 0) return true;
       return false;
     };
     double* f = per_rank.data() + r * kFields;
     f[0] += 1;
+    if (plan.count(t) > 0 && is_correct(plan.expert[plan.offsets[t]])) f[1] += 1;
+    if (full_scores) {
+      (*full_scores)(t, scores.data());
+      // Softmax mass on the correct experts (in double, max subtracted), and the best rank of a
+      // correct expert in the full ranking (higher score first, ties to the lower index).
+      float zmax = scores[0];
+      for (int32_t e = 1; e < E; ++e) zmax = std::max(zmax, scores[e]);
+      double all = 0, ok = 0;
+      int64_t best_rank = E;
+      for (int32_t e = 0; e < E; ++e) {
+        const double x = std::exp(static_cast<double>(scores[e]) - zmax);
+        all += x;
+        if (!is_correct(e)) continue;
+        ok += x;
+        int64_t rank = 0;
+        for (int32_t q = 0; q < E; ++q)
+          rank += scores[q] > scores[e] || (scores[q] == scores[e] && q < e);
+        best_rank = std::min(best_rank, rank);
+      }
+      f[2] += all > 0 ? ok / all : 0.0;
+      for (int64_t K = 1; K <= 4; ++K)
+        if (best_rank < K) f[2 + K] += 1;
+      continue;
+    }
     double w_all = 0, w_ok = 0;
     bool covered = false;
     for (int64_t a = plan.offsets[t], j = 0; a < plan.offsets[t + 1]; ++a, ++j) {
@@ -106,7 +141,6 @@ std::vector<double> transition_figures(const TokenBatch& b, const RoutingPlan& p
       w_all += plan.weight[a];
       w_ok += ok ? plan.weight[a] : 0.0;
       covered = covered || ok;
-      if (j == 0 && ok) f[1] += 1;
       if (j < 4 && covered) f[3 + j] += 1;
     }
     // A token with fewer than 4 choices keeps its coverage for the larger K.

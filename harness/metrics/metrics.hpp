@@ -1,6 +1,7 @@
 #pragma once
 #include <cmath>
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -104,14 +105,21 @@ int64_t padding_bytes(int64_t capacity, int32_t experts, int64_t scopes, int64_t
 
 // Anticipation figures on labelled workloads (batch.domain set; ROUTERS.md §5). A transition is a
 // token t whose successor t+1 (same sequence, same EP rank) has another domain; the experts of
-// t+1's domain are the "correct" ones. Figures: transitions (count), acc_at_transition (first
-// choice correct), p_correct_at_transition (share of the token's combine weight on correct
-// experts), coverage_at_1..4 (a correct expert among the first K choices). Computed on the plan
-// before capacity. Collective over `group`; bit-identical for any split of the EP ranks over
-// processes.
-std::vector<std::string> transition_figure_names();
+// t+1's domain are the "correct" ones. Figures: transitions (count), acc_at_transition (the plan's
+// first choice correct), then, against the router's full distribution over all E experts (when
+// `full_scores` is given: it writes token t's scores, whose softmax is that distribution):
+// p_correct_at_transition (softmax mass on the correct experts) and coverage_at_1..4 (a correct
+// expert among the K highest scores, ties to the lower index, whatever k the router chose).
+// Without a full distribution the figures are among-chosen and named so:
+// p_correct_among_chosen_at_transition (share of the token's combine weight on correct experts)
+// and coverage_among_chosen_at_1..4 (a correct expert among the first K choices of the plan; a
+// token with fewer than K choices keeps its coverage for the larger K). Computed on the plan before
+// capacity. Collective over `group`; bit-identical for any split of the EP ranks over processes.
+using FullScoresFn = std::function<void(int64_t token, float* scores)>;
+std::vector<std::string> transition_figure_names(bool full_distribution);
 std::vector<double> transition_figures(const TokenBatch& batch, const RoutingPlan& plan,
-                                       const Comm& group);
+                                       const Comm& group,
+                                       const FullScoresFn* full_scores = nullptr);
 
 // max/mean and std/mean of counts (0 when the mean is 0).
 double max_over_mean(const std::vector<int64_t>& v);

@@ -122,6 +122,13 @@ class Beta final : public Router {
 
   void route(const TokenBatch& b, const Comm& group, RoutingPlan& plan) override;
 
+  // softmax over all E of the gate scores the last route() ranked by (u_t, z_{t+1}, times Pi).
+  bool has_full_distribution() const override { return true; }
+  void full_scores(const TokenBatch& b, int64_t t, float* scores) const override {
+    const float* s = (last_transform_ ? scores_.data() : b.logits.data()) + t * b.num_experts;
+    std::copy(s, s + b.num_experts, scores);
+  }
+
   void end_step(const Comm&) override {
     if (!precision_) return;
     for (auto& st : layers_) {
@@ -191,6 +198,7 @@ class Beta final : public Router {
   bool renormalize_ = true;
   std::vector<LayerState> layers_;
   std::vector<double> figures_;
+  bool last_transform_ = false;  // the last route() ranked by scores_ (else by the logits)
   // Scratch, reused across calls.
   std::vector<float> scores_, powers_, in_, next_, pi_, first_rows_, parts_;
   std::vector<RankRecord> records_;
@@ -383,6 +391,7 @@ void Beta::route(const TokenBatch& b, const Comm& group, RoutingPlan& plan) {
       for (int32_t e = 0; e < E; ++e) u[e] *= pi_[e];
     }
   }
+  last_transform_ = transform;
   plan.reset(T, E, T * k);
   plan.expert.resize(static_cast<size_t>(T) * k);
   plan.weight.resize(static_cast<size_t>(T) * k);

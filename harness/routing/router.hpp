@@ -39,6 +39,14 @@ class Router {
   virtual std::vector<std::string> figure_names() const { return {}; }
   virtual std::vector<double> figures() const { return {}; }
 
+  // The router's full distribution over all E experts for token t of the last route()d batch:
+  // writes scores[E] whose softmax is that distribution (the scores it ranks experts by). The
+  // transition figures of labelled sources (metrics.hpp) use it for p_correct and coverage@K;
+  // routers without one (has_full_distribution() false, fixed for the router's lifetime) get the
+  // among-chosen figures, named so.
+  virtual bool has_full_distribution() const { return false; }
+  virtual void full_scores(const TokenBatch& /*batch*/, int64_t /*t*/, float* /*scores*/) const {}
+
   // "" when the router can route this batch; otherwise what the source lacks, e.g.
   // "full router logits (the trace has top-k assignments only)". Checked once before the run.
   virtual std::string missing_input(const TokenBatch& /*batch*/) const { return ""; }

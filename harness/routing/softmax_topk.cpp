@@ -1,4 +1,5 @@
 // Softmax top-k (GShard / Switch / Mixtral), ROUTERS.md §1.
+#include <algorithm>
 #include <vector>
 
 #include "harness/routing/router.hpp"
@@ -15,6 +16,12 @@ class SoftmaxTopK final : public Router {
 
   std::string missing_input(const TokenBatch& batch) const override { return topk_input_check(batch, k_); }
   bool token_local() const override { return true; }
+  // softmax over all E of the logits.
+  bool has_full_distribution() const override { return true; }
+  void full_scores(const TokenBatch& batch, int64_t t, float* scores) const override {
+    const auto z = batch.row(t);
+    std::copy(z.begin(), z.end(), scores);
+  }
 
   void route(const TokenBatch& batch, const Comm&, RoutingPlan& plan) override {
     const int64_t T = batch.num_tokens;

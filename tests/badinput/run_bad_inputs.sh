@@ -70,6 +70,13 @@ PY
   cp "$here"/fuzz_*.* .  # inputs the fuzzers found (tests/fuzz), kept as regression cases
   printf '{"step": 0, "layer": 0, "rank": 0, "top_indices": [[1, 2], [3, 4]\n' > mega_bad.jsonl
   printf '{"step": 0, "layer": 0, "rank": 0, "top_indices": [[1, 12], [3, 4]]}\n' > mega.jsonl
+  # labelled captures (issue 16 §5): domain columns, token tables, domain -> experts maps
+  $py -c 'import numpy as np; np.save("logits8.npy", np.arange(32, dtype=np.float32).reshape(8, 4))' || return 1
+  printf 'sequence,position,domain\n0,0,0\n0,1,1\n0,2,1\n' > table_short.csv
+  printf 'sequence,foo\n0,0\n' > table_column.csv
+  printf 'dom,expert_0,expert_1,expert_2,expert_3\n0,0.5,0,0,0\n1,0,0.5,0,0\n' > dom.csv
+  printf 'dom,expert_0,expert_1,expert_2,expert_3\n0,0.5,0,0,0\n-1,0,0.5,0,0\n' > neg_dom.csv
+  "$mb" trace convert --from csv --in dom.csv --field domain=dom --out labelled.h5 > /dev/null || return 1
 }
 
 make_fixtures > fixtures.log 2>&1 || { cat fixtures.log; echo "FAIL: fixtures"; exit 1; }

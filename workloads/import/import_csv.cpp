@@ -3,7 +3,8 @@
 // probabilities, --values probabilities) over all experts, or zero-filled sparse rows whose
 // non-zero entries are the chosen experts' weights (as in the FLAME-MoE trace). --kind auto takes
 // rows with at most half the experts non-zero and no negative entry as sparse assignments.
-// Optional columns by --field: position=COL, sequence=COL, token=COL (vocabulary id).
+// Optional columns by --field: position=COL, sequence=COL, token=COL (vocabulary id), domain=COL
+// (an integer label >= 0 per token: the domain of labelled captures, workloads/TRACE_FORMAT.md).
 #include <algorithm>
 #include <charconv>
 #include <cmath>
@@ -22,7 +23,7 @@ namespace {
 
 struct Columns {
   std::vector<int32_t> expert;  // column of expert e
-  int32_t position = -1, sequence = -1, token = -1;
+  int32_t position = -1, sequence = -1, token = -1, domain = -1;
   size_t count = 0;
 };
 
@@ -79,9 +80,11 @@ class CsvFile {
     cols_.position = find("position");
     cols_.sequence = find("sequence");
     cols_.token = find("token");
+    cols_.domain = find("domain");
     for (const auto& [k, v] : o.fields)
-      if (k != "position" && k != "sequence" && k != "token")
-        throw InputError("--field " + k + "=" + v + ": csv takes position, sequence and token");
+      if (k != "position" && k != "sequence" && k != "token" && k != "domain")
+        throw InputError("--field " + k + "=" + v +
+                         ": csv takes position, sequence, token and domain");
   }
   int32_t experts() const { return static_cast<int32_t>(cols_.expert.size()); }
   const Columns& columns() const { return cols_; }
@@ -104,8 +107,16 @@ class CsvFile {
     position = cols_.position >= 0 ? integer(cols_.position) : -1;
     sequence = cols_.sequence >= 0 ? integer(cols_.sequence) : -1;
     token = cols_.token >= 0 ? integer(cols_.token) : -1;
+    domain_ = -1;
+    if (cols_.domain >= 0) {
+      const int64_t d = integer(cols_.domain);
+      if (d < 0 || d > std::numeric_limits<int32_t>::max())
+        bad(cols_.domain, "domain " + std::to_string(d) + " is not in [0, 2^31)");
+      domain_ = static_cast<int32_t>(d);
+    }
     return true;
   }
+  int32_t domain() const { return domain_; }  // of the last row read (-1 without a domain column)
   int64_t line() const { return line_; }
   const std::string& path() const { return path_; }
 
@@ -136,6 +147,7 @@ class CsvFile {
   std::string header_storage_;
   Columns cols_;
   int64_t line_ = 0;
+  int32_t domain_ = -1;
 };
 
 }  // namespace
@@ -157,7 +169,7 @@ void import_csv(const ImportOptions& o) {
   int32_t E = 0;
   int64_t rows = -1;
   int32_t max_nz = 0, min_nz = 1 << 30;
-  bool negative = false, has_pos = false, has_seq = false, has_tok = false;
+  bool negative = false, has_pos = false, has_seq = false, has_tok = false, has_dom = false;
   std::vector<float> v;
   for (const auto& path : o.inputs) {
     CsvFile f(path, o);
@@ -166,6 +178,7 @@ void import_csv(const ImportOptions& o) {
       has_pos = f.columns().position >= 0;
       has_seq = f.columns().sequence >= 0;
       has_tok = f.columns().token >= 0;
+      has_dom = f.columns().domain >= 0;
     } else if (f.experts() != E) {
       throw InputError(path + ": " + std::to_string(f.experts()) + " expert columns, " + o.inputs[0] + " has " + std::to_string(E));
     }
@@ -209,6 +222,8 @@ void import_csv(const ImportOptions& o) {
   w.fp16 = o.fp16;
   w.has_sequences = has_seq;
   w.has_token_id = has_tok;
+  w.has_domain = has_dom;
+  w.domain_experts = o.domain_experts;
   w.weights_are = o.weights_are;
   w.model = o.model;
   w.force = o.force;
@@ -225,7 +240,7 @@ void import_csv(const ImportOptions& o) {
   std::vector<float> logits, weights;
   std::vector<int32_t> ids;
   std::vector<int64_t> seq, tok;
-  std::vector<int32_t> pos;
+  std::vector<int32_t> pos, dom;
   std::vector<std::pair<float, int32_t>> chosen;
   for (size_t l = 0; l < o.inputs.size(); ++l) {
     CsvFile f(o.inputs[l], o);
@@ -238,6 +253,7 @@ void import_csv(const ImportOptions& o) {
       seq.clear();
       pos.clear();
       tok.clear();
+      dom.clear();
       int64_t n = 0;
       // A block never crosses a step boundary.
       const int64_t step_end = o.tokens_per_step > 0 ? (row / o.tokens_per_step + 1) * o.tokens_per_step : rows;
@@ -267,13 +283,16 @@ void import_csv(const ImportOptions& o) {
         pos.push_back(static_cast<int32_t>(p >= 0 ? p : row + n));
         seq.push_back(s);
         tok.push_back(t);
+        dom.push_back(f.domain());
         ++n;
       }
       if (n == 0) break;
       if (l == 0) {
         const int32_t step = o.tokens_per_step > 0 ? static_cast<int32_t>(row / o.tokens_per_step) : 0;
-        writer.append_tokens(step, n, has_seq ? std::span<const int64_t>(seq) : std::span<const int64_t>{}, pos,
-                             has_tok ? std::span<const int64_t>(tok) : std::span<const int64_t>{});
+        writer.append_tokens(
+            step, n, has_seq ? std::span<const int64_t>(seq) : std::span<const int64_t>{}, pos,
+            has_tok ? std::span<const int64_t>(tok) : std::span<const int64_t>{},
+            has_dom ? std::span<const int32_t>(dom) : std::span<const int32_t>{});
       }
       if (kind == "logits") writer.write_logits(static_cast<int32_t>(l), row, n, logits.data());
       else writer.write_assignments(static_cast<int32_t>(l), row, n, ids.data(), weights.data());

@@ -1,7 +1,8 @@
 // JSON lines: one record per line. --field NAME=KEY maps trace fields to record keys (dotted paths
 // allowed): experts (required: a list of expert ids for one token, or a list of such lists for
-// several tokens), weights (same shape), layer, step, sequence, position, token, rank (scalars, or
-// lists with one entry per token). --skip-if KEY=VALUE drops matching records (warm-up, metadata);
+// several tokens), weights (same shape), layer, step, sequence, position, token, rank, domain
+// (scalars, or lists with one entry per token; domain: an integer label >= 0). --skip-if KEY=VALUE
+// drops matching records (warm-up, metadata);
 // --skip-incomplete drops records lacking a mapped key instead of failing. Records of one step must
 // be contiguous; inside a step and layer, tokens keep the order of the records (then sorted by
 // sequence and position when sequences are mapped), and every layer of a step must hold the same
@@ -13,6 +14,7 @@
 #include <algorithm>
 #include <cmath>
 #include <fstream>
+#include <limits>
 #include <map>
 #include <numeric>
 #include <set>
@@ -27,7 +29,7 @@ namespace {
 
 struct Token {
   int64_t sequence = -1, token = -1;
-  int32_t position = 0, rank = -1;
+  int32_t position = 0, rank = -1, domain = -1;
   int64_t first = 0;  // into the step's id/weight pool
   int32_t count = 0;
 };
@@ -50,9 +52,13 @@ class Records {
       map_ = {{"step", "step"}, {"layer", "layer"}, {"rank", "rank"}, {"experts", "top_indices"}, {"weights", "top_probs"}};
       optional_ = {"weights"};
     }
-    static const std::set<std::string> known{"experts", "weights", "layer", "step", "sequence", "position", "token", "rank"};
+    static const std::set<std::string> known{"experts",  "weights", "layer", "step",  "sequence",
+                                             "position", "token",   "rank",  "domain"};
     for (const auto& [k, v] : o.fields) {
-      if (!known.count(k)) throw InputError("--field " + k + "=" + v + ": unknown field (known: experts, weights, layer, step, sequence, position, token, rank)");
+      if (!known.count(k))
+        throw InputError("--field " + k + "=" + v +
+                         ": unknown field (known: experts, weights, layer, step, sequence, "
+                         "position, token, rank, domain)");
       map_[k] = v;
       optional_.erase(k);
     }
@@ -216,6 +222,8 @@ void import_jsonl(const ImportOptions& o, const std::string& preset) {
   w.has_sequences = records.mapped("sequence");
   w.has_token_id = records.mapped("token");
   w.has_rank = records.mapped("rank");
+  w.has_domain = records.mapped("domain");
+  w.domain_experts = o.domain_experts;
   w.weights_are = records.mapped("weights") ? o.weights_are : "unknown";
   w.model = o.model;
   w.force = o.force;
@@ -249,16 +257,19 @@ void import_jsonl(const ImportOptions& o, const std::string& preset) {
     const auto& meta = buf.layers.at(layer_ids[0]);
     const int64_t n = static_cast<int64_t>(meta.size());
     std::vector<int64_t> seq, tok;
-    std::vector<int32_t> pos, rank;
+    std::vector<int32_t> pos, rank, dom;
     for (const auto& t : meta) {
       seq.push_back(t.sequence);
       pos.push_back(t.position);
       tok.push_back(t.token);
       rank.push_back(t.rank);
+      dom.push_back(t.domain);
     }
-    const int64_t row = writer.append_tokens(out_step, n, w.has_sequences ? std::span<const int64_t>(seq) : std::span<const int64_t>{}, pos,
-                                             w.has_token_id ? std::span<const int64_t>(tok) : std::span<const int64_t>{}, {},
-                                             w.has_rank ? std::span<const int32_t>(rank) : std::span<const int32_t>{});
+    const int64_t row = writer.append_tokens(
+        out_step, n, w.has_sequences ? std::span<const int64_t>(seq) : std::span<const int64_t>{},
+        pos, w.has_token_id ? std::span<const int64_t>(tok) : std::span<const int64_t>{},
+        w.has_domain ? std::span<const int32_t>(dom) : std::span<const int32_t>{},
+        w.has_rank ? std::span<const int32_t>(rank) : std::span<const int32_t>{});
     std::vector<int32_t> out_ids(static_cast<size_t>(n * max_k));
     std::vector<float> out_w(static_cast<size_t>(n * max_k));
     for (const auto& [l, toks] : buf.layers) {
@@ -269,6 +280,12 @@ void import_jsonl(const ImportOptions& o, const std::string& preset) {
         if (w.has_sequences && (t.sequence != meta[i].sequence || t.position != meta[i].position))
           throw InputError(o.inputs[0] + ": step " + std::to_string(cur_step) + ": layer " + std::to_string(l) +
                            " routes other tokens (sequence/position) than layer " + std::to_string(layer_ids[0]));
+        if (t.domain != meta[i].domain)
+          throw InputError(o.inputs[0] + ": step " + std::to_string(cur_step) + ": layer " +
+                           std::to_string(l) + " token " + std::to_string(i) + " has domain " +
+                           std::to_string(t.domain) + ", layer " + std::to_string(layer_ids[0]) +
+                           " has " + std::to_string(meta[i].domain) +
+                           " (field domain must be the same in every layer)");
         for (int32_t j = 0; j < t.count; ++j) {
           out_ids[static_cast<size_t>(i * max_k + j)] = buf.ids[static_cast<size_t>(t.first + j)];
           out_w[static_cast<size_t>(i * max_k + j)] = buf.weights[static_cast<size_t>(t.first + j)];
@@ -301,10 +318,19 @@ void import_jsonl(const ImportOptions& o, const std::string& preset) {
       const json::Value* p = per_token(records.get(rec, "position"), j, n, path, line, "position");
       const json::Value* k = per_token(records.get(rec, "token"), j, n, path, line, "token");
       const json::Value* r = per_token(records.get(rec, "rank"), j, n, path, line, "rank");
+      const json::Value* d = per_token(records.get(rec, "domain"), j, n, path, line, "domain");
       t.sequence = s ? as_int(*s, path, line, "sequence") : -1;
       t.position = static_cast<int32_t>(p ? as_int(*p, path, line, "position") : static_cast<int64_t>(toks.size()));
       t.token = k ? as_int(*k, path, line, "token") : -1;
       t.rank = static_cast<int32_t>(r ? as_int(*r, path, line, "rank") : -1);
+      if (d) {
+        const int64_t label =
+            as_int(*d, path, line, "domain (key '" + records.key("domain") + "')");
+        if (label < 0 || label > std::numeric_limits<int32_t>::max())
+          bad(path, line, "domain (key '" + records.key("domain") + "')",
+              "domain " + std::to_string(label) + " is not in [0, 2^31)");
+        t.domain = static_cast<int32_t>(label);
+      }
       t.first = static_cast<int64_t>(buf.ids.size());
       t.count = static_cast<int32_t>(ids[static_cast<size_t>(j)]->items.size());
       for (int32_t q = 0; q < t.count; ++q) {

@@ -1,6 +1,10 @@
 // NumPy .npy router logits: one file [tokens, experts] per layer (several --in files), or one file
 // [layers, tokens, experts]. dtype float16, float32 or float64, little-endian, C order.
 // --values probabilities takes log() of the entries. Streamed in blocks of rows.
+// --token-table FILE.csv: per-token labels, a header row naming any of the columns sequence,
+// position, domain, token, rank, then one row per token in token order (the row count must equal
+// the tokens of the logits). Without position, positions count tokens within their sequence (or
+// within the stream without sequence).
 #include <algorithm>
 #include <cmath>
 #include <cstring>
@@ -8,6 +12,8 @@
 #include <limits>
 #include <memory>
 #include <numeric>
+#include <span>
+#include <unordered_set>
 
 #include "harness/core/error.hpp"
 #include "workloads/import/importers.hpp"
@@ -160,6 +166,101 @@ struct Npy {
   }
 };
 
+// The token table of --token-table, read whole (a few integers per token).
+struct TokenTable {
+  bool has_seq = false, has_pos = false, has_dom = false, has_tok = false, has_rank = false;
+  std::vector<int64_t> sequence, token;
+  std::vector<int32_t> position, domain, rank;
+  int64_t rows = 0;
+};
+
+TokenTable read_token_table(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) throw InputError(path + ": cannot open file (--token-table)");
+  auto split = [](const std::string& line) {
+    std::vector<std::string> out;
+    size_t start = 0;
+    while (true) {
+      const size_t comma = line.find(',', start);
+      std::string f =
+          line.substr(start, comma == std::string::npos ? std::string::npos : comma - start);
+      while (!f.empty() && (f.front() == ' ' || f.front() == '"')) f.erase(f.begin());
+      while (!f.empty() && (f.back() == ' ' || f.back() == '"' || f.back() == '\r')) f.pop_back();
+      out.push_back(f);
+      if (comma == std::string::npos) break;
+      start = comma + 1;
+    }
+    return out;
+  };
+  std::string line;
+  if (!std::getline(in, line))
+    throw InputError(path + ": empty file (--token-table expects a header row)");
+  const std::vector<std::string> names = split(line);
+  enum Col { kSeq, kPos, kDom, kTok, kRank };
+  static const char* const kNames[] = {"sequence", "position", "domain", "token", "rank"};
+  std::vector<int> col_of(names.size(), -1);
+  TokenTable t;
+  bool* has[] = {&t.has_seq, &t.has_pos, &t.has_dom, &t.has_tok, &t.has_rank};
+  for (size_t c = 0; c < names.size(); ++c) {
+    for (int k = 0; k < 5; ++k)
+      if (names[c] == kNames[k]) {
+        if (*has[k]) throw InputError(path + ": line 1: column '" + names[c] + "' twice");
+        *has[k] = true;
+        col_of[c] = k;
+      }
+    if (col_of[c] < 0)
+      throw InputError(path + ": line 1: column '" + names[c] +
+                       "' is not one of sequence, position, domain, token, rank");
+  }
+  int64_t n = 1;
+  int64_t prev_seq = std::numeric_limits<int64_t>::min(), in_seq = 0;
+  std::unordered_set<int64_t> ended;
+  while (std::getline(in, line)) {
+    ++n;
+    if (line.find_first_not_of(" \r") == std::string::npos) continue;
+    const std::vector<std::string> f = split(line);
+    if (f.size() != names.size())
+      throw InputError(path + ": line " + std::to_string(n) + ": " + std::to_string(f.size()) +
+                       " fields, the header has " + std::to_string(names.size()));
+    int64_t v[5] = {-1, -1, -1, -1, -1};
+    for (size_t c = 0; c < f.size(); ++c) {
+      size_t used = 0;
+      long long x = 0;
+      try {
+        x = std::stoll(f[c], &used);
+      } catch (const std::exception&) {
+        used = 0;
+      }
+      if (f[c].empty() || used != f[c].size())
+        throw InputError(path + ": line " + std::to_string(n) + ": field " + names[c] + ": '" +
+                         f[c] + "' is not an integer");
+      const int k = col_of[c];
+      if ((k == kPos || k == kDom || k == kRank) &&
+          (x < 0 || x > std::numeric_limits<int32_t>::max()))
+        throw InputError(path + ": line " + std::to_string(n) + ": field " + names[c] + ": " +
+                         f[c] + " is not in [0, 2^31)");
+      v[k] = x;
+    }
+    if (t.has_seq && v[kSeq] != prev_seq) {
+      if (ended.count(v[kSeq]))
+        throw InputError(path + ": line " + std::to_string(n) + ": field sequence: sequence " +
+                         std::to_string(v[kSeq]) +
+                         " appears again after other sequences (rows must be grouped by sequence)");
+      if (prev_seq != std::numeric_limits<int64_t>::min()) ended.insert(prev_seq);
+      prev_seq = v[kSeq];
+      in_seq = 0;
+    }
+    t.sequence.push_back(v[kSeq]);
+    t.position.push_back(static_cast<int32_t>(t.has_pos ? v[kPos] : in_seq));
+    t.domain.push_back(static_cast<int32_t>(v[kDom]));
+    t.token.push_back(v[kTok]);
+    t.rank.push_back(static_cast<int32_t>(v[kRank]));
+    ++in_seq;
+    ++t.rows;
+  }
+  return t;
+}
+
 }  // namespace
 
 void import_npy(const ImportOptions& o) {
@@ -199,8 +300,21 @@ void import_npy(const ImportOptions& o) {
   if (static_cast<int64_t>(layer_ids.size()) != L)
     throw InputError("--layers names " + std::to_string(layer_ids.size()) +
                      " layers, the input has " + std::to_string(L));
+  TokenTable table;
+  if (!o.token_table.empty()) {
+    table = read_token_table(o.token_table);
+    if (table.rows != T)
+      throw InputError(o.token_table + ": " + std::to_string(table.rows) +
+                       " token rows, the logits of " + o.inputs[0] + " have " + std::to_string(T) +
+                       " tokens (--token-table needs one row per token, in token order)");
+  }
   TraceWriterOptions w;
   w.kind = "logits";
+  w.has_sequences = table.has_seq;
+  w.has_domain = table.has_dom;
+  w.has_token_id = table.has_tok;
+  w.has_rank = table.has_rank;
+  w.domain_experts = o.domain_experts;
   w.num_experts = static_cast<int32_t>(E);
   w.num_layers = static_cast<int32_t>(L);
   w.layer_ids = layer_ids;
@@ -220,10 +334,26 @@ void import_npy(const ImportOptions& o) {
     const int64_t step_end =
         o.tokens_per_step > 0 ? (row / o.tokens_per_step + 1) * o.tokens_per_step : T;
     const int64_t n = std::min({kBlock, step_end - row, T - row});
-    pos.resize(static_cast<size_t>(n));
-    std::iota(pos.begin(), pos.end(), static_cast<int32_t>(row));
-    writer.append_tokens(o.tokens_per_step > 0 ? static_cast<int32_t>(row / o.tokens_per_step) : 0,
-                         n, {}, pos);
+    const int32_t step = o.tokens_per_step > 0 ? static_cast<int32_t>(row / o.tokens_per_step) : 0;
+    if (o.token_table.empty()) {
+      pos.resize(static_cast<size_t>(n));
+      std::iota(pos.begin(), pos.end(), static_cast<int32_t>(row));
+      writer.append_tokens(step, n, {}, pos);
+    } else {
+      auto part64 = [&](const std::vector<int64_t>& v, bool has) {
+        return has ? std::span<const int64_t>(v).subspan(static_cast<size_t>(row),
+                                                         static_cast<size_t>(n))
+                   : std::span<const int64_t>{};
+      };
+      auto part32 = [&](const std::vector<int32_t>& v, bool has) {
+        return has ? std::span<const int32_t>(v).subspan(static_cast<size_t>(row),
+                                                         static_cast<size_t>(n))
+                   : std::span<const int32_t>{};
+      };
+      writer.append_tokens(step, n, part64(table.sequence, table.has_seq),
+                           part32(table.position, true), part64(table.token, table.has_tok),
+                           part32(table.domain, table.has_dom), part32(table.rank, table.has_rank));
+    }
     row += n;
   }
   for (int64_t l = 0; l < L; ++l)

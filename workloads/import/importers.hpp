@@ -25,6 +25,8 @@ struct ImportOptions {
   std::string weights_are = "unknown";        // assignments: probabilities | renormalized | gates | unknown
   std::string expert_prefix = "expert_";      // csv: expert column names
   bool fp16 = true;                           // logits stored as float16
+  std::string domain_experts;  // --domain-experts: the domain -> experts map stored in the trace
+  std::string token_table;  // npy: --token-table FILE.csv (sequence, position, domain, token, rank)
   std::string model, created_by;
 };
 
