@@ -67,7 +67,7 @@ int convert(int argc, char** argv) {
   opts.add_options()
     ("help,h", "show this help")
     ("from", po::value(&from)->required(), "input format: csv | jsonl | megatron | npy")
-    ("in", po::value(&o.inputs)->multitoken()->required(), "input file(s): csv and npy one per layer (or one [L,T,E] npy); jsonl any number")
+    ("in", po::value(&o.inputs)->multitoken()->required(), "input file(s): csv and npy one per layer (or one [L,T,E] npy); jsonl any number; megatron the trace folder or its router_trace_rank*.jsonl")
     ("out", po::value(&o.out)->required(), "trace file to write")
     ("force", po::bool_switch(&o.force), "replace an existing output file")
     ("layers", po::value(&layers), "the model's layer numbers of the inputs, e.g. 2-9 or 0,3,5 (csv, npy)")
@@ -81,7 +81,10 @@ int convert(int argc, char** argv) {
     ("weights-are", po::value(&o.weights_are)->default_value("unknown"), "recorded weights are: probabilities | renormalized | gates | unknown")
     ("expert-prefix", po::value(&o.expert_prefix)->default_value("expert_"), "csv: expert column name prefix")
     ("dtype", po::value(&dtype)->default_value("fp16"), "logit storage: fp16 | fp32")
-    ("model", po::value(&o.model)->default_value(""), "model name for the trace's attributes");
+    ("model", po::value(&o.model)->default_value(""), "model name for the trace's attributes")
+    ("layer-mismatch", po::value(&o.layer_mismatch)->default_value("error"), "a step whose layers hold different tokens: error | intersect (keep the tokens of every layer) | per-layer (each layer its own)")
+    ("mtp-layers", po::value(&o.mtp_layers)->default_value("skip"), "megatron: MTP records: skip | import (as layers 1000*(mtp_idx+1)+layer)")
+    ("ignore-logits", po::bool_switch(&o.ignore_logits), "megatron: import top_indices even when the logits sidecar exists");
   // clang-format on
   for (int i = 1; i < argc; ++i)
     if (std::string(argv[i]) == "--help" || std::string(argv[i]) == "-h")
@@ -105,9 +108,9 @@ int convert(int argc, char** argv) {
   if (from == "csv")
     import_csv(o);
   else if (from == "jsonl")
-    import_jsonl(o, "");
+    import_jsonl(o);
   else if (from == "megatron")
-    import_jsonl(o, "megatron");
+    import_megatron(o);
   else if (from == "npy")
     import_npy(o);
   else

@@ -70,6 +70,11 @@ PY
   cp "$here"/fuzz_*.* .  # inputs the fuzzers found (tests/fuzz), kept as regression cases
   printf '{"step": 0, "layer": 0, "rank": 0, "top_indices": [[1, 2], [3, 4]\n' > mega_bad.jsonl
   printf '{"step": 0, "layer": 0, "rank": 0, "top_indices": [[1, 12], [3, 4]]}\n' > mega.jsonl
+  printf '{"step": 0, "rank": 0, "top_indices": [[1, 2]]}\n' > mega_nolayer.jsonl
+  printf '{"step": 0, "layer": 0, "rank": 0, "top_indices": [[1, 2], [3, 4]]}\n{"step": 0, "layer": 1, "rank": 0, "top_indices": [[1, 2]]}\n' > mega_short.jsonl
+  mkdir -p mega_trunc
+  printf '{"step": 0, "layer": 0, "rank": 0, "num_tokens": 2, "topk": 2, "top_indices": [[1, 2], [3, 4]], "logit_offset": 0, "logit_bytes": 32, "logit_shape": [2, 8]}\n' > mega_trunc/router_trace_rank0.jsonl
+  printf '0123456789' > mega_trunc/logits_rank0.bin
 }
 
 make_fixtures > fixtures.log 2>&1 || { cat fixtures.log; echo "FAIL: fixtures"; exit 1; }

@@ -5,11 +5,8 @@
 // --skip-incomplete drops records lacking a mapped key instead of failing. Records of one step must
 // be contiguous; inside a step and layer, tokens keep the order of the records (then sorted by
 // sequence and position when sequences are mapped), and every layer of a step must hold the same
-// tokens. --experts is required (ids must be < E).
-//
-// Preset `megatron` (--from megatron): Megatron-Core routing-trace records, one per step x layer x
-// rank with the ids of all its tokens: step=step, layer=layer, rank=rank, experts=top_indices,
-// weights=top_probs (optional). --field overrides any of them when a version names them otherwise.
+// tokens. --experts is required (ids must be < E). (Megatron-Core's router traces: --from megatron,
+// import_megatron.cpp.)
 #include <algorithm>
 #include <cmath>
 #include <fstream>
@@ -45,11 +42,7 @@ struct StepBuffer {
 
 class Records {
  public:
-  Records(const ImportOptions& o, const std::string& preset) : o_(o) {
-    if (preset == "megatron") {
-      map_ = {{"step", "step"}, {"layer", "layer"}, {"rank", "rank"}, {"experts", "top_indices"}, {"weights", "top_probs"}};
-      optional_ = {"weights"};
-    }
+  explicit Records(const ImportOptions& o) : o_(o) {
     static const std::set<std::string> known{"experts", "weights", "layer", "step", "sequence", "position", "token", "rank"};
     for (const auto& [k, v] : o.fields) {
       if (!known.count(k)) throw InputError("--field " + k + "=" + v + ": unknown field (known: experts, weights, layer, step, sequence, position, token, rank)");
@@ -137,9 +130,9 @@ const json::Value* per_token(const json::Value* v, int64_t j, int64_t n, const s
 
 }  // namespace
 
-void import_jsonl(const ImportOptions& o, const std::string& preset) {
-  if (o.inputs.empty()) throw InputError("trace convert --from " + (preset.empty() ? std::string("jsonl") : preset) + ": no --in files");
-  Records records(o, preset);
+void import_jsonl(const ImportOptions& o) {
+  if (o.inputs.empty()) throw InputError("trace convert --from jsonl: no --in files");
+  Records records(o);
   const int32_t E = o.experts;
 
   // Pass 1: validate, find the layers and the widest row.
@@ -220,7 +213,7 @@ void import_jsonl(const ImportOptions& o, const std::string& preset) {
   w.model = o.model;
   w.force = o.force;
   w.created_by = o.created_by;
-  w.capture_method = preset.empty() ? "jsonl field mapping" : preset + " routing-trace jsonl";
+  w.capture_method = "jsonl field mapping";
   for (const auto& p : o.inputs) w.source += (w.source.empty() ? "" : ",") + p;
   TraceWriter writer(o.out, w);
 

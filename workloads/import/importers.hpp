@@ -25,6 +25,9 @@ struct ImportOptions {
   std::string weights_are = "unknown";        // assignments: probabilities | renormalized | gates | unknown
   std::string expert_prefix = "expert_";      // csv: expert column names
   bool fp16 = true;                           // logits stored as float16
+  std::string layer_mismatch = "error";        // error | intersect | per-layer (step_align.hpp)
+  std::string mtp_layers = "skip";            // megatron: skip | import MTP records
+  bool ignore_logits = false;                 // megatron: import top_indices even with the sidecar
   std::string model, created_by;
 };
 
@@ -32,8 +35,9 @@ struct ImportOptions {
 std::vector<int64_t> parse_layer_list(const std::string& spec);
 
 void import_csv(const ImportOptions& options);
-// preset "" (plain field mapping) or "megatron" (Megatron-Core routing-trace records).
-void import_jsonl(const ImportOptions& options, const std::string& preset);
+void import_jsonl(const ImportOptions& options);
+// Megatron-Core's router tracer: a folder of router_trace_rank{r}.jsonl (+ logits_rank{r}.bin).
+void import_megatron(const ImportOptions& options);
 void import_npy(const ImportOptions& options);
 
 }  // namespace moe

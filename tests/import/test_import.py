@@ -1,0 +1,238 @@
+#!/usr/bin/env python3
+"""Tests of the importers of production captures, one case per call:
+
+    test_import.py CASE WORKDIR MOEBENCH     CASE: megatron vllm_routed weights layer_mismatch sglang per_layer
+
+Each case writes small inputs in exactly the layout the source project documents (Megatron-Core's
+router_trace.py, vLLM's routed_experts arrays, SGLang's expert-distribution recorder dumps), converts
+them with `moebench trace convert` (or workloads/capture/sglang_to_moebench.py) and checks the trace's
+content with h5py; malformed inputs must fail with one `error:` line naming file, record and field,
+and leave no output file. Runs under an interpreter with numpy and h5py (torch for sglang), re-executing
+itself under /usr/bin/python3 when needed; exits 77 (ctest skip) when there is none.
+"""
+
+import importlib.util
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+
+NEEDED = ("h5py", "numpy")
+
+
+def _reexec_or_skip():
+    if all(importlib.util.find_spec(m) for m in NEEDED):
+        return
+    if os.environ.get("MOEBENCH_TEST_IMPORT_REEXEC") != "1":
+        probe = "import importlib.util as u, sys; sys.exit(0 if all(u.find_spec(m) for m in %r) else 1)" % (NEEDED,)
+        for python in ["/usr/bin/python3"] + [shutil.which("python3.%d" % n) for n in range(20, 7, -1)]:
+            if python and os.access(python, os.X_OK) and subprocess.run([python, "-c", probe]).returncode == 0:
+                os.environ["MOEBENCH_TEST_IMPORT_REEXEC"] = "1"
+                os.execv(python, [python, os.path.abspath(__file__)] + sys.argv[1:])
+    print("SKIP: no Python interpreter with h5py and numpy (Debian: apt-get install python3-h5py python3-numpy)")
+    sys.exit(77)
+
+
+_reexec_or_skip()
+
+import h5py  # noqa: E402
+import numpy as np  # noqa: E402
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(os.path.dirname(HERE))
+MB = None
+
+
+def fail(msg):
+    print("FAIL:", msg)
+    sys.exit(1)
+
+
+def check(cond, msg):
+    if not cond:
+        fail(msg)
+
+
+def run(args, what="moebench"):
+    p = subprocess.run(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=120)
+    print("$ " + " ".join(args) + "\n" + p.stdout)
+    return p
+
+
+def convert(*args):
+    p = run([MB, "trace", "convert"] + [str(a) for a in args])
+    check(p.returncode == 0, "convert failed: %s" % " ".join(map(str, args)))
+    return p.stdout
+
+
+def expect_error(regex, args, out="bad.h5"):
+    """The command fails with exactly one error line matching regex and leaves neither OUT nor OUT.tmp."""
+    p = run([str(a) for a in args])
+    check(p.returncode != 0, "expected a non-zero exit from %s" % args)
+    errors = [l for l in p.stdout.splitlines() if re.search(r"(^moebench|^sglang_to_moebench\.py): error:", l)]
+    check(len(errors) == 1, "expected one error line, got %d" % len(errors))
+    check(re.search(regex, errors[0]), "error line %r does not match %r" % (errors[0], regex))
+    check(not os.path.exists(out) and not os.path.exists(out + ".tmp"), "an output file was left behind")
+
+
+def bad_convert(regex, *args):
+    expect_error(regex, [MB, "trace", "convert"] + list(args) + ["--out", "bad.h5"])
+
+
+def attr(f, name):
+    v = f.attrs[name]
+    return v.decode() if isinstance(v, bytes) else (v if not isinstance(v, np.ndarray) else v.tolist())
+
+
+# ---------------------------------------------------------------------------------------------- megatron
+def bf16_bits(x):
+    """bfloat16 bits of float32 values that bfloat16 holds exactly."""
+    x = np.asarray(x, dtype=np.float32)
+    bits = x.view(np.uint32)
+    assert not (bits & 0xFFFF).any(), "not exact in bfloat16"
+    return (bits >> 16).astype("<u2")
+
+
+def write_megatron(folder, E=8, k=2, rows=None, layers=(1, 3), mtp=True, logits=True, seed=1):
+    """Megatron-Core router_trace.py output: router_trace_rank{r}.jsonl (+ logits_rank{r}.bin).
+    rows[step][rank] = tokens that rank routed in that step. Returns {(step, layer_id, rank): (ids, logits)}."""
+    rng = np.random.default_rng(seed)
+    rows = rows or [[3, 2], [1, 2]]
+    os.makedirs(folder, exist_ok=True)
+    truth = {}
+    ranks = len(rows[0])
+    for r in range(ranks):
+        recs, offset, blob = [], 0, b""
+        for s, per_rank in enumerate(rows):
+            n = per_rank[r]
+            entries = [("decoder", None, l) for l in layers] + ([("mtp", 0, 1)] if mtp else [])
+            for block, mtp_idx, layer in entries:
+                # distinct multiples of 1/4 in each row: exact in bfloat16, no ties
+                z = np.array([(rng.permutation(E) - E / 2) / 4.0 for _ in range(n)], dtype=np.float32).reshape(n, E)
+                ids = np.argsort(-z, axis=1, kind="stable")[:, :k].astype(np.int32)
+                rec = {"step": s, "stage": "pre_dispatch", "block": block, "layer": layer, "rank": r,
+                       "num_tokens": n, "topk": k}
+                if mtp_idx is not None:
+                    rec["mtp_idx"] = mtp_idx
+                if logits:
+                    b = bf16_bits(z).tobytes()
+                    rec.update(logit_offset=offset, logit_bytes=len(b), logit_shape=[n, E])
+                    blob += b
+                    offset += len(b)
+                rec["top_indices"] = ids.tolist()
+                recs.append(rec)
+                lid = layer if block == "decoder" else 1000 * (mtp_idx + 1) + layer
+                truth[(s, lid, r)] = (ids, z)
+        with open(os.path.join(folder, "router_trace_rank%d.jsonl" % r), "w") as f:
+            for rec in recs:
+                f.write(json.dumps(rec) + "\n")
+        if logits:
+            with open(os.path.join(folder, "logits_rank%d.bin" % r), "wb") as f:
+                f.write(blob)
+    return truth
+
+
+def case_megatron():
+    rows = [[3, 2], [1, 2]]
+    truth = write_megatron("mt", rows=rows)
+    out = convert("--from", "megatron", "--in", "mt", "--out", "m.h5", "--dtype", "fp32")
+    check("skipped 4 MTP records" in out, "MTP records (2 steps x 2 ranks) are counted")
+    with h5py.File("m.h5") as f:
+        check(attr(f, "kind") == "logits", "sidecar present: a logit trace")
+        check(attr(f, "num_experts") == 8 and attr(f, "top_k") == 2, "E and k")
+        check(list(f.attrs["layer_ids"]) == [1, 3], "decoder layers only by default: %s" % f.attrs["layer_ids"])
+        check(list(f["steps/offset"][...]) == [0, 5, 8], "steps: %s" % f["steps/offset"][...])
+        check(list(f["tokens/rank"][...]) == [0, 0, 0, 1, 1, 0, 1, 1], "source ranks %s" % f["tokens/rank"][...])
+        check(list(f["tokens/position"][...]) == [0, 1, 2, 0, 1, 0, 0, 1], "positions")
+        check(attr(f, "has_sequences") == 0, "Megatron records carry no sequences")
+        lg = f["logits"][...]
+        for li, layer in enumerate([1, 3]):
+            want = np.concatenate([truth[(s, layer, r)][1] for s in range(2) for r in range(2)])
+            check(np.array_equal(lg[li], want), "layer %d logits differ from the sidecar" % layer)
+    # The default fp16 storage holds these values exactly too.
+    convert("--from", "megatron", "--in", "mt/router_trace_rank0.jsonl", "mt/router_trace_rank1.jsonl", "--out", "m16.h5")
+    with h5py.File("m16.h5") as f, h5py.File("m.h5") as g:
+        check(f["logits"].dtype == np.float16 and np.array_equal(f["logits"][...].astype(np.float32), g["logits"][...]),
+              "fp16 logits")
+    # MTP layers as their own layers; ids only.
+    convert("--from", "megatron", "--in", "mt", "--out", "mtp.h5", "--mtp-layers", "import", "--ignore-logits")
+    with h5py.File("mtp.h5") as f:
+        check(attr(f, "kind") == "assignments" and attr(f, "weights_are") == "unknown", "--ignore-logits: ids")
+        check(list(f.attrs["layer_ids"]) == [1, 3, 1001], "MTP head 0 layer 1 is layer 1001")
+        ids, w = f["expert_ids"][...], f["weights"][...]
+        for li, layer in enumerate([1, 3, 1001]):
+            want = np.concatenate([truth[(s, layer, r)][0] for s in range(2) for r in range(2)])
+            check(np.array_equal(ids[li], want), "layer %d ids differ from top_indices" % layer)
+        check(np.all(w == 0.5), "no recorded weights: 1/k each")
+    info = run([MB, "trace", "info", "mtp.h5"]).stdout
+    check("weights: unknown" in info, "info shows the weights' meaning")
+    # Replay: every router runs on the full logits (a router that needs the whole distribution).
+    p = run([MB, "run", "--workload", "trace", "--trace", "m.h5", "--experts", "8", "--top-k", "2",
+             "--routers", "softmax_topk,sinkhorn", "--progress", "off", "--out", "r.h5"])
+    check(p.returncode == 0, "replay of the megatron logit trace")
+    # Malformed input.
+    bad_convert(r"--weights-are probabilities: Megatron router-trace records carry no weights",
+                "--from", "megatron", "--in", "mt", "--weights-are", "probabilities")
+    bad_convert(r"--layer-mismatch intersect: Megatron router-trace records carry no token identity",
+                "--from", "megatron", "--in", "mt", "--layer-mismatch", "intersect")
+    shutil.copytree("mt", "trunc")
+    with open("trunc/logits_rank1.bin", "r+b") as f:
+        f.truncate(100)
+    bad_convert(r"trunc/logits_rank1.bin: truncated: trunc/router_trace_rank1.jsonl: line \d+ \(field logit_offset",
+                "--from", "megatron", "--in", "trunc")
+    shutil.copytree("mt", "nokey")
+    lines = open("nokey/router_trace_rank0.jsonl").read().splitlines()
+    rec = json.loads(lines[1])
+    del rec["layer"]
+    lines[1] = json.dumps(rec)
+    open("nokey/router_trace_rank0.jsonl", "w").write("\n".join(lines) + "\n")
+    bad_convert(r"nokey/router_trace_rank0.jsonl: line 2: field layer is missing", "--from", "megatron", "--in", "nokey")
+    shutil.copytree("mt", "range")
+    lines = open("range/router_trace_rank0.jsonl").read().splitlines()
+    rec = json.loads(lines[0])
+    rec["top_indices"][1][1] = 8
+    lines[0] = json.dumps(rec)
+    open("range/router_trace_rank0.jsonl", "w").write("\n".join(lines) + "\n")
+    bad_convert(r"range/router_trace_rank0.jsonl: line 1: field top_indices: row 1: expert id 8 outside \[0, 8\)",
+                "--from", "megatron", "--in", "range", "--ignore-logits", "--experts", "8")
+    # A layer that lost a row of rank 1 in step 1.
+    write_megatron("short", rows=[[3, 2], [1, 2]], mtp=False, logits=False)
+    lines = open("short/router_trace_rank1.jsonl").read().splitlines()
+    rec = json.loads(lines[3])  # step 1, layer 3
+    rec["top_indices"] = rec["top_indices"][:1]
+    rec["num_tokens"] = 1
+    lines[3] = json.dumps(rec)
+    open("short/router_trace_rank1.jsonl", "w").write("\n".join(lines) + "\n")
+    bad_convert(r"step 1: the layers hold different tokens: layer 1 has 3, layer 3 has 2 of the step's 3 .*"
+                r"every layer must route the same rows of each rank \(--layer-mismatch", "--from", "megatron", "--in", "short",
+                "--experts", "8")
+    shutil.copytree("mt", "type")
+    lines = open("type/router_trace_rank0.jsonl").read().splitlines()
+    rec = json.loads(lines[0])
+    rec["logit_shape"] = [3, 7]
+    lines[0] = json.dumps(rec)
+    open("type/router_trace_rank0.jsonl", "w").write("\n".join(lines) + "\n")
+    bad_convert(r"type/router_trace_rank0.jsonl: line 2: field logit_shape: 8 experts, earlier records have 7",
+                "--from", "megatron", "--in", "type")
+
+
+def main():
+    global MB
+    if len(sys.argv) != 4:
+        print(__doc__)
+        sys.exit(2)
+    case, work, MB = sys.argv[1], sys.argv[2], os.path.abspath(sys.argv[3])
+    shutil.rmtree(work, ignore_errors=True)
+    os.makedirs(work)
+    os.chdir(work)
+    fn = globals().get("case_" + case)
+    if fn is None:
+        fail("unknown case " + case)
+    fn()
+    print("PASS:", case)
+
+
+if __name__ == "__main__":
+    main()
