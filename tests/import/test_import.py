@@ -218,6 +218,75 @@ def case_megatron():
                 "--from", "megatron", "--in", "type")
 
 
+# ------------------------------------------------------------------------------------------- vllm-routed
+def case_vllm_routed():
+    """vLLM routed_experts: one .npy per request, [seq_len, layers, topk] int16/int32, -1 in empty slots."""
+    E, L, K = 16, 3, 4
+    rng = np.random.default_rng(7)
+    os.makedirs("req", exist_ok=True)
+    reqs = []
+    for i, (n, dt) in enumerate([(5, np.int16), (3, np.int32), (4, np.int32)]):
+        a = np.full((n, L, K), -1, dtype=dt)
+        for t in range(n):
+            for l in range(L):
+                k = K if (t + l + i) % 3 else 2  # some rows use 2 of the 4 slots
+                a[t, l, :k] = rng.permutation(E)[:k]
+        np.save("req/req_%03d.npy" % i, a)
+        reqs.append(a)
+    out = convert("--from", "vllm-routed", "--in", "req", "--experts", E, "--layers", "3,7,11",
+                  "--tokens-per-step", 8, "--out", "v.h5")
+    with h5py.File("v.h5") as f:
+        check(attr(f, "kind") == "assignments" and attr(f, "weights_are") == "unknown", "kind, weights")
+        check(attr(f, "variable_k") == 1 and attr(f, "top_k") == K, "variable k, width %d" % K)
+        check(list(f.attrs["layer_ids"]) == [3, 7, 11], "layer numbers")
+        # requests of 5, 3, 4 tokens at 8 tokens a step: [5 + 3], [4]
+        check(list(f["steps/offset"][...]) == [0, 8, 12], "steps hold whole requests: %s" % f["steps/offset"][...])
+        check(attr(f, "has_sequences") == 1, "sequences")
+        check(list(f["tokens/sequence"][...]) == [0] * 5 + [1] * 3 + [2] * 4, "one request = one sequence")
+        check(list(f["tokens/position"][...]) == [0, 1, 2, 3, 4, 0, 1, 2, 0, 1, 2, 3], "positions")
+        ids, w = f["expert_ids"][...], f["weights"][...]
+        want = np.concatenate(reqs).transpose(1, 0, 2)
+        check(np.array_equal(ids, want), "ids differ from the arrays")
+        k = (want >= 0).sum(axis=2, keepdims=True)
+        check(np.allclose(w, np.where(want >= 0, 1.0 / k, 0.0)), "weights: 1/k of each recorded expert")
+    # The recorded router replays the ids: expert demand per (step, layer) equals the arrays' counts.
+    p = run([MB, "run", "--workload", "trace", "--trace", "v.h5", "--routers", "recorded", "--ep-size", "2",
+             "--workload-arg", "trace.split=block", "--progress", "off", "--out", "r.h5"])
+    check(p.returncode == 0, "recorded replay")
+    with h5py.File("r.h5") as f:
+        demand = f["runs/recorded/expert_demand"][...]
+    flat = np.concatenate(reqs)
+    for s, (a, b) in enumerate([(0, 8), (8, 12)]):
+        for l in range(L):
+            got = np.bincount(flat[a:b, l][flat[a:b, l] >= 0], minlength=E)
+            check(np.array_equal(demand[s, l], got), "step %d layer %d demand %s, want %s" % (s, l, demand[s, l], got))
+    # Malformed input.
+    np.save("f32.npy", np.zeros((2, L, K), dtype=np.float32))
+    bad_convert(r"f32.npy: header field descr: dtype '<f4' is not int16 or int32", "--from", "vllm-routed", "--in",
+                "f32.npy", "--experts", E)
+    np.save("flat.npy", np.zeros((2, L * K), dtype=np.int32))
+    bad_convert(r"flat.npy: header field shape: \[2, 12\] has 2 dimensions \(routed_experts is \[seq_len, layers, topk\]\)",
+                "--from", "vllm-routed", "--in", "flat.npy", "--experts", E)
+    gap = reqs[1].copy()
+    gap[2, 1] = [5, -1, 6, -1]
+    np.save("gap.npy", gap)
+    bad_convert(r"gap.npy: token 2 layer 1: field expert_ids: slot 2 holds expert 6 after an empty slot",
+                "--from", "vllm-routed", "--in", "gap.npy", "--experts", E)
+    big = reqs[1].copy()
+    big[1, 2, 0] = 16
+    np.save("big.npy", big)
+    bad_convert(r"big.npy: token 1 layer 2: field expert_ids: expert id 16 outside \[0, 16\)",
+                "--from", "vllm-routed", "--in", "big.npy", "--experts", E)
+    np.save("other.npy", np.zeros((2, L, K + 1), dtype=np.int32))
+    bad_convert(r"other.npy: header field shape: \[2, 3, 5\], but req/req_000.npy has 3 layers and topk 4",
+                "--from", "vllm-routed", "--in", "req/req_000.npy", "other.npy", "--experts", E)
+    data = open("req/req_001.npy", "rb").read()
+    open("cut.npy", "wb").write(data[:-10])
+    bad_convert(r"cut.npy: truncated data: ", "--from", "vllm-routed", "--in", "cut.npy", "--experts", E)
+    bad_convert(r"--weights-are gates: vLLM routed_experts arrays carry no weights", "--from", "vllm-routed", "--in",
+                "req", "--experts", E, "--weights-are", "gates")
+    bad_convert(r"needs --experts E", "--from", "vllm-routed", "--in", "req")
+
 def main():
     global MB
     if len(sys.argv) != 4:

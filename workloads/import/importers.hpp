@@ -39,5 +39,7 @@ void import_jsonl(const ImportOptions& options);
 // Megatron-Core's router tracer: a folder of router_trace_rank{r}.jsonl (+ logits_rank{r}.bin).
 void import_megatron(const ImportOptions& options);
 void import_npy(const ImportOptions& options);
+// vLLM routed_experts: per-request .npy [seq_len, layers, topk] int16/int32 ids, -1 padded.
+void import_vllm_routed(const ImportOptions& options);
 
 }  // namespace moe
