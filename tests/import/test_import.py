@@ -287,6 +287,40 @@ def case_vllm_routed():
                 "req", "--experts", E, "--weights-are", "gates")
     bad_convert(r"needs --experts E", "--from", "vllm-routed", "--in", "req")
 
+# ------------------------------------------------------------------------------------------------ weights
+def case_weights():
+    """--weights-are is checked against the recorded weights (jsonl, csv) and shown by trace info."""
+    def jsonl(name, rows):
+        with open(name, "w") as f:
+            for i, w in enumerate(rows):
+                f.write(json.dumps({"layer": 0, "pos": i, "ids": list(range(len(w))), "w": w}) + "\n")
+    jsonl("p.jsonl", [[0.5, 0.3], [0.6, 0.39]])
+    args = ["--from", "jsonl", "--experts", "8", "--field", "experts=ids", "--field", "weights=w"]
+    for kind in ("probabilities", "gates", "unknown"):
+        convert(*args, "--in", "p.jsonl", "--weights-are", kind, "--out", kind + ".h5")
+        info = run([MB, "trace", "info", kind + ".h5"]).stdout
+        check("(weights: %s)" % kind in info, "info shows weights: " + kind)
+        with h5py.File(kind + ".h5") as f:
+            check(attr(f, "weights_are") == kind, "attribute weights_are")
+    bad_convert(r"p.jsonl: line 1: field weights \(key 'w'\): token 0: weights sum to 0.800000, not 1 "
+                r"\(--weights-are renormalized", *args, "--in", "p.jsonl", "--weights-are", "renormalized")
+    jsonl("r.jsonl", [[0.5, 0.5], [0.7, 0.3005], [0.9, 0.2]])
+    convert(*args, "--in", "r.jsonl", "--weights-are", "gates", "--out", "r.h5")
+    bad_convert(r"r.jsonl: line 3: field weights \(key 'w'\): token 0: weights sum to 1.100000 > 1 "
+                r"\(--weights-are probabilities", *args, "--in", "r.jsonl", "--weights-are", "probabilities")
+    jsonl("g.jsonl", [[0.5, 0.5], [1.5, 0.2]])
+    bad_convert(r"g.jsonl: line 2: field weights \(key 'w'\): token 0: weight 1.500000 \(slot 0\) is outside \[0, 1\] "
+                r"\(--weights-are gates\)", *args, "--in", "g.jsonl", "--weights-are", "gates")
+    jsonl("n.jsonl", [[0.5, 0.5]])
+    bad_convert(r"--weights-are probabilities: the records have no weights", "--from", "jsonl", "--experts", "8",
+                "--field", "experts=ids", "--in", "n.jsonl", "--weights-are", "probabilities")
+    # CSV (FLAME's layout): a row of probabilities summing past 1.
+    with open("p.csv", "w") as f:
+        f.write("layer_id,token_id,expert_0,expert_1,expert_2,expert_3\n0,0,0.5,0,0.25,0\n0,1,0,0.7,0,0.4\n")
+    convert("--from", "csv", "--in", "p.csv", "--weights-are", "gates", "--out", "c.h5")
+    bad_convert(r"p.csv: line 3: fields expert_\*: weights sum to 1.100000 > 1 \(--weights-are probabilities",
+                "--from", "csv", "--in", "p.csv", "--weights-are", "probabilities")
+
 def main():
     global MB
     if len(sys.argv) != 4:

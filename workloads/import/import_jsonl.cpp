@@ -17,6 +17,7 @@
 #include "harness/core/error.hpp"
 #include "workloads/import/importers.hpp"
 #include "workloads/import/json.hpp"
+#include "workloads/import/weights_check.hpp"
 #include "workloads/trace_file.hpp"
 
 namespace moe {
@@ -175,9 +176,15 @@ void import_jsonl(const ImportOptions& o) {
           if (ids[j]->items[r].number == ids[j]->items[q].number)
             bad(path, line, f, "token " + std::to_string(j) + ": expert id " + std::to_string(id) + " twice");
       }
-      if (!ws.empty())
-        for (const auto& x : ws[j]->items)
+      if (!ws.empty()) {
+        std::vector<float> wv;
+        for (const auto& x : ws[j]->items) {
           if (!x.is_number() || !std::isfinite(x.number)) bad(path, line, "weights (key '" + records.key("weights") + "')", "'" + x.as_text() + "' is not a finite number");
+          wv.push_back(static_cast<float>(x.number));
+        }
+        const std::string why = weights_contradiction(o.weights_are, wv.data(), static_cast<int32_t>(wv.size()));
+        if (!why.empty()) bad(path, line, "weights (key '" + records.key("weights") + "')", "token " + std::to_string(j) + ": " + why);
+      }
     }
   };
   std::vector<const json::Value*> ids, ws;
@@ -209,6 +216,8 @@ void import_jsonl(const ImportOptions& o) {
   w.has_sequences = records.mapped("sequence");
   w.has_token_id = records.mapped("token");
   w.has_rank = records.mapped("rank");
+  if (!records.mapped("weights") && o.weights_are != "unknown")
+    throw InputError("--weights-are " + o.weights_are + ": the records have no weights (map them with --field weights=KEY)");
   w.weights_are = records.mapped("weights") ? o.weights_are : "unknown";
   w.model = o.model;
   w.force = o.force;
