@@ -79,6 +79,8 @@ PY
     perl -e 'my ($d, $s, $p, @v) = @ARGV; my $h = "{\x27descr\x27: \x27$d\x27, \x27fortran_order\x27: False, \x27shape\x27: $s, }";
              $h .= " " x (64 - 10 - length($h) - 1) . "\n"; print "\x93NUMPY\x01\x00", pack("v", length($h)), $h, pack("$p*", @v);' "${@:2}" > "$1"
   }
+  printf '{"l": 0, "p": 0, "ids": [1]}\n{"l": 0, "p": 1, "ids": [2]}\n{"l": 1, "p": 0, "ids": [3]}\n{"l": 0, "p": 1, "ids": [4]}\n' > dup_tok.jsonl
+  printf '{"l": 0, "p": 0, "ids": [1]}\n{"l": 0, "p": 1, "ids": [2]}\n{"l": 1, "p": 0, "ids": [3]}\n' > missed.jsonl
   npy vllm_gap.npy '<i2' '(1, 1, 3)' 's<' 5 -1 6
   npy vllm_f4.npy '<f4' '(1, 1, 3)' 'f<' 5 1 6
   npy vllm_2d.npy '<i4' '(1, 3)' 'l<' 5 1 6

@@ -321,6 +321,68 @@ def case_weights():
     bad_convert(r"p.csv: line 3: fields expert_\*: weights sum to 1.100000 > 1 \(--weights-are probabilities",
                 "--from", "csv", "--in", "p.csv", "--weights-are", "probabilities")
 
+# ----------------------------------------------------------------------------------------- layer mismatch
+def case_layer_mismatch():
+    """--layer-mismatch error|intersect on per-layer records (jsonl, vllm-routed), duplicated records."""
+    E = 8
+    rng = np.random.default_rng(3)
+    recs, truth = [], {}
+    for step in range(2):
+        for layer in (2, 4, 6):
+            for seq in (10, 11):
+                for pos in range(3):
+                    if (step, layer, seq, pos) in ((0, 4, 11, 1), (1, 6, 10, 0), (1, 6, 10, 2)):
+                        continue  # the logger missed these
+                    ids = rng.permutation(E)[:2].tolist()
+                    truth[(step, layer, seq, pos)] = ids
+                    recs.append({"step": step, "layer": layer, "req": seq, "pos": pos, "ids": ids})
+    rng.shuffle(recs[:9])  # record order inside a step does not matter (sorted by sequence, position)
+    recs.sort(key=lambda r: r["step"])
+    with open("m.jsonl", "w") as f:
+        for r in recs:
+            f.write(json.dumps(r) + "\n")
+    args = ["--from", "jsonl", "--in", "m.jsonl", "--experts", E, "--field", "experts=ids", "--field", "layer=layer",
+            "--field", "step=step", "--field", "sequence=req", "--field", "position=pos"]
+    bad_convert(r"m.jsonl: step 0: the layers hold different tokens: layer 2 has 6, layer 4 has 5 of the step's 6 "
+                r"\(5 in every layer\); --layer-mismatch intersect keeps those", *args)
+    out = convert(*args, "--layer-mismatch", "intersect", "--out", "i.h5")
+    check("dropped tokens missing from other layers of their step: layer 2: 3, layer 4: 2, layer 6: 1" in out,
+          "intersect prints what it dropped per layer")
+    # independent computation: the keys every layer has, per step, in (sequence, position) order
+    keep = []
+    for step in range(2):
+        keys = sorted({(s, q, p) for (s, l, q, p) in truth if s == step})
+        keep += [k for k in keys if all((k[0], l, k[1], k[2]) in truth for l in (2, 4, 6))]
+    with h5py.File("i.h5") as f:
+        seq, pos = f["tokens/sequence"][...], f["tokens/position"][...]
+        check(list(zip(seq, pos)) == [(q, p) for (_, q, p) in keep], "kept tokens %s" % list(zip(seq, pos)))
+        offs = f["steps/offset"][...]
+        check(list(offs) == [0, 5, 9], "steps %s" % offs)
+        ids = f["expert_ids"][...]
+        for li, layer in enumerate((2, 4, 6)):
+            want = [truth[(s, layer, q, p)] for (s, q, p) in keep]
+            check(ids[li].tolist() == want, "layer %d ids" % layer)
+    bad_convert(r"--layer-mismatch per-layer: not implemented yet", *args, "--layer-mismatch", "per-layer")
+    bad_convert(r"--layer-mismatch intersect: needs a token identity", "--from", "jsonl", "--in", "m.jsonl",
+                "--experts", E, "--field", "experts=ids", "--field", "layer=layer", "--layer-mismatch", "intersect")
+    # The same (sequence, position, layer) twice: both lines named.
+    lines = open("m.jsonl").read().splitlines()
+    dup = json.loads(lines[0])
+    lines.insert(4, json.dumps(dup))
+    open("d.jsonl", "w").write("\n".join(lines) + "\n")
+    bad_convert(r"d.jsonl: line 1 and d.jsonl: line 5: step 0: layer %d: sequence %d position %d is recorded twice"
+                % (dup["layer"], dup["req"], dup["pos"]), *(["--in", "d.jsonl"] + args[3:] + ["--from", "jsonl"]))
+    # vllm-routed: a token with an empty row (all -1) in one layer.
+    a = np.array([[[1, 2], [3, 4]], [[5, 6], [-1, -1]], [[0, 1], [2, 3]]], dtype=np.int32)
+    np.save("r0.npy", a)
+    bad_convert(r"r0.npy: step 0: the layers hold different tokens: layer 0 has 3, layer 1 has 2 of the step's 3",
+                "--from", "vllm-routed", "--in", "r0.npy", "--experts", E)
+    out = convert("--from", "vllm-routed", "--in", "r0.npy", "--experts", E, "--layer-mismatch", "intersect", "--out", "v.h5")
+    check("layer 0: 1, layer 1: 0" in out, "vllm intersect summary")
+    with h5py.File("v.h5") as f:
+        check(list(f["tokens/position"][...]) == [0, 2], "token 1 dropped")
+        check(f["expert_ids"][...].tolist() == [[[1, 2], [0, 1]], [[3, 4], [2, 3]]], "vllm intersect ids")
+
 def main():
     global MB
     if len(sys.argv) != 4:

@@ -17,6 +17,7 @@
 #include "harness/core/error.hpp"
 #include "workloads/import/importers.hpp"
 #include "workloads/import/json.hpp"
+#include "workloads/import/step_align.hpp"
 #include "workloads/import/weights_check.hpp"
 #include "workloads/trace_file.hpp"
 
@@ -28,6 +29,8 @@ struct Token {
   int32_t position = 0, rank = -1;
   int64_t first = 0;  // into the step's id/weight pool
   int32_t count = 0;
+  int32_t file = 0;  // where the record came from (messages)
+  int64_t line = 0;
 };
 
 struct StepBuffer {
@@ -204,8 +207,6 @@ void import_jsonl(const ImportOptions& o) {
   if (max_k < 1) throw InputError(o.inputs[0] + ": every record has empty expert lists");
 
   const std::vector<int64_t> layer_ids(layer_set.begin(), layer_set.end());
-  std::map<int64_t, int32_t> layer_index;
-  for (size_t i = 0; i < layer_ids.size(); ++i) layer_index[layer_ids[i]] = static_cast<int32_t>(i);
   TraceWriterOptions w;
   w.kind = "assignments";
   w.num_experts = E;
@@ -232,29 +233,52 @@ void import_jsonl(const ImportOptions& o) {
   bool have_step = false;
   std::set<int64_t> done_steps;
   int32_t out_step = 0;
+  const LayerMismatch policy = parse_layer_mismatch(o.layer_mismatch);
+  if (policy != LayerMismatch::error && !records.mapped("position"))
+    throw InputError("--layer-mismatch " + o.layer_mismatch +
+                     ": needs a token identity to match the layers' tokens: map --field position=KEY (and "
+                     "--field sequence=KEY)");
+  AlignOptions ao;
+  ao.policy = policy;
+  ao.sort_by_key = w.has_sequences;
+  ao.origin = [&](int32_t f, int64_t line) { return o.inputs[static_cast<size_t>(f)] + ": line " + std::to_string(line); };
+  std::map<std::string, int32_t> file_index;
+  for (size_t i = 0; i < o.inputs.size(); ++i) file_index.emplace(o.inputs[i], static_cast<int32_t>(i));
+  std::vector<int64_t> dropped(layer_ids.size(), 0);
+  std::vector<std::vector<StepToken>> toks(layer_ids.size());
   auto flush = [&]() {
     if (buf.layers.empty()) return;
-    const auto& first = buf.layers.begin()->second;
-    for (const int64_t l : layer_ids) {
-      const auto it = buf.layers.find(l);
-      const size_t n = it == buf.layers.end() ? 0 : it->second.size();
-      if (n != first.size())
-        throw InputError(o.inputs[0] + ": step " + std::to_string(cur_step) + ": layer " + std::to_string(l) + " has " + std::to_string(n) +
-                         " tokens, layer " + std::to_string(buf.layers.begin()->first) + " has " + std::to_string(first.size()) +
-                         " (every layer of a step must route the same tokens)");
+    for (size_t i = 0; i < layer_ids.size(); ++i) {
+      toks[i].clear();
+      const auto it = buf.layers.find(layer_ids[i]);
+      if (it == buf.layers.end()) continue;
+      for (size_t j = 0; j < it->second.size(); ++j) {
+        const Token& t = it->second[j];
+        StepToken st;
+        st.sequence = t.sequence;
+        st.position = t.position;
+        st.token = t.token;
+        st.rank = t.rank;
+        st.payload = static_cast<int64_t>(j);
+        st.file = t.file;
+        st.record = t.line;
+        toks[i].push_back(st);
+      }
     }
-    if (w.has_sequences)
-      for (auto& [l, toks] : buf.layers)
-        std::stable_sort(toks.begin(), toks.end(), [](const Token& a, const Token& b) {
-          return a.sequence != b.sequence ? a.sequence < b.sequence : a.position < b.position;
-        });
-    const auto& meta = buf.layers.at(layer_ids[0]);
-    const int64_t n = static_cast<int64_t>(meta.size());
+    ao.file = o.inputs[0];
+    const AlignedStep st = align_step(cur_step, layer_ids, toks, ao);
+    for (size_t i = 0; i < layer_ids.size(); ++i) dropped[i] += st.dropped[i];
+    const int64_t n = static_cast<int64_t>(st.tokens.size());
+    if (n == 0) {  // intersect left nothing of this step
+      done_steps.insert(cur_step);
+      buf.clear();
+      return;
+    }
     std::vector<int64_t> seq, tok;
     std::vector<int32_t> pos, rank;
-    for (const auto& t : meta) {
+    for (const auto& t : st.tokens) {
       seq.push_back(t.sequence);
-      pos.push_back(t.position);
+      pos.push_back(static_cast<int32_t>(t.position));
       tok.push_back(t.token);
       rank.push_back(t.rank);
     }
@@ -263,20 +287,20 @@ void import_jsonl(const ImportOptions& o) {
                                              w.has_rank ? std::span<const int32_t>(rank) : std::span<const int32_t>{});
     std::vector<int32_t> out_ids(static_cast<size_t>(n * max_k));
     std::vector<float> out_w(static_cast<size_t>(n * max_k));
-    for (const auto& [l, toks] : buf.layers) {
+    for (size_t li = 0; li < layer_ids.size(); ++li) {
       std::fill(out_ids.begin(), out_ids.end(), -1);
       std::fill(out_w.begin(), out_w.end(), 0.f);
+      const auto it = buf.layers.find(layer_ids[li]);
       for (int64_t i = 0; i < n; ++i) {
-        const Token& t = toks[static_cast<size_t>(i)];
-        if (w.has_sequences && (t.sequence != meta[i].sequence || t.position != meta[i].position))
-          throw InputError(o.inputs[0] + ": step " + std::to_string(cur_step) + ": layer " + std::to_string(l) +
-                           " routes other tokens (sequence/position) than layer " + std::to_string(layer_ids[0]));
+        const int64_t src = st.payload[li][static_cast<size_t>(i)];
+        if (src < 0) continue;
+        const Token& t = it->second[static_cast<size_t>(src)];
         for (int32_t j = 0; j < t.count; ++j) {
           out_ids[static_cast<size_t>(i * max_k + j)] = buf.ids[static_cast<size_t>(t.first + j)];
           out_w[static_cast<size_t>(i * max_k + j)] = buf.weights[static_cast<size_t>(t.first + j)];
         }
       }
-      writer.write_assignments(layer_index.at(l), row, n, out_ids.data(), out_w.data());
+      writer.write_assignments(static_cast<int32_t>(li), row, n, out_ids.data(), out_w.data());
     }
     done_steps.insert(cur_step);
     ++out_step;
@@ -307,6 +331,8 @@ void import_jsonl(const ImportOptions& o) {
       t.position = static_cast<int32_t>(p ? as_int(*p, path, line, "position") : static_cast<int64_t>(toks.size()));
       t.token = k ? as_int(*k, path, line, "token") : -1;
       t.rank = static_cast<int32_t>(r ? as_int(*r, path, line, "rank") : -1);
+      t.file = file_index.at(path);
+      t.line = line;
       t.first = static_cast<int64_t>(buf.ids.size());
       t.count = static_cast<int32_t>(ids[static_cast<size_t>(j)]->items.size());
       for (int32_t q = 0; q < t.count; ++q) {
@@ -318,7 +344,11 @@ void import_jsonl(const ImportOptions& o) {
     }
   });
   flush();
+  if (out_step == 0) throw InputError(o.inputs[0] + ": --layer-mismatch intersect left no token in any step");
   writer.finish();
+  if (policy == LayerMismatch::intersect)
+    std::fprintf(stderr, "trace convert: --layer-mismatch intersect dropped tokens missing from other layers of their step: %s\n",
+                 dropped_summary(layer_ids, dropped).c_str());
   if (records.skipped_filter_ || records.skipped_incomplete_)
     std::fprintf(stderr, "trace convert: skipped %lld records by --skip-if, %lld incomplete\n",
                  static_cast<long long>(records.skipped_filter_), static_cast<long long>(records.skipped_incomplete_));

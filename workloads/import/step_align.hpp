@@ -40,8 +40,7 @@ struct AlignOptions {
   std::function<std::string(int32_t file, int64_t record)> origin;
   std::string file;  // names the input in step-level messages
   // The end of the mismatch message: what the user can do (default: the other policies).
-  std::string remedy =
-      "--layer-mismatch intersect keeps those, --layer-mismatch per-layer keeps each layer's own";
+  std::string remedy = "--layer-mismatch intersect keeps those";
 };
 
 struct AlignedStep {
