@@ -383,6 +383,87 @@ def case_layer_mismatch():
         check(list(f["tokens/position"][...]) == [0, 2], "token 1 dropped")
         check(f["expert_ids"][...].tolist() == [[[1, 2], [0, 1]], [[3, 4], [2, 3]]], "vllm intersect ids")
 
+# ------------------------------------------------------------------------------------------------- sglang
+def case_sglang():
+    """SGLang per_token dumps (torch.save dicts, one per rank) through workloads/capture/sglang_to_moebench.py."""
+    try:
+        import torch
+    except ImportError:
+        print("SKIP: no torch")
+        sys.exit(77)
+    script = os.path.join(ROOT, "workloads", "capture", "sglang_to_moebench.py")
+    L, P, K = 3, 6, 2  # layer 0 is dense (never recorded); 6 physical slots for 4 logical experts
+    phys = torch.tensor([[0, 1, 2, 3, 0, 1]] * L, dtype=torch.int64)
+    rng = np.random.default_rng(5)
+    want = {}  # (fp, rank) -> logical ids [L, T, K]
+
+    def record(fp, rank, lens):
+        n = sum(lens) if lens else 3
+        t = torch.full((L, n, 8), -1, dtype=torch.int32)  # SGLang pads to its _TOP_K_NUM = 8 slots
+        for l in (1, 2):
+            for i in range(n):
+                # K distinct logical experts, each through one of its physical replicas (logical e: e, e + 4)
+                t[l, i, :K] = torch.tensor([e + 4 * int(rng.integers(2)) if e < 2 else e
+                                            for e in rng.permutation(4)[:K]], dtype=torch.int32)
+        want[(fp, rank)] = phys[0][t.clamp(min=0).long()].masked_fill(t < 0, -1)
+        pos = [p for length in (lens or [1] * n) for p in range(length)]
+        return {"forward_pass_id": fp, "rank": rank, "gatherer_key": "primary", "input_ids": list(range(100, 100 + n)),
+                "positions": pos, "extend_seq_lens": lens, "forward_mode": 1, "topk_ids_of_layer": t,
+                "misc_objects": [], "global_physical_count": torch.zeros(L, P, dtype=torch.int32)}
+    torch.save({"records": [record(0, 0, [2, 1]), record(1, 0, None)], "last_physical_to_logical_map": phys}, "r0.pt")
+    torch.save({"records": [record(0, 1, [2]), record(1, 1, None)], "last_physical_to_logical_map": phys}, "r1.pt")
+    p = run([sys.executable, script, "--in", "r0.pt", "r1.pt", "--out", "s.h5", "--moebench", MB])
+    check(p.returncode == 0, "sglang conversion")
+    with h5py.File("s.h5") as f:
+        check(attr(f, "num_experts") == 4, "logical experts from the map")
+        check(list(f.attrs["layer_ids"]) == [1, 2], "the dense layer 0 is left out")
+        check(list(f["steps/offset"][...]) == [0, 5, 11], "steps = forward passes: %s" % f["steps/offset"][...])
+        check(list(f["tokens/rank"][...]) == [0, 0, 0, 1, 1] + [0] * 3 + [1] * 3, "ranks")
+        check(list(f["tokens/position"][...]) == [0, 1, 0, 0, 1] + [0] * 6, "positions")
+        seq = list(f["tokens/sequence"][...])
+        # a fresh id per request of each pass, numbered file by file: r0.pt passes 0, 1 then r1.pt passes 0, 1
+        check(seq == [0, 0, 1, 5, 5, 2, 3, 4, 6, 7, 8], "sequences %s (decode pass: one a token)" % seq)
+        check(list(f["tokens/token_id"][...]) == [100, 101, 102, 100, 101] + [100, 101, 102] * 2, "token ids")
+        ids = f["expert_ids"][...]
+        for li, l in enumerate((1, 2)):
+            w = torch.cat([want[(0, 0)][l], want[(0, 1)][l], want[(1, 0)][l], want[(1, 1)][l]])[:, :K]
+            check(ids[li].tolist() == w.tolist(), "layer %d: logical ids" % l)
+    # Malformed input: one line naming file, record and field; no output.
+    def bad(regex, data, name="bad.pt"):
+        if data is not None:
+            torch.save(data, name)
+        expect_error(regex, [sys.executable, script, "--in", name, "--out", "bad.h5", "--moebench", MB])
+    r = record(0, 0, [3])
+    bad(r"bad.pt: field last_physical_to_logical_map is missing", {"records": [r]})
+    r64 = dict(r, topk_ids_of_layer=r["topk_ids_of_layer"].long())
+    bad(r"bad.pt: record 0: field topk_ids_of_layer: dtype torch.int64, expected torch.int32",
+        {"records": [r64], "last_physical_to_logical_map": phys})
+    r2 = dict(r, topk_ids_of_layer=r["topk_ids_of_layer"][1])
+    bad(r"bad.pt: record 0: field topk_ids_of_layer: 2 dimensions", {"records": [r2], "last_physical_to_logical_map": phys})
+    g = r["topk_ids_of_layer"].clone()
+    g[2, 1, :3] = torch.tensor([4, -1, 5])
+    bad(r"bad.pt: record 0: field topk_ids_of_layer: layer 2 token 1: an id follows -1",
+        {"records": [dict(r, topk_ids_of_layer=g)], "last_physical_to_logical_map": phys})
+    o = r["topk_ids_of_layer"].clone()
+    o[1, 2, 0] = 6
+    bad(r"bad.pt: record 0: field topk_ids_of_layer: layer 1 token 2: physical expert id 6 outside the map's \[0, 6\)",
+        {"records": [dict(r, topk_ids_of_layer=o)], "last_physical_to_logical_map": phys})
+    nokey = dict(r)
+    del nokey["positions"]
+    bad(r"bad.pt: record 0: field positions is missing", {"records": [nokey], "last_physical_to_logical_map": phys})
+    open("cut.pt", "wb").write(open("r0.pt", "rb").read()[:200])
+    bad(r"cut.pt: cannot load \(truncated", None, "cut.pt")
+    # A token missed in layer 2 only: a layer mismatch; intersect drops it.
+    m = r["topk_ids_of_layer"].clone()
+    m[2, 0, :] = -1
+    torch.save({"records": [dict(r, topk_ids_of_layer=m)], "last_physical_to_logical_map": phys}, "miss.pt")
+    bad(r"\(forward passes of miss.pt\): step 0: the layers hold different tokens: layer 1 has 3, layer 2 has 2",
+        None, "miss.pt")
+    p = run([sys.executable, script, "--in", "miss.pt", "--out", "i.h5", "--moebench", MB, "--layer-mismatch", "intersect"])
+    check(p.returncode == 0 and "layer 1: 1, layer 2: 0" in p.stdout, "intersect")
+    with h5py.File("i.h5") as f:
+        check(list(f["tokens/position"][...]) == [1, 2], "the missed token is dropped")
+
 def main():
     global MB
     if len(sys.argv) != 4:
