@@ -23,7 +23,7 @@ namespace {
 
 constexpr const char* kUsage =
     "usage: moebench trace <convert|gen|info|truncate> ...\n"
-    "  convert --from csv|jsonl|megatron|npy --in FILE [FILE...] --out TRACE.h5 [options]   import "
+    "  convert --from csv|jsonl|megatron|npy|vllm-routed --in FILE [FILE...] --out TRACE.h5 [options]   import "
     "a capture\n"
     "  gen --workload NAME --experts E --top-k K --layers L --steps S --tokens N --out TRACE.h5   "
     "synthetic logit trace\n"
@@ -68,8 +68,8 @@ int convert(int argc, char** argv) {
   // clang-format off
   opts.add_options()
     ("help,h", "show this help")
-    ("from", po::value(&from)->required(), "input format: csv | jsonl | megatron | npy")
-    ("in", po::value(&o.inputs)->multitoken()->required(), "input file(s): csv and npy one per layer (or one [L,T,E] npy); jsonl any number")
+    ("from", po::value(&from)->required(), "input format: csv | jsonl | megatron | npy | vllm-routed")
+    ("in", po::value(&o.inputs)->multitoken()->required(), "input file(s): csv and npy one per layer (or one [L,T,E] npy); jsonl any number; megatron the trace folder or its router_trace_rank*.jsonl")
     ("out", po::value(&o.out)->required(), "trace file to write")
     ("force", po::bool_switch(&o.force), "replace an existing output file")
     ("layers", po::value(&layers), "the model's layer numbers of the inputs, e.g. 2-9 or 0,3,5 (csv, npy)")
@@ -79,13 +79,16 @@ int convert(int argc, char** argv) {
     ("skip-if", po::value(&skip_if)->composing(), "jsonl: drop records whose KEY equals VALUE (KEY=VALUE, repeatable)")
     ("skip-incomplete", po::bool_switch(&o.skip_incomplete), "jsonl: drop records lacking a mapped key (default: an error)")
     ("experts", po::value(&o.experts)->default_value(0), "routed experts E (required for jsonl/megatron; checked for csv/npy)")
-    ("tokens-per-step", po::value(&o.tokens_per_step)->default_value(0), "csv/npy: split the token stream into steps of N tokens (0: one step)")
+    ("tokens-per-step", po::value(&o.tokens_per_step)->default_value(0), "csv/npy: split the token stream into steps of N tokens; vllm-routed: whole requests up to N tokens a step (0: one step)")
     ("kind", po::value(&o.kind)->default_value("auto"), "csv: auto | logits | assignments")
     ("values", po::value(&o.values)->default_value("logits"), "csv dense rows / npy: logits | probabilities (stored as log)")
     ("weights-are", po::value(&o.weights_are)->default_value("unknown"), "recorded weights are: probabilities | renormalized | gates | unknown")
     ("expert-prefix", po::value(&o.expert_prefix)->default_value("expert_"), "csv: expert column name prefix")
     ("dtype", po::value(&dtype)->default_value("fp16"), "logit storage: fp16 | fp32")
-    ("model", po::value(&o.model)->default_value(""), "model name for the trace's attributes");
+    ("model", po::value(&o.model)->default_value(""), "model name for the trace's attributes")
+    ("layer-mismatch", po::value(&o.layer_mismatch)->default_value("error"), "a step whose layers hold different tokens: error | intersect (keep the tokens every layer of the step has); per-layer is not implemented yet")
+    ("mtp-layers", po::value(&o.mtp_layers)->default_value("skip"), "megatron: MTP records: skip | import (as layers 1000*(mtp_idx+1)+layer)")
+    ("ignore-logits", po::bool_switch(&o.ignore_logits), "megatron: import top_indices even when the logits sidecar exists");
   // clang-format on
   for (int i = 1; i < argc; ++i)
     if (std::string(argv[i]) == "--help" || std::string(argv[i]) == "-h")
@@ -112,13 +115,15 @@ int convert(int argc, char** argv) {
   if (from == "csv")
     import_csv(o);
   else if (from == "jsonl")
-    import_jsonl(o, "");
+    import_jsonl(o);
   else if (from == "megatron")
-    import_jsonl(o, "megatron");
+    import_megatron(o);
   else if (from == "npy")
     import_npy(o);
+  else if (from == "vllm-routed")
+    import_vllm_routed(o);
   else
-    throw InputError("--from " + from + ": unknown format (known: csv, jsonl, megatron, npy)");
+    throw InputError("--from " + from + ": unknown format (known: csv, jsonl, megatron, npy, vllm-routed)");
   std::printf("wrote %s\n", o.out.c_str());
   return 0;
 }

@@ -77,6 +77,21 @@ PY
   printf 'dom,expert_0,expert_1,expert_2,expert_3\n0,0.5,0,0,0\n1,0,0.5,0,0\n' > dom.csv
   printf 'dom,expert_0,expert_1,expert_2,expert_3\n0,0.5,0,0,0\n-1,0,0.5,0,0\n' > neg_dom.csv
   "$mb" trace convert --from csv --in dom.csv --field domain=dom --out labelled.h5 > /dev/null || return 1
+  printf '{"step": 0, "rank": 0, "top_indices": [[1, 2]]}\n' > mega_nolayer.jsonl
+  printf '{"step": 0, "layer": 0, "rank": 0, "top_indices": [[1, 2], [3, 4]]}\n{"step": 0, "layer": 1, "rank": 0, "top_indices": [[1, 2]]}\n' > mega_short.jsonl
+  mkdir -p mega_trunc
+  printf '{"step": 0, "layer": 0, "rank": 0, "num_tokens": 2, "topk": 2, "top_indices": [[1, 2], [3, 4]], "logit_offset": 0, "logit_bytes": 32, "logit_shape": [2, 8]}\n' > mega_trunc/router_trace_rank0.jsonl
+  printf '0123456789' > mega_trunc/logits_rank0.bin
+  npy() {  # npy FILE DESCR SHAPE PACK VALUES...: a NumPy v1 file written with perl
+    perl -e 'my ($d, $s, $p, @v) = @ARGV; my $h = "{\x27descr\x27: \x27$d\x27, \x27fortran_order\x27: False, \x27shape\x27: $s, }";
+             $h .= " " x (64 - 10 - length($h) - 1) . "\n"; print "\x93NUMPY\x01\x00", pack("v", length($h)), $h, pack("$p*", @v);' "${@:2}" > "$1"
+  }
+  printf '{"l": 0, "p": 0, "ids": [1]}\n{"l": 0, "p": 1, "ids": [2]}\n{"l": 1, "p": 0, "ids": [3]}\n{"l": 0, "p": 1, "ids": [4]}\n' > dup_tok.jsonl
+  printf '{"l": 0, "p": 0, "ids": [1]}\n{"l": 0, "p": 1, "ids": [2]}\n{"l": 1, "p": 0, "ids": [3]}\n' > missed.jsonl
+  npy vllm_gap.npy '<i2' '(1, 1, 3)' 's<' 5 -1 6
+  npy vllm_f4.npy '<f4' '(1, 1, 3)' 'f<' 5 1 6
+  npy vllm_2d.npy '<i4' '(1, 3)' 'l<' 5 1 6
+  npy vllm_cut.npy '<i4' '(2, 1, 3)' 'l<' 5 1 6
 }
 
 make_fixtures > fixtures.log 2>&1 || { cat fixtures.log; echo "FAIL: fixtures"; exit 1; }

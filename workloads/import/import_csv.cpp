@@ -16,6 +16,7 @@
 
 #include "harness/core/error.hpp"
 #include "workloads/import/importers.hpp"
+#include "workloads/import/weights_check.hpp"
 #include "workloads/trace_file.hpp"
 
 namespace moe {
@@ -279,6 +280,10 @@ void import_csv(const ImportOptions& o) {
             ids.push_back(j < static_cast<int32_t>(chosen.size()) ? chosen[j].second : -1);
             weights.push_back(j < static_cast<int32_t>(chosen.size()) ? chosen[j].first : 0.f);
           }
+          const std::string why = weights_contradiction(o.weights_are, weights.data() + weights.size() - k,
+                                                        static_cast<int32_t>(std::min<size_t>(chosen.size(), k)));
+          if (!why.empty())
+            throw InputError(f.path() + ": line " + std::to_string(f.line()) + ": fields " + o.expert_prefix + "*: " + why);
         }
         pos.push_back(static_cast<int32_t>(p >= 0 ? p : row + n));
         seq.push_back(s);

@@ -1,16 +1,12 @@
 // JSON lines: one record per line. --field NAME=KEY maps trace fields to record keys (dotted paths
 // allowed): experts (required: a list of expert ids for one token, or a list of such lists for
-// several tokens), weights (same shape), layer, step, sequence, position, token, rank, domain
-// (scalars, or lists with one entry per token; domain: an integer label >= 0). --skip-if KEY=VALUE
-// drops matching records (warm-up, metadata);
+// several tokens), weights (same shape), layer, step, sequence, position, token, rank (scalars, or
+// lists with one entry per token). --skip-if KEY=VALUE drops matching records (warm-up, metadata);
 // --skip-incomplete drops records lacking a mapped key instead of failing. Records of one step must
 // be contiguous; inside a step and layer, tokens keep the order of the records (then sorted by
 // sequence and position when sequences are mapped), and every layer of a step must hold the same
-// tokens. --experts is required (ids must be < E).
-//
-// Preset `megatron` (--from megatron): Megatron-Core routing-trace records, one per step x layer x
-// rank with the ids of all its tokens: step=step, layer=layer, rank=rank, experts=top_indices,
-// weights=top_probs (optional). --field overrides any of them when a version names them otherwise.
+// tokens. --experts is required (ids must be < E). (Megatron-Core's router traces: --from megatron,
+// import_megatron.cpp.)
 #include <algorithm>
 #include <cmath>
 #include <fstream>
@@ -22,6 +18,8 @@
 #include "harness/core/error.hpp"
 #include "workloads/import/importers.hpp"
 #include "workloads/import/json.hpp"
+#include "workloads/import/step_align.hpp"
+#include "workloads/import/weights_check.hpp"
 #include "workloads/trace_file.hpp"
 
 namespace moe {
@@ -32,6 +30,8 @@ struct Token {
   int32_t position = 0, rank = -1, domain = -1;
   int64_t first = 0;  // into the step's id/weight pool
   int32_t count = 0;
+  int32_t file = 0;  // where the record came from (messages)
+  int64_t line = 0;
 };
 
 struct StepBuffer {
@@ -47,18 +47,11 @@ struct StepBuffer {
 
 class Records {
  public:
-  Records(const ImportOptions& o, const std::string& preset) : o_(o) {
-    if (preset == "megatron") {
-      map_ = {{"step", "step"}, {"layer", "layer"}, {"rank", "rank"}, {"experts", "top_indices"}, {"weights", "top_probs"}};
-      optional_ = {"weights"};
-    }
+  explicit Records(const ImportOptions& o) : o_(o) {
     static const std::set<std::string> known{"experts",  "weights", "layer", "step",  "sequence",
                                              "position", "token",   "rank",  "domain"};
     for (const auto& [k, v] : o.fields) {
-      if (!known.count(k))
-        throw InputError("--field " + k + "=" + v +
-                         ": unknown field (known: experts, weights, layer, step, sequence, "
-                         "position, token, rank, domain)");
+      if (!known.count(k)) throw InputError("--field " + k + "=" + v + ": unknown field (known: experts, weights, layer, step, sequence, position, token, rank, domain)");
       map_[k] = v;
       optional_.erase(k);
     }
@@ -143,9 +136,9 @@ const json::Value* per_token(const json::Value* v, int64_t j, int64_t n, const s
 
 }  // namespace
 
-void import_jsonl(const ImportOptions& o, const std::string& preset) {
-  if (o.inputs.empty()) throw InputError("trace convert --from " + (preset.empty() ? std::string("jsonl") : preset) + ": no --in files");
-  Records records(o, preset);
+void import_jsonl(const ImportOptions& o) {
+  if (o.inputs.empty()) throw InputError("trace convert --from jsonl: no --in files");
+  Records records(o);
   const int32_t E = o.experts;
 
   // Pass 1: validate, find the layers and the widest row.
@@ -188,9 +181,15 @@ void import_jsonl(const ImportOptions& o, const std::string& preset) {
           if (ids[j]->items[r].number == ids[j]->items[q].number)
             bad(path, line, f, "token " + std::to_string(j) + ": expert id " + std::to_string(id) + " twice");
       }
-      if (!ws.empty())
-        for (const auto& x : ws[j]->items)
+      if (!ws.empty()) {
+        std::vector<float> wv;
+        for (const auto& x : ws[j]->items) {
           if (!x.is_number() || !std::isfinite(x.number)) bad(path, line, "weights (key '" + records.key("weights") + "')", "'" + x.as_text() + "' is not a finite number");
+          wv.push_back(static_cast<float>(x.number));
+        }
+        const std::string why = weights_contradiction(o.weights_are, wv.data(), static_cast<int32_t>(wv.size()));
+        if (!why.empty()) bad(path, line, "weights (key '" + records.key("weights") + "')", "token " + std::to_string(j) + ": " + why);
+      }
     }
   };
   std::vector<const json::Value*> ids, ws;
@@ -210,8 +209,6 @@ void import_jsonl(const ImportOptions& o, const std::string& preset) {
   if (max_k < 1) throw InputError(o.inputs[0] + ": every record has empty expert lists");
 
   const std::vector<int64_t> layer_ids(layer_set.begin(), layer_set.end());
-  std::map<int64_t, int32_t> layer_index;
-  for (size_t i = 0; i < layer_ids.size(); ++i) layer_index[layer_ids[i]] = static_cast<int32_t>(i);
   TraceWriterOptions w;
   w.kind = "assignments";
   w.num_experts = E;
@@ -224,11 +221,13 @@ void import_jsonl(const ImportOptions& o, const std::string& preset) {
   w.has_rank = records.mapped("rank");
   w.has_domain = records.mapped("domain");
   w.domain_experts = o.domain_experts;
+  if (!records.mapped("weights") && o.weights_are != "unknown")
+    throw InputError("--weights-are " + o.weights_are + ": the records have no weights (map them with --field weights=KEY)");
   w.weights_are = records.mapped("weights") ? o.weights_are : "unknown";
   w.model = o.model;
   w.force = o.force;
   w.created_by = o.created_by;
-  w.capture_method = preset.empty() ? "jsonl field mapping" : preset + " routing-trace jsonl";
+  w.capture_method = "jsonl field mapping";
   for (const auto& p : o.inputs) w.source += (w.source.empty() ? "" : ",") + p;
   TraceWriter writer(o.out, w);
 
@@ -238,60 +237,92 @@ void import_jsonl(const ImportOptions& o, const std::string& preset) {
   bool have_step = false;
   std::set<int64_t> done_steps;
   int32_t out_step = 0;
+  const LayerMismatch policy = parse_layer_mismatch(o.layer_mismatch);
+  if (policy != LayerMismatch::error && !records.mapped("position"))
+    throw InputError("--layer-mismatch " + o.layer_mismatch +
+                     ": needs a token identity to match the layers' tokens: map --field position=KEY (and "
+                     "--field sequence=KEY)");
+  AlignOptions ao;
+  ao.policy = policy;
+  ao.sort_by_key = w.has_sequences;
+  ao.origin = [&](int32_t f, int64_t line) { return o.inputs[static_cast<size_t>(f)] + ": line " + std::to_string(line); };
+  std::map<std::string, int32_t> file_index;
+  for (size_t i = 0; i < o.inputs.size(); ++i) file_index.emplace(o.inputs[i], static_cast<int32_t>(i));
+  std::vector<int64_t> dropped(layer_ids.size(), 0);
+  std::vector<std::vector<StepToken>> toks(layer_ids.size());
   auto flush = [&]() {
     if (buf.layers.empty()) return;
-    const auto& first = buf.layers.begin()->second;
-    for (const int64_t l : layer_ids) {
-      const auto it = buf.layers.find(l);
-      const size_t n = it == buf.layers.end() ? 0 : it->second.size();
-      if (n != first.size())
-        throw InputError(o.inputs[0] + ": step " + std::to_string(cur_step) + ": layer " + std::to_string(l) + " has " + std::to_string(n) +
-                         " tokens, layer " + std::to_string(buf.layers.begin()->first) + " has " + std::to_string(first.size()) +
-                         " (every layer of a step must route the same tokens)");
+    for (size_t i = 0; i < layer_ids.size(); ++i) {
+      toks[i].clear();
+      const auto it = buf.layers.find(layer_ids[i]);
+      if (it == buf.layers.end()) continue;
+      for (size_t j = 0; j < it->second.size(); ++j) {
+        const Token& t = it->second[j];
+        StepToken st;
+        st.sequence = t.sequence;
+        st.position = t.position;
+        st.token = t.token;
+        st.rank = t.rank;
+        st.payload = static_cast<int64_t>(j);
+        st.file = t.file;
+        st.record = t.line;
+        toks[i].push_back(st);
+      }
     }
-    if (w.has_sequences)
-      for (auto& [l, toks] : buf.layers)
-        std::stable_sort(toks.begin(), toks.end(), [](const Token& a, const Token& b) {
-          return a.sequence != b.sequence ? a.sequence < b.sequence : a.position < b.position;
-        });
-    const auto& meta = buf.layers.at(layer_ids[0]);
-    const int64_t n = static_cast<int64_t>(meta.size());
+    ao.file = o.inputs[0];
+    const AlignedStep st = align_step(cur_step, layer_ids, toks, ao);
+    for (size_t i = 0; i < layer_ids.size(); ++i) dropped[i] += st.dropped[i];
+    const int64_t n = static_cast<int64_t>(st.tokens.size());
+    if (n == 0) {  // intersect left nothing of this step
+      done_steps.insert(cur_step);
+      buf.clear();
+      return;
+    }
     std::vector<int64_t> seq, tok;
-    std::vector<int32_t> pos, rank, dom;
-    for (const auto& t : meta) {
+    std::vector<int32_t> pos, rank, dom(static_cast<size_t>(n), -1);
+    for (const auto& t : st.tokens) {
       seq.push_back(t.sequence);
-      pos.push_back(t.position);
+      pos.push_back(static_cast<int32_t>(t.position));
       tok.push_back(t.token);
       rank.push_back(t.rank);
-      dom.push_back(t.domain);
     }
-    const int64_t row = writer.append_tokens(
-        out_step, n, w.has_sequences ? std::span<const int64_t>(seq) : std::span<const int64_t>{},
-        pos, w.has_token_id ? std::span<const int64_t>(tok) : std::span<const int64_t>{},
-        w.has_domain ? std::span<const int32_t>(dom) : std::span<const int32_t>{},
-        w.has_rank ? std::span<const int32_t>(rank) : std::span<const int32_t>{});
+    if (w.has_domain)  // a token's label, the same in every layer that routes it
+      for (size_t li = 0; li < layer_ids.size(); ++li) {
+        const auto it = buf.layers.find(layer_ids[li]);
+        for (int64_t i = 0; i < n; ++i) {
+          const int64_t src = st.payload[li][static_cast<size_t>(i)];
+          if (src < 0) continue;
+          const Token& t = it->second[static_cast<size_t>(src)];
+          int32_t& d = dom[static_cast<size_t>(i)];
+          if (d >= 0 && t.domain != d)
+            throw InputError(o.inputs[static_cast<size_t>(t.file)] + ": line " + std::to_string(t.line) +
+                             ": field domain (key '" + records.key("domain") + "'): layer " +
+                             std::to_string(layer_ids[li]) + " labels the token " + std::to_string(t.domain) +
+                             ", an earlier layer " + std::to_string(d) +
+                             " (field domain must be the same in every layer)");
+          d = t.domain;
+        }
+      }
+    const int64_t row = writer.append_tokens(out_step, n, w.has_sequences ? std::span<const int64_t>(seq) : std::span<const int64_t>{}, pos,
+                                             w.has_token_id ? std::span<const int64_t>(tok) : std::span<const int64_t>{},
+                                             w.has_domain ? std::span<const int32_t>(dom) : std::span<const int32_t>{},
+                                             w.has_rank ? std::span<const int32_t>(rank) : std::span<const int32_t>{});
     std::vector<int32_t> out_ids(static_cast<size_t>(n * max_k));
     std::vector<float> out_w(static_cast<size_t>(n * max_k));
-    for (const auto& [l, toks] : buf.layers) {
+    for (size_t li = 0; li < layer_ids.size(); ++li) {
       std::fill(out_ids.begin(), out_ids.end(), -1);
       std::fill(out_w.begin(), out_w.end(), 0.f);
+      const auto it = buf.layers.find(layer_ids[li]);
       for (int64_t i = 0; i < n; ++i) {
-        const Token& t = toks[static_cast<size_t>(i)];
-        if (w.has_sequences && (t.sequence != meta[i].sequence || t.position != meta[i].position))
-          throw InputError(o.inputs[0] + ": step " + std::to_string(cur_step) + ": layer " + std::to_string(l) +
-                           " routes other tokens (sequence/position) than layer " + std::to_string(layer_ids[0]));
-        if (t.domain != meta[i].domain)
-          throw InputError(o.inputs[0] + ": step " + std::to_string(cur_step) + ": layer " +
-                           std::to_string(l) + " token " + std::to_string(i) + " has domain " +
-                           std::to_string(t.domain) + ", layer " + std::to_string(layer_ids[0]) +
-                           " has " + std::to_string(meta[i].domain) +
-                           " (field domain must be the same in every layer)");
+        const int64_t src = st.payload[li][static_cast<size_t>(i)];
+        if (src < 0) continue;
+        const Token& t = it->second[static_cast<size_t>(src)];
         for (int32_t j = 0; j < t.count; ++j) {
           out_ids[static_cast<size_t>(i * max_k + j)] = buf.ids[static_cast<size_t>(t.first + j)];
           out_w[static_cast<size_t>(i * max_k + j)] = buf.weights[static_cast<size_t>(t.first + j)];
         }
       }
-      writer.write_assignments(layer_index.at(l), row, n, out_ids.data(), out_w.data());
+      writer.write_assignments(static_cast<int32_t>(li), row, n, out_ids.data(), out_w.data());
     }
     done_steps.insert(cur_step);
     ++out_step;
@@ -324,13 +355,14 @@ void import_jsonl(const ImportOptions& o, const std::string& preset) {
       t.token = k ? as_int(*k, path, line, "token") : -1;
       t.rank = static_cast<int32_t>(r ? as_int(*r, path, line, "rank") : -1);
       if (d) {
-        const int64_t label =
-            as_int(*d, path, line, "domain (key '" + records.key("domain") + "')");
+        const int64_t label = as_int(*d, path, line, "domain (key '" + records.key("domain") + "')");
         if (label < 0 || label > std::numeric_limits<int32_t>::max())
           bad(path, line, "domain (key '" + records.key("domain") + "')",
               "domain " + std::to_string(label) + " is not in [0, 2^31)");
         t.domain = static_cast<int32_t>(label);
       }
+      t.file = file_index.at(path);
+      t.line = line;
       t.first = static_cast<int64_t>(buf.ids.size());
       t.count = static_cast<int32_t>(ids[static_cast<size_t>(j)]->items.size());
       for (int32_t q = 0; q < t.count; ++q) {
@@ -342,7 +374,11 @@ void import_jsonl(const ImportOptions& o, const std::string& preset) {
     }
   });
   flush();
+  if (out_step == 0) throw InputError(o.inputs[0] + ": --layer-mismatch intersect left no token in any step");
   writer.finish();
+  if (policy == LayerMismatch::intersect)
+    std::fprintf(stderr, "trace convert: --layer-mismatch intersect dropped tokens missing from other layers of their step: %s\n",
+                 dropped_summary(layer_ids, dropped).c_str());
   if (records.skipped_filter_ || records.skipped_incomplete_)
     std::fprintf(stderr, "trace convert: skipped %lld records by --skip-if, %lld incomplete\n",
                  static_cast<long long>(records.skipped_filter_), static_cast<long long>(records.skipped_incomplete_));

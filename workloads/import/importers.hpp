@@ -27,6 +27,9 @@ struct ImportOptions {
   bool fp16 = true;                           // logits stored as float16
   std::string domain_experts;  // --domain-experts: the domain -> experts map stored in the trace
   std::string token_table;  // npy: --token-table FILE.csv (sequence, position, domain, token, rank)
+  std::string layer_mismatch = "error";        // error | intersect | per-layer (step_align.hpp)
+  std::string mtp_layers = "skip";            // megatron: skip | import MTP records
+  bool ignore_logits = false;                 // megatron: import top_indices even with the sidecar
   std::string model, created_by;
 };
 
@@ -34,8 +37,11 @@ struct ImportOptions {
 std::vector<int64_t> parse_layer_list(const std::string& spec);
 
 void import_csv(const ImportOptions& options);
-// preset "" (plain field mapping) or "megatron" (Megatron-Core routing-trace records).
-void import_jsonl(const ImportOptions& options, const std::string& preset);
+void import_jsonl(const ImportOptions& options);
+// Megatron-Core's router tracer: a folder of router_trace_rank{r}.jsonl (+ logits_rank{r}.bin).
+void import_megatron(const ImportOptions& options);
 void import_npy(const ImportOptions& options);
+// vLLM routed_experts: per-request .npy [seq_len, layers, topk] int16/int32 ids, -1 padded.
+void import_vllm_routed(const ImportOptions& options);
 
 }  // namespace moe
