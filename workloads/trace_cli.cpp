@@ -74,7 +74,7 @@ int convert(int argc, char** argv) {
     ("force", po::bool_switch(&o.force), "replace an existing output file")
     ("layers", po::value(&layers), "the model's layer numbers of the inputs, e.g. 2-9 or 0,3,5 (csv, npy)")
     ("field", po::value(&fields)->composing(), "jsonl: NAME=KEY, NAME one of experts weights layer step sequence position token rank domain; csv: position|sequence|token|domain=COLUMN")
-    ("token-table", po::value(&o.token_table), "npy: FILE.csv with any of the columns sequence, position, domain, token, rank, one row per token in token order")
+    ("token-table", po::value(&o.token_table), "npy, csv: FILE.csv with any of the columns sequence, position, domain, token, rank, one row per token in token order")
     ("domain-experts", po::value(&o.domain_experts), "the domain -> experts map stored in the trace, e.g. 0=0;1=2+3 (needs domain labels)")
     ("skip-if", po::value(&skip_if)->composing(), "jsonl: drop records whose KEY equals VALUE (KEY=VALUE, repeatable)")
     ("skip-incomplete", po::bool_switch(&o.skip_incomplete), "jsonl: drop records lacking a mapped key (default: an error)")
@@ -109,9 +109,9 @@ int convert(int argc, char** argv) {
                      ": unknown (known: probabilities, renormalized, gates, unknown)");
   o.fp16 = dtype == "fp16";
   o.created_by = joined(argc, argv);
-  if (!o.token_table.empty() && from != "npy")
+  if (!o.token_table.empty() && from != "npy" && from != "csv")
     throw InputError("--token-table " + o.token_table +
-                     ": only for --from npy (csv and jsonl take --field NAME=KEY)");
+                     ": only for --from npy and csv (jsonl takes --field NAME=KEY)");
   if (from == "csv")
     import_csv(o);
   else if (from == "jsonl")

@@ -263,6 +263,34 @@ trace_flame_np2)
   cmp -s want.txt got_recorded.txt || { paste want.txt got_recorded.txt | head; fail "recorded loads differ from the CSV counts"; }
   cmp -s want.txt got_softmax_topk.txt || fail "softmax_topk (k=6) on the reconstructed logits should pick the recorded experts"
   ;;
+trace_flame_all_routers_np2)
+  # Issue 16's done-when: the real FLAME trace (top-6 probabilities) under every registered router,
+  # the unrecorded tail completed by --trace-tail mass, sequences from a token table (the stream's
+  # end-of-document token), and every completed figure marked in the report.
+  flame=${MOEBENCH_SHARED:-$(dirname "$mb")/../../../shared}/traces/flame-moe-290m
+  [ -f "$flame/layer02.csv" ] || { echo "SKIP: $flame not found (../shared is not beside the project)"; exit 77; }
+  awk 'BEGIN { print "sequence,token" } { print s "," $1; if ($1 == 0) s++ }' s=0 "$flame/token_ids.txt" > tokens.csv
+  "$mb" trace convert --from csv --in "$flame"/layer0{2..9}.csv --layers 2-9 --weights-are probabilities \
+    --token-table tokens.csv --model flame-moe-290m --out flame.h5 || fail "convert failed"
+  "$mb" trace info flame.h5 | grep -qE "sequences +2" || fail "info: the token table's two documents"
+  routers=$("$mb" list routers | awk 'NR > 1 && NF { print $1 }' | paste -sd, -)
+  [ "$(echo "$routers" | tr ',' '\n' | wc -l)" -ge 12 ] || fail "expected every registered router, got $routers"
+  $mpiexec -n 2 "$mb" run --workload trace --trace flame.h5 --workload-arg trace.split=block --nodes 2 --ranks-per-node 2 \
+    --routers "$routers" --trace-tail mass --progress off --out r.h5 > run.log || { cat run.log; fail "replay failed"; }
+  report=$("$mb" report r.h5 --claims) || fail "report failed"
+  for router in $(echo "$routers" | tr ',' ' '); do
+    used=$(h5dump -a /runs/$router/tail_completed r.h5 | sed -n 's/.*(0): *//p')
+    case $router in
+      recorded|softmax_topk|sigmoid_topk) [ "$used" = 0 ] || fail "$router reads only the recorded top-6 (tail_completed $used)" ;;
+      *) [ "$used" = 1 ] || fail "$router must be marked as reading the completed tail (got '$used')"
+         echo "$report" | grep -q "^$router\* " || fail "report table does not mark $router" ;;
+    esac
+  done
+  for router in etr lapsum deepseek_v3 expert_choice; do
+    echo "$report" | grep -E "measured: $router:" | grep -q "\[tail completed (mass)\]" || fail "claim figure of $router not marked"
+  done
+  echo "$report" | grep -qE "tail completed \(mass\): .*deepseek_v3.*etr" || fail "report note names the tail routers"
+  ;;
 trace_import_errors)
   # Malformed input: one line naming file, line and field; non-zero exit; no output file left.
   printf 'layer_id,token_id,expert_0,expert_1,expert_2,expert_3\n0,0,0.5,0,0.25,0\n0,1,0,0.7,0,0.1\n' > ok.csv

@@ -16,6 +16,7 @@
 
 #include "harness/core/error.hpp"
 #include "workloads/import/importers.hpp"
+#include "workloads/import/token_table.hpp"
 #include "workloads/import/weights_check.hpp"
 #include "workloads/trace_file.hpp"
 
@@ -209,6 +210,19 @@ void import_csv(const ImportOptions& o) {
       throw InputError(path + ": " + std::to_string(n) + " rows, " + o.inputs[0] + " has " + std::to_string(rows) + " (every layer file needs the same tokens)");
     rows = n;
   }
+  TokenTable table;  // --token-table: the tokens' metadata from a file of its own
+  if (!o.token_table.empty()) {
+    if (has_pos || has_seq || has_tok || has_dom)
+      throw InputError("--token-table " + o.token_table +
+                       ": the csv columns already give token fields (--field position|sequence|token|domain); use one or the other");
+    table = read_token_table(o.token_table);
+    if (table.rows != rows)
+      throw InputError(o.token_table + ": " + std::to_string(table.rows) + " token rows, " + o.inputs[0] + " has " +
+                       std::to_string(rows) + " (--token-table needs one row per token, in token order)");
+    has_seq = table.has_seq;
+    has_tok = table.has_tok;
+    has_dom = table.has_dom;
+  }
   if (o.kind != "auto" && o.kind != "logits" && o.kind != "assignments")
     throw InputError("--kind " + o.kind + ": unknown (known: auto, logits, assignments)");
   const std::string kind = o.kind != "auto" ? o.kind : (max_nz * 2 <= E && !negative ? "assignments" : "logits");
@@ -224,6 +238,7 @@ void import_csv(const ImportOptions& o) {
   w.has_sequences = has_seq;
   w.has_token_id = has_tok;
   w.has_domain = has_dom;
+  w.has_rank = table.has_rank;
   w.domain_experts = o.domain_experts;
   w.weights_are = o.weights_are;
   w.model = o.model;
@@ -292,7 +307,19 @@ void import_csv(const ImportOptions& o) {
         ++n;
       }
       if (n == 0) break;
-      if (l == 0) {
+      if (l == 0 && !o.token_table.empty()) {
+        const int32_t step = o.tokens_per_step > 0 ? static_cast<int32_t>(row / o.tokens_per_step) : 0;
+        const size_t at = static_cast<size_t>(row), len = static_cast<size_t>(n);
+        auto part64 = [&](const std::vector<int64_t>& x, bool has) {
+          return has ? std::span<const int64_t>(x).subspan(at, len) : std::span<const int64_t>{};
+        };
+        auto part32 = [&](const std::vector<int32_t>& x, bool has) {
+          return has ? std::span<const int32_t>(x).subspan(at, len) : std::span<const int32_t>{};
+        };
+        writer.append_tokens(step, n, part64(table.sequence, table.has_seq), part32(table.position, true),
+                             part64(table.token, table.has_tok), part32(table.domain, table.has_dom),
+                             part32(table.rank, table.has_rank));
+      } else if (l == 0) {
         const int32_t step = o.tokens_per_step > 0 ? static_cast<int32_t>(row / o.tokens_per_step) : 0;
         writer.append_tokens(
             step, n, has_seq ? std::span<const int64_t>(seq) : std::span<const int64_t>{}, pos,
