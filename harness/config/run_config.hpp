@@ -77,6 +77,7 @@ struct RunConfig {
   std::string progress = "auto";         // auto | bar | lines | off
   std::string config_file;
   std::string trace_file;                  // --workload trace: the trace to replay
+  std::string count_sources = "uniform";   // count-only traces: attribution of the source ranks
   std::set<std::string> explicit_options;  // options given on the command line or in the INI file
   std::string command_line;
 

@@ -139,6 +139,12 @@ RunOutput run_pipeline(const RunConfig& cfg, const Comm& world, const RunOptions
     workload->generate_ranks(0, 0, first_rank, 1, batch);
   });  // a bad row may be one process's
   for (size_t ri = 0; ri < routers.size(); ++ri) {
+    if (batch.count_only && !routers[ri]->replays_recorded())
+      throw InputError("router " + cfg.routers[ri] + " cannot run on the count-only trace " +
+                       cfg.trace_file +
+                       ": it holds per-expert counts per step and layer, no per-token logits or "
+                       "choices to route "
+                       "(only recorded replays it)");
     const std::string missing = routers[ri]->missing_input(batch);
     if (!missing.empty())
       throw InputError("router " + cfg.routers[ri] + " cannot run on workload " + cfg.workload +
@@ -175,6 +181,12 @@ RunOutput run_pipeline(const RunConfig& cfg, const Comm& world, const RunOptions
     info.topology_json = topology_json(topo);
     if (cfg.workload != "trace")
       info.workload_source = "synthetic workload " + cfg.workload;
+    else if (batch.count_only)
+      info.workload_source =
+          "count-only trace " + cfg.trace_file +
+          ": per-expert counts per step and layer, each assignment replayed as a token with one "
+          "expert; source ranks attributed by --count-sources " +
+          cfg.count_sources + " (workloads/TRACE_FORMAT.md)";
     else if (batch.recorded_k > 0)
       info.workload_source =
           "assignment trace " + cfg.trace_file +
@@ -182,6 +194,12 @@ RunOutput run_pipeline(const RunConfig& cfg, const Comm& world, const RunOptions
           std::to_string(batch.recorded_k) + " (workloads/TRACE_FORMAT.md)";
     else
       info.workload_source = "logit trace " + cfg.trace_file;
+    if (batch.count_only)
+      info.count_sources =
+          cfg.count_sources +
+          ": each EP rank sends floor or ceil of demand/R tokens to each expert (a "
+          "step's assignments, ordered by expert, dealt round-robin: assignment j from "
+          "rank j mod R); the trace records no source ranks";
     info.routers = cfg.routers;
     info.figure_names = figure_names;
     info.hosts = gather_hosts(world);

@@ -16,6 +16,7 @@ struct ResultsFileInfo {
   std::string command_line;
   std::string topology_json;
   std::string workload_source;  // what the tokens came from (synthetic workload or trace, and how)
+  std::string count_sources;    // count-only traces: the source-rank attribution ("" otherwise)
   std::vector<std::string> routers;
   std::vector<std::vector<std::string>> figure_names;  // [router]: /runs/<router>/figures/<name>
   std::vector<std::string> hosts;                      // one per process
