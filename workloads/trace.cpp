@@ -13,6 +13,12 @@
 // domain_experts=0=0;1=2+3, which wins) and /tokens/domain, every batch carries each token's domain
 // and the map (the same for every layer), so every router gets the transition figures.
 //
+// Count-only traces (kind counts, TRACE_FORMAT.md "Count-only traces"): each assignment of a step
+// becomes a token with one recorded expert (weight 1). Attribution `uniform` (--count-sources): the
+// step's assignments, ordered by expert, are dealt to the EP ranks round-robin (assignment j to
+// rank j mod R), so each rank sends floor or ceil of demand/R to each expert; a function of R only.
+// batch.count_only tells the driver that only `recorded` can route it.
+//
 // Knobs: split=sequence|block (default sequence), domain_experts=MAP (default: the trace's).
 #include <algorithm>
 #include <memory>
@@ -35,7 +41,7 @@ class TraceWorkload final : public Workload {
     if (setup.trace_file.empty()) throw InputError("--workload trace: needs --trace FILE");
     reader_ = std::make_unique<TraceReader>(setup.trace_file, setup.comm, true);
     const TraceHeader& h = reader_->header();
-    by_sequence_ = split == "sequence" && h.has_sequences;
+    by_sequence_ = split == "sequence" && h.has_sequences && !h.counts();
     if (h.num_experts != setup.num_experts)
       throw InputError("trace " + setup.trace_file + ": num_experts = " + std::to_string(h.num_experts) + " but --experts " +
                        std::to_string(setup.num_experts));
@@ -91,6 +97,8 @@ class TraceWorkload final : public Workload {
     if (first_token < 0 || num_tokens < 0 || first_token + num_tokens > N)
       fail("trace: tokens outside step " + std::to_string(s));
     const int32_t E = h.num_experts;
+    out.count_only = h.counts();
+    if (h.counts()) return generate_counts(step, layer, s, tl, first_token, num_tokens, out);
     out.step = step;
     out.layer = layer;
     out.num_experts = E;
@@ -163,6 +171,56 @@ class TraceWorkload final : public Workload {
   void fill_logits(TokenBatch&) override { fail("trace: fill_logits is not used"); }
 
  private:
+  // Count-only trace: the batch's tokens are assignments dealt round-robin (class comment).
+  void generate_counts(int32_t step, int32_t layer, int32_t s, int32_t tl, int64_t first_token,
+                       int64_t num_tokens, TokenBatch& out) {
+    const TraceHeader& h = reader_->header();
+    const int32_t E = h.num_experts, R = setup_.ep_size;
+    if (counts_step_ != s) {
+      reader_->read_counts(s, 1, counts_);
+      counts_step_ = s;
+    }
+    prefix_.assign(static_cast<size_t>(E) + 1, 0);  // first assignment of each expert in the step
+    const int64_t* c = counts_.data() + static_cast<size_t>(tl) * E;
+    for (int32_t e = 0; e < E; ++e) prefix_[e + 1] = prefix_[e] + c[e];
+    const std::vector<int64_t>& first = layouts_[static_cast<size_t>(s)];
+    out.step = step;
+    out.layer = layer;
+    out.num_experts = E;
+    out.num_tokens = num_tokens;
+    out.first_token = first_token;
+    out.global_tokens = h.step_offsets[s + 1] - h.step_offsets[s];
+    out.tokens_per_rank = 0;
+    out.rank_offsets.clear();
+    out.first_rank = 0;
+    out.has_sequences = false;
+    out.full_logits = false;
+    out.logits.clear();
+    out.domain.clear();
+    out.domain_experts.clear();
+    out.experts_per_domain = 0;
+    out.recorded_k = 1;
+    out.recorded_variable_k = false;
+    out.sequence.assign(static_cast<size_t>(num_tokens), -1);
+    out.position.resize(static_cast<size_t>(num_tokens));
+    out.recorded_expert.resize(static_cast<size_t>(num_tokens));
+    out.recorded_weight.assign(static_cast<size_t>(num_tokens), 1.f);
+    int32_t r = static_cast<int32_t>(std::upper_bound(first.begin(), first.end(), first_token) -
+                                     first.begin()) -
+                1;
+    for (int64_t t = 0; t < num_tokens; ++t) {
+      const int64_t g = first_token + t;
+      while (g >= first[static_cast<size_t>(r) + 1]) ++r;
+      const int64_t j =
+          r + (g - first[static_cast<size_t>(r)]) * R;  // the assignment this token is
+      out.position[t] = static_cast<int32_t>(j);
+      out.recorded_expert[t] =
+          static_cast<int32_t>(std::upper_bound(prefix_.begin(), prefix_.end(), j) -
+                               prefix_.begin()) -
+          1;
+    }
+  }
+
   // The split of trace step s over the EP ranks (TRACE_FORMAT.md, Replay).
   void split_step(int32_t s, std::vector<int64_t>& first) {
     const TraceHeader& h = reader_->header();
@@ -184,7 +242,12 @@ class TraceWorkload final : public Workload {
       }
     }
     for (int32_t r = 0; r < R; ++r)
-      if (first[r + 1] <= first[r])
+      if (first[r + 1] <= first[r] && h.counts())
+        throw InputError("trace " + setup_.trace_file + ": step " + std::to_string(s) + " counts " +
+                         std::to_string(N) + " assignments for " + std::to_string(R) +
+                         " EP ranks: rank " + std::to_string(r) +
+                         " would route none (use fewer ranks)");
+      else if (first[r + 1] <= first[r])
         throw InputError("trace " + setup_.trace_file + ": step " + std::to_string(s) + " has " + std::to_string(N) +
                          " tokens" + (by_sequence_ ? " in too few sequences" : "") + " for " + std::to_string(R) +
                          " EP ranks: rank " + std::to_string(r) + " would route none" +
@@ -199,6 +262,8 @@ class TraceWorkload final : public Workload {
   std::vector<int32_t> domain_experts_;  // [domains][experts_per_domain_]
   TraceTokens tokens_;
   int32_t meta_step_ = -1;
+  int32_t counts_step_ = -1;  // kind counts: the step whose counts_ [L, E] are loaded
+  std::vector<int64_t> counts_, prefix_;
   int64_t meta_first_ = -1, meta_n_ = -1;
 };
 

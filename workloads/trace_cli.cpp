@@ -23,7 +23,8 @@ namespace {
 
 constexpr const char* kUsage =
     "usage: moebench trace <convert|gen|info|truncate> ...\n"
-    "  convert --from csv|jsonl|megatron|npy|vllm-routed --in FILE [FILE...] --out TRACE.h5 [options]   import "
+    "  convert --from csv|jsonl|megatron|npy|vllm-routed|counts-csv|counts-npy|sglang-stat --in FILE [FILE...] "
+    "--out TRACE.h5   import "
     "a capture\n"
     "  gen --workload NAME --experts E --top-k K --layers L --steps S --tokens N --out TRACE.h5   "
     "synthetic logit trace\n"
@@ -68,7 +69,7 @@ int convert(int argc, char** argv) {
   // clang-format off
   opts.add_options()
     ("help,h", "show this help")
-    ("from", po::value(&from)->required(), "input format: csv | jsonl | megatron | npy | vllm-routed")
+    ("from", po::value(&from)->required(), "input format: csv | jsonl | megatron | npy | vllm-routed | counts-csv | counts-npy | sglang-stat")
     ("in", po::value(&o.inputs)->multitoken()->required(), "input file(s): csv and npy one per layer (or one [L,T,E] npy); jsonl any number; megatron the trace folder or its router_trace_rank*.jsonl")
     ("out", po::value(&o.out)->required(), "trace file to write")
     ("force", po::bool_switch(&o.force), "replace an existing output file")
@@ -78,6 +79,7 @@ int convert(int argc, char** argv) {
     ("domain-experts", po::value(&o.domain_experts), "the domain -> experts map stored in the trace, e.g. 0=0;1=2+3 (needs domain labels)")
     ("skip-if", po::value(&skip_if)->composing(), "jsonl: drop records whose KEY equals VALUE (KEY=VALUE, repeatable)")
     ("skip-incomplete", po::bool_switch(&o.skip_incomplete), "jsonl: drop records lacking a mapped key (default: an error)")
+    ("top-k", po::value(&o.top_k)->default_value(0), "counts-*: the model's k, recorded for information (replay uses k = 1 per assignment)")
     ("experts", po::value(&o.experts)->default_value(0), "routed experts E (required for jsonl/megatron; checked for csv/npy)")
     ("tokens-per-step", po::value(&o.tokens_per_step)->default_value(0), "csv/npy: split the token stream into steps of N tokens; vllm-routed: whole requests up to N tokens a step (0: one step)")
     ("kind", po::value(&o.kind)->default_value("auto"), "csv: auto | logits | assignments")
@@ -122,8 +124,13 @@ int convert(int argc, char** argv) {
     import_npy(o);
   else if (from == "vllm-routed")
     import_vllm_routed(o);
+  else if (from == "counts-csv")
+    import_counts_csv(o);
+  else if (from == "counts-npy" || from == "sglang-stat")
+    import_counts_npy(o, from);
   else
-    throw InputError("--from " + from + ": unknown format (known: csv, jsonl, megatron, npy, vllm-routed)");
+    throw InputError("--from " + from +
+                     ": unknown format (known: csv, jsonl, megatron, npy, vllm-routed, counts-csv, counts-npy, sglang-stat)");
   std::printf("wrote %s\n", o.out.c_str());
   return 0;
 }
@@ -231,7 +238,7 @@ int truncate(int argc, char** argv) {
   const TraceHeader& h = r.header();
   const int32_t E = h.num_experts;
   if (!h.logits())
-    throw InputError("trace truncate: " + in + " is an assignment trace (kind " + h.kind +
+    throw InputError("trace truncate: " + in + " is not a logit trace (kind " + h.kind +
                      "); truncate needs full logits");
   if (K < 1 || K > E)
     throw InputError("trace truncate: --top-k must be in [1, experts=" + std::to_string(E) +
@@ -316,13 +323,20 @@ int info(int argc, char** argv) {
   std::printf("trace %s\n", path.c_str());
   std::printf("  format      moebench-trace v%lld, kind %s%s\n",
               static_cast<long long>(kTraceFormatVersion), h.kind.c_str(),
-              h.logits() ? (h.logits_fp16 ? " (float16)" : " (float32)")
-                         : (" (weights: " + h.weights_are + ")").c_str());
+              h.counts()
+                  ? " (per-step expert counts only: no per-token ids, weights or source ranks)"
+              : h.logits() ? (h.logits_fp16 ? " (float16)" : " (float32)")
+                           : (" (weights: " + h.weights_are + ")").c_str());
   std::printf(
-      "  experts     %d\n  layers      %d (model layers %s)\n  steps       %d\n  tokens      %lld "
+      "  experts     %d\n  layers      %d (model layers %s)\n  steps       %d\n  %s %lld "
       "(per layer)\n",
-      E, h.num_layers, layers.c_str(), h.num_steps, static_cast<long long>(h.num_tokens));
-  if (h.has_sequences)
+      E, h.num_layers, layers.c_str(), h.num_steps, h.counts() ? "assignments" : "tokens     ",
+      static_cast<long long>(h.num_tokens));
+  if (h.counts())
+    std::printf(
+        "  sequences   none (replay: each assignment one token, dealt to the EP ranks, "
+        "--count-sources uniform)\n");
+  else if (h.has_sequences)
     std::printf("  sequences   %lld\n", static_cast<long long>(sequences));
   else
     std::printf("  sequences   unknown (replay splits tokens in contiguous blocks)\n");
@@ -352,16 +366,16 @@ int info(int argc, char** argv) {
   } else {
     std::printf("  domains     none (no /tokens/domain)\n");
   }
-  std::printf(
-      "  top-k       %d%s\n", h.top_k,
-      h.variable_k ? " (variable: rows padded)" : (h.logits() && h.top_k == 0 ? " (unknown)" : ""));
+  std::printf("  top-k       %d%s\n", h.top_k,
+              h.variable_k ? " (variable: rows padded)" : (h.top_k == 0 ? " (unknown)" : ""));
   std::printf("  size        %.1f MB on disk\n",
               static_cast<double>(std::filesystem::file_size(path)) / 1e6);
   std::printf("  model       %s\n  source      %s\n  captured by %s\n  created by  %s\n",
               h.model.empty() ? "-" : h.model.c_str(), h.source.empty() ? "-" : h.source.c_str(),
               h.capture_method.empty() ? "-" : h.capture_method.c_str(),
               h.created_by.empty() ? "-" : h.created_by.c_str());
-  const int32_t k = h.logits() ? (k_opt > 0 ? k_opt : (h.top_k > 0 ? h.top_k : 1)) : h.top_k;
+  const int32_t k =
+      h.logits() ? (k_opt > 0 ? k_opt : (h.top_k > 0 ? h.top_k : 1)) : std::max(h.top_k, 1);
   if (k > E)
     throw InputError("--top-k " + std::to_string(k) + " exceeds the trace's " + std::to_string(E) +
                      " experts");
@@ -399,6 +413,17 @@ std::vector<std::vector<int64_t>> trace_expert_loads(TraceReader& r, int32_t k) 
                                           std::vector<int64_t>(static_cast<size_t>(E), 0));
   std::vector<float> logits, weights, val;
   std::vector<int32_t> ids;
+  if (h.counts()) {  // the recorded counts, summed over the steps
+    std::vector<int64_t> c;
+    for (int32_t s = 0; s < h.num_steps; ++s) {
+      r.read_counts(s, 1, c);
+      for (int32_t l = 0; l < h.num_layers; ++l)
+        for (int32_t e = 0; e < E; ++e)
+          loads[static_cast<size_t>(l)][static_cast<size_t>(e)] +=
+              c[static_cast<size_t>(l) * E + e];
+    }
+    return loads;
+  }
   for (int32_t l = 0; l < h.num_layers; ++l)
     for (int64_t first = 0; first < h.num_tokens; first += kBlock) {
       const int64_t n = std::min(kBlock, h.num_tokens - first);

@@ -156,6 +156,33 @@ std::string format_domain_experts(const std::vector<std::vector<int32_t>>& map) 
   return s;
 }
 
+std::string check_counts(const int64_t* c, int32_t first_step, int32_t steps, int32_t L, int32_t E,
+                         const std::vector<int64_t>& layer_ids) {
+  for (int32_t s = 0; s < steps; ++s) {
+    int64_t first_sum = 0;
+    for (int32_t l = 0; l < L; ++l) {
+      const int64_t* row = c + (static_cast<int64_t>(s) * L + l) * E;
+      int64_t sum = 0;
+      for (int32_t e = 0; e < E; ++e) {
+        if (row[e] < 0)
+          return "step " + std::to_string(first_step + s) + " layer " +
+                 std::to_string(layer_ids[static_cast<size_t>(l)]) + " expert " +
+                 std::to_string(e) + ": count " + std::to_string(row[e]) + " is negative";
+        sum += row[e];
+      }
+      if (l == 0)
+        first_sum = sum;
+      else if (sum != first_sum)
+        return "step " + std::to_string(first_step + s) + ": layer " +
+               std::to_string(layer_ids[static_cast<size_t>(l)]) + " counts " +
+               std::to_string(sum) + " assignments, layer " + std::to_string(layer_ids[0]) +
+               " counts " + std::to_string(first_sum) +
+               " (every layer of a step must route the same tokens)";
+    }
+  }
+  return "";
+}
+
 namespace {
 
 Handle half_type() {
@@ -193,7 +220,7 @@ struct TraceReader::Impl {
   std::string path;
   TraceHeader h;
   Handle file, dxpl;
-  Handle d_step, d_seq, d_pos, d_tok, d_dom, d_rank, d_logits, d_ids, d_w;
+  Handle d_step, d_seq, d_pos, d_tok, d_dom, d_rank, d_logits, d_ids, d_w, d_counts;
   Handle logits_file_type;
   std::vector<uint16_t> half_buf;
 
@@ -267,7 +294,8 @@ TraceReader::TraceReader(const std::string& path, MPI_Comm comm, bool collective
   if (version != kTraceFormatVersion)
     m.bad("format_version " + std::to_string(version) + " is not supported (this build reads version " + std::to_string(kTraceFormatVersion) + ")");
   h.kind = attr_s("kind", true);
-  if (h.kind != "logits" && h.kind != "assignments") m.bad("attribute kind = '" + h.kind + "' (known: logits, assignments)");
+  if (h.kind != "logits" && h.kind != "assignments" && h.kind != "counts")
+    m.bad("attribute kind = '" + h.kind + "' (known: logits, assignments, counts)");
   h.num_experts = static_cast<int32_t>(attr_i("num_experts"));
   h.num_layers = static_cast<int32_t>(attr_i("num_layers"));
   h.num_steps = static_cast<int32_t>(attr_i("num_steps"));
@@ -291,6 +319,40 @@ TraceReader::TraceReader(const std::string& path, MPI_Comm comm, bool collective
   if (static_cast<int32_t>(h.layer_ids.size()) != h.num_layers)
     m.bad("attribute layer_ids has " + std::to_string(h.layer_ids.size()) + " entries for num_layers = " + std::to_string(h.num_layers));
 
+  if (h.counts()) {
+    m.d_counts = m.open_dataset("/counts", true);
+    const auto dd = m.dims(m.d_counts);
+    if (dd.size() != 3 || dd[0] != static_cast<hsize_t>(h.num_steps) ||
+        dd[1] != static_cast<hsize_t>(h.num_layers) || dd[2] != static_cast<hsize_t>(h.num_experts))
+      m.bad("/counts must be [num_steps, num_layers, num_experts] = [" +
+            std::to_string(h.num_steps) + ", " + std::to_string(h.num_layers) + ", " +
+            std::to_string(h.num_experts) + "]");
+    Handle t(check(H5Dget_type(m.d_counts), "H5Dget_type"), H5Tclose);
+    if (H5Tget_class(t) != H5T_INTEGER) m.bad("/counts is not an integer dataset");
+    // Each step's assignments (the same in every layer) give the step offsets; checked here once.
+    const int64_t per_step = static_cast<int64_t>(h.num_layers) * h.num_experts;
+    const int32_t block = static_cast<int32_t>(std::max<int64_t>(1, (int64_t{1} << 20) / per_step));
+    h.step_offsets.assign(static_cast<size_t>(h.num_steps) + 1, 0);
+    std::vector<int64_t> c;
+    for (int32_t s0 = 0; s0 < h.num_steps; s0 += block) {
+      const int32_t n = std::min(block, h.num_steps - s0);
+      read_counts(s0, n, c);
+      const std::string problem =
+          check_counts(c.data(), s0, n, h.num_layers, h.num_experts, h.layer_ids);
+      if (!problem.empty()) m.bad("/counts " + problem);
+      for (int32_t i = 0; i < n; ++i) {
+        int64_t sum = 0;
+        for (int32_t e = 0; e < h.num_experts; ++e) sum += c[static_cast<size_t>(i * per_step + e)];
+        h.step_offsets[static_cast<size_t>(s0 + i) + 1] =
+            h.step_offsets[static_cast<size_t>(s0 + i)] + sum;
+      }
+    }
+    if (h.step_offsets.back() != h.num_tokens)
+      m.bad("attribute num_tokens = " + std::to_string(h.num_tokens) + " but /counts holds " +
+            std::to_string(h.step_offsets.back()) + " assignments per layer");
+    h.has_sequences = false;
+    return;
+  }
   m.d_step = m.open_dataset("/tokens/step", true);
   m.d_seq = m.open_dataset("/tokens/sequence", true);
   m.d_pos = m.open_dataset("/tokens/position", true);
@@ -351,6 +413,18 @@ void TraceReader::read_sequences(int64_t first, int64_t n, std::vector<int64_t>&
   out.resize(static_cast<size_t>(n));
   impl_->read(impl_->d_seq, H5T_NATIVE_INT64, {static_cast<hsize_t>(first)}, {static_cast<hsize_t>(n)}, out.data(),
               "H5Dread /tokens/sequence");
+}
+
+void TraceReader::read_counts(int32_t first_step, int32_t n, std::vector<int64_t>& out) {
+  Impl& m = *impl_;
+  if (!m.h.counts()) fail("trace read_counts: not a count-only trace");
+  if (first_step < 0 || n < 0 || first_step + n > m.h.num_steps)
+    fail("trace read_counts: steps outside the trace");
+  out.resize(static_cast<size_t>(n) * m.h.num_layers * m.h.num_experts);
+  m.read(m.d_counts, H5T_NATIVE_INT64, {static_cast<hsize_t>(first_step), 0, 0},
+         {static_cast<hsize_t>(n), static_cast<hsize_t>(m.h.num_layers),
+          static_cast<hsize_t>(m.h.num_experts)},
+         out.data(), "H5Dread /counts");
 }
 
 void TraceReader::read_domains(int64_t first, int64_t n, std::vector<int32_t>& out) {
@@ -699,6 +773,82 @@ void TraceWriter::finish() {
   std::filesystem::rename(m.tmp, m.path, ec);
   if (ec) throw InputError(m.path + ": cannot rename " + m.tmp + " to it: " + ec.message());
   m.finished = true;
+}
+
+void write_counts_trace(const std::string& path, const TraceWriterOptions& opt, int32_t steps,
+                        const std::vector<int64_t>& counts, const std::string& source_name) {
+  TraceWriterOptions o = opt;
+  h5::silence_error_stack();
+  const int32_t L = o.num_layers, E = o.num_experts;
+  if (E < 1 || L < 1 || steps < 1)
+    throw InputError(source_name + ": needs >= 1 step, layer and expert");
+  if (o.layer_ids.empty())
+    for (int32_t l = 0; l < L; ++l) o.layer_ids.push_back(l);
+  if (static_cast<int32_t>(o.layer_ids.size()) != L)
+    throw InputError("trace writer: layer_ids and num_layers differ");
+  if (counts.size() != static_cast<size_t>(steps) * L * E)
+    fail("write_counts_trace: counts of the wrong size");
+  const std::string problem = check_counts(counts.data(), 0, steps, L, E, o.layer_ids);
+  if (!problem.empty()) throw InputError(source_name + ": " + problem);
+  int64_t total = 0;
+  for (int32_t s = 0; s < steps; ++s)
+    for (int32_t e = 0; e < E; ++e) total += counts[(static_cast<size_t>(s) * L) * E + e];
+  if (total == 0) throw InputError(source_name + ": every count is 0 (" + path + " not written)");
+  if (std::filesystem::exists(path) && !o.force)
+    throw InputError(path + ": exists (pass --force to replace it)");
+  const std::string tmp = path + ".tmp";
+  const hid_t f = H5Fcreate(tmp.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
+  if (f < 0) throw InputError(tmp + ": cannot create file");
+  try {
+    {
+      Handle file(f, H5Fclose);
+      const hsize_t dims[3] = {static_cast<hsize_t>(steps), static_cast<hsize_t>(L),
+                               static_cast<hsize_t>(E)};
+      const hsize_t chunk[3] = {
+          std::clamp<hsize_t>((1u << 16) / (static_cast<hsize_t>(L) * E), 1, dims[0]), dims[1],
+          dims[2]};
+      Handle space(check(H5Screate_simple(3, dims, nullptr), "H5Screate_simple"), H5Sclose);
+      Handle dcpl(check(H5Pcreate(H5P_DATASET_CREATE), "H5Pcreate"), H5Pclose);
+      check_status(H5Pset_chunk(dcpl, 3, chunk), "H5Pset_chunk");
+      if (o.deflate_level > 0) {
+        check_status(H5Pset_shuffle(dcpl), "H5Pset_shuffle");
+        check_status(H5Pset_deflate(dcpl, static_cast<unsigned>(o.deflate_level)),
+                     "H5Pset_deflate");
+      }
+      Handle d(
+          check(H5Dcreate2(file, "/counts", H5T_STD_I64LE, space, H5P_DEFAULT, dcpl, H5P_DEFAULT),
+                "H5Dcreate /counts"),
+          H5Dclose);
+      check_status(H5Dwrite(d, H5T_NATIVE_INT64, H5S_ALL, H5S_ALL, H5P_DEFAULT, counts.data()),
+                   "H5Dwrite /counts");
+      h5::write_attr(file, "format", kTraceFormatName);
+      h5::write_attr(file, "format_version", kTraceFormatVersion);
+      h5::write_attr(file, "kind", std::string("counts"));
+      h5::write_attr(file, "num_experts", static_cast<int64_t>(E));
+      h5::write_attr(file, "num_layers", static_cast<int64_t>(L));
+      h5::write_attr(file, "num_steps", static_cast<int64_t>(steps));
+      h5::write_attr(file, "num_tokens", total);
+      h5::write_attr(file, "top_k", static_cast<int64_t>(o.top_k));
+      h5::write_attr(file, "variable_k", int64_t{0});
+      write_attr_ints(file, "layer_ids", o.layer_ids);
+      h5::write_attr(file, "has_sequences", int64_t{0});
+      h5::write_attr(file, "weights_are", std::string("unknown"));
+      h5::write_attr(file, "model", o.model);
+      h5::write_attr(file, "source", o.source);
+      h5::write_attr(file, "capture_method", o.capture_method);
+      h5::write_attr(
+          file, "created_by",
+          o.created_by.empty() ? std::string("moebench ") + MOEBENCH_VERSION : o.created_by);
+      check_status(H5Fflush(file, H5F_SCOPE_LOCAL), "H5Fflush");
+    }
+    std::error_code ec;
+    std::filesystem::rename(tmp, path, ec);
+    if (ec) throw InputError(path + ": cannot rename " + tmp + " to it: " + ec.message());
+  } catch (...) {
+    std::error_code ec;
+    std::filesystem::remove(tmp, ec);
+    throw;
+  }
 }
 
 }  // namespace moe

@@ -14,7 +14,7 @@ inline constexpr const char* kTraceFormatName = "moebench-trace";
 inline constexpr int64_t kTraceFormatVersion = 1;
 
 struct TraceHeader {
-  std::string kind;  // "logits" | "assignments"
+  std::string kind;  // "logits" | "assignments" | "counts"
   int32_t num_experts = 0;
   int32_t num_layers = 0;
   int32_t num_steps = 0;
@@ -30,6 +30,10 @@ struct TraceHeader {
   std::string model, source, capture_method, created_by;
   std::string domain_experts;  // the domain -> experts map ("0=0;1=2+3"), "" when none
   bool logits() const { return kind == "logits"; }
+  // Kind counts: per-step, per-layer, per-expert assignment counts only (/counts [S, L, E]); no
+  // /tokens datasets. num_tokens is the assignments over all steps (the same in every layer of a
+  // step) and step_offsets their running sum: replay turns each assignment into a token.
+  bool counts() const { return kind == "counts"; }
 };
 
 // Token metadata of a row range; vectors of absent optional datasets stay empty.
@@ -64,6 +68,8 @@ class TraceReader {
   void read_logits(int32_t layer, int64_t first, int64_t n, float* out);
   // Kind assignments: [n, top_k] ids (-1 padding) and weights.
   void read_assignments(int32_t layer, int64_t first, int64_t n, int32_t* ids, float* weights);
+  // Kind counts: steps [first_step, first_step + n) of /counts, [n, L, E] (validated at open).
+  void read_counts(int32_t first_step, int32_t n, std::vector<int64_t>& out);
 
  private:
   struct Impl;
@@ -125,6 +131,17 @@ std::vector<std::vector<int32_t>> parse_domain_experts(const std::string& spec, 
                                                        const std::string& what);
 // The canonical text of a map (domains ascending, experts in the given order).
 std::string format_domain_experts(const std::vector<std::vector<int32_t>>& map);
+
+// Writes a count-only trace (kind counts): counts [steps, L, E], every count >= 0 and every layer
+// of a step with the same total (errors name `source`, the step, layer and expert). Uses
+// o.num_experts, o.num_layers, o.layer_ids, o.top_k (the model's k, 0 unknown), the description
+// fields and o.force; written under PATH.tmp and renamed.
+void write_counts_trace(const std::string& path, const TraceWriterOptions& o, int32_t steps,
+                        const std::vector<int64_t>& counts, const std::string& source_name);
+// The first problem of counts [steps, L, E] (negative count, layers of a step with different
+// totals), "" when none; layer_ids name the layers, `where` prefixes the message.
+std::string check_counts(const int64_t* counts, int32_t first_step, int32_t steps, int32_t L,
+                         int32_t E, const std::vector<int64_t>& layer_ids);
 
 // IEEE binary16 <-> binary32, round to nearest even.
 uint16_t float_to_half(float f);

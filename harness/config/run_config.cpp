@@ -111,16 +111,17 @@ void add_named_arg(NamedArgs& args, const std::string& option, const std::string
 std::string RunConfig::to_json() const {
   std::ostringstream os;
   os << "{" << q("workload") << ":" << q(workload) << "," << q("trace") << ":" << q(trace_file)
-     << "," << q("workload_args") << ":" << named_args_json(workload_args) << "," << q("experts")
-     << ":" << experts << "," << q("top_k") << ":" << top_k << "," << q("layers") << ":" << layers
-     << "," << q("steps") << ":" << steps << "," << q("tokens_per_rank") << ":" << tokens_per_rank
-     << "," << q("seq_len") << ":" << seq_len << "," << q("seed") << ":" << seed << ","
-     << q("hidden") << ":" << hidden << "," << q("dtype") << ":" << q(dtype) << "," << q("nodes")
-     << ":" << nodes << "," << q("ranks_per_node") << ":" << ranks_per_node << "," << q("ep_size")
-     << ":" << ep_size << "," << q("topology") << ":" << q(topology_file) << ","
-     << q("intra_bw_GBps") << ":" << num(intra_bw_GBps) << "," << q("inter_bw_Gbps") << ":"
-     << num(inter_bw_Gbps) << "," << q("intra_lat_us") << ":" << num(intra_lat_us) << ","
-     << q("inter_lat_us") << ":" << num(inter_lat_us) << "," << q("routers") << ":[";
+     << "," << q("count_sources") << ":" << q(count_sources) << "," << q("workload_args") << ":"
+     << named_args_json(workload_args) << "," << q("experts") << ":" << experts << "," << q("top_k")
+     << ":" << top_k << "," << q("layers") << ":" << layers << "," << q("steps") << ":" << steps
+     << "," << q("tokens_per_rank") << ":" << tokens_per_rank << "," << q("seq_len") << ":"
+     << seq_len << "," << q("seed") << ":" << seed << "," << q("hidden") << ":" << hidden << ","
+     << q("dtype") << ":" << q(dtype) << "," << q("nodes") << ":" << nodes << ","
+     << q("ranks_per_node") << ":" << ranks_per_node << "," << q("ep_size") << ":" << ep_size << ","
+     << q("topology") << ":" << q(topology_file) << "," << q("intra_bw_GBps") << ":"
+     << num(intra_bw_GBps) << "," << q("inter_bw_Gbps") << ":" << num(inter_bw_Gbps) << ","
+     << q("intra_lat_us") << ":" << num(intra_lat_us) << "," << q("inter_lat_us") << ":"
+     << num(inter_lat_us) << "," << q("routers") << ":[";
   for (size_t i = 0; i < routers.size(); ++i) os << (i ? "," : "") << q(routers[i]);
   os << "]," << q("router_args") << ":" << named_args_json(router_args) << ","
      << q("capacity_factor") << ":" << num(capacity_factor) << "," << q("drop_policy") << ":"
@@ -157,6 +158,7 @@ RunConfig parse_run_config(int argc, const char* const* argv, std::string* help_
     ("trace-tail", po::value(&c.trace_tail)->default_value(c.trace_tail), "assignment traces: model the unrecorded logits so every router runs: none | mass (weights are probabilities: the residual mass spread below the smallest recorded) | profile (the fitted log-weight decay continued); results say so")
     ("tail-prior", po::value(&c.tail_prior)->default_value(c.tail_prior), "--trace-tail: which unrecorded experts sit higher: popularity (the layer's demand in the trace) | uniform")
     ("tail-noise", po::value(&c.tail_noise)->default_value(c.tail_noise), "--trace-tail mass: log-normal spread of the tail experts' shares (0: in prior order)")
+    ("count-sources", po::value(&c.count_sources)->default_value(c.count_sources), "count-only traces: which rank sends each assignment: uniform (each rank sends demand/R to each expert)")
     ("experts", po::value(&c.experts)->default_value(c.experts), "routed experts per MoE layer (E)")
     ("top-k", po::value(&c.top_k)->default_value(c.top_k), "experts per token (k)")
     ("layers", po::value(&c.layers)->default_value(c.layers), "MoE layers")
@@ -330,6 +332,8 @@ std::vector<std::string> resolve_and_validate(
     p.push_back("--trace-tail " + c.trace_tail +
                 ": completes an assignment trace, only used with --workload trace (got --workload " +
                 c.workload + ")");
+  if (c.workload != "trace" && c.explicit_options.count("count-sources"))
+    p.push_back("--count-sources: only for a count-only trace (--workload trace)");
   if (c.experts < 1) p.push_back("--experts: must be >= 1 (got " + std::to_string(c.experts) + ")");
   if (c.top_k < 1 || c.top_k > c.experts)
     p.push_back("--top-k: must be in [1, experts=" + std::to_string(c.experts) + "] (got " +
@@ -346,6 +350,7 @@ std::vector<std::string> resolve_and_validate(
     p.push_back("--capacity-factor: must be >= 0, 0 meaning unlimited (got " +
                 num(c.capacity_factor) + ")");
   if (c.drop_policy == "position") c.drop_policy = "choice_first";  // the older name
+  check_name(p, "--count-sources", c.count_sources, {"uniform"});
   check_name(p, "--drop-policy", c.drop_policy, {"choice_first", "token_order", "probability"});
   check_name(p, "--capacity-scope", c.capacity_scope, {"global", "local"});
   check_name(p, "--capacity-rounding", c.capacity_rounding, {"exact", "framework"});

@@ -80,6 +80,7 @@ struct RunConfig {
   std::string trace_tail = "none";         // assignment traces: none | mass | profile
   std::string tail_prior = "popularity";   // popularity | uniform
   double tail_noise = 1.0;                 // mass: log-normal spread of the tail's shares
+  std::string count_sources = "uniform";   // count-only traces: attribution of the source ranks
   std::set<std::string> explicit_options;  // options given on the command line or in the INI file
   std::string command_line;
 

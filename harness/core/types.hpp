@@ -43,6 +43,9 @@ struct TokenBatch {
   bool recorded_variable_k = false;  // some tokens recorded fewer than recorded_k experts
   std::vector<int32_t> recorded_expert;
   std::vector<float> recorded_weight;
+  // A count-only trace (kind counts): the tokens are its assignments, one recorded expert each,
+  // dealt to the EP ranks by the --count-sources attribution; only `recorded` routes them.
+  bool count_only = false;
 
   int32_t ranks_here() const {
     if (!rank_offsets.empty()) return static_cast<int32_t>(rank_offsets.size()) - 1;

@@ -145,6 +145,12 @@ RunOutput run_pipeline(const RunConfig& cfg, const Comm& world, const RunOptions
   // depend on it (the others see the recorded experts only).
   std::vector<int> tail_used(routers.size(), 0);
   for (size_t ri = 0; ri < routers.size(); ++ri) {
+    if (batch.count_only && !routers[ri]->replays_recorded())
+      throw InputError("router " + cfg.routers[ri] + " cannot run on the count-only trace " +
+                       cfg.trace_file +
+                       ": it holds per-expert counts per step and layer, no per-token logits or "
+                       "choices to route "
+                       "(only recorded replays it)");
     const std::string missing = routers[ri]->missing_input(batch);
     if (!missing.empty())
       throw InputError("router " + cfg.routers[ri] + " cannot run on workload " + cfg.workload +
@@ -196,6 +202,12 @@ RunOutput run_pipeline(const RunConfig& cfg, const Comm& world, const RunOptions
           ": recorded replays it; other routers see the recorded top-" +
           std::to_string(batch.recorded_k) + " with the unrecorded logits completed by --trace-tail " +
           batch.tail_model + " (workloads/TRACE_FORMAT.md, Tail completion)";
+    else if (batch.count_only)
+      info.workload_source =
+          "count-only trace " + cfg.trace_file +
+          ": per-expert counts per step and layer, each assignment replayed as a token with one "
+          "expert; source ranks attributed by --count-sources " +
+          cfg.count_sources + " (workloads/TRACE_FORMAT.md)";
     else if (batch.recorded_k > 0)
       info.workload_source =
           "assignment trace " + cfg.trace_file +
@@ -203,6 +215,12 @@ RunOutput run_pipeline(const RunConfig& cfg, const Comm& world, const RunOptions
           std::to_string(batch.recorded_k) + " (workloads/TRACE_FORMAT.md)";
     else
       info.workload_source = "logit trace " + cfg.trace_file;
+    if (batch.count_only)
+      info.count_sources =
+          cfg.count_sources +
+          ": each EP rank sends floor or ceil of demand/R tokens to each expert (a "
+          "step's assignments, ordered by expert, dealt round-robin: assignment j from "
+          "rank j mod R); the trace records no source ranks";
     info.routers = cfg.routers;
     info.trace_tail = batch.tail_model.empty() ? "none" : batch.tail_model;
     info.trace_tail_params = workload->tail_params();

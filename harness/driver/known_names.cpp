@@ -104,7 +104,18 @@ void apply_trace_defaults(RunConfig& cfg, std::vector<std::string>& problems) {
                          cfg.trace_file + " has num_experts = " + std::to_string(h.num_experts));
     if (!given("layers")) cfg.layers = h.num_layers;
     if (!given("steps")) cfg.steps = h.num_steps;
-    if (!given("top-k") && h.top_k > 0) cfg.top_k = h.top_k;
+    if (h.counts()) {  // each assignment replays as a token with one expert
+      if (given("top-k") && cfg.top_k != 1)
+        problems.push_back(
+            "--top-k " + std::to_string(cfg.top_k) + ": the count-only trace " + cfg.trace_file +
+            " replays each assignment as a token with one expert, so k = 1 (capacity C = "
+            "ceil(CF x assignments / E) is then the model's)");
+      cfg.top_k = 1;
+    } else if (given("count-sources")) {
+      problems.push_back("--count-sources: only for a count-only trace (" + cfg.trace_file +
+                         " is kind " + h.kind + ")");
+    }
+    if (!given("top-k") && h.top_k > 0 && !h.counts()) cfg.top_k = h.top_k;
     if (given("tokens-per-rank"))
       problems.push_back(
           "--tokens-per-rank: does not apply to --workload trace (the trace's steps set the "

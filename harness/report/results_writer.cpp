@@ -124,6 +124,7 @@ ResultsWriter::ResultsWriter(const ResultsFileInfo& info, const Comm& world)
   h5::write_attr(file_, "config", info_.config_json);
   h5::write_attr(file_, "topology", info_.topology_json);
   h5::write_attr(file_, "workload_source", info_.workload_source);
+  if (!info_.count_sources.empty()) h5::write_attr(file_, "count_sources", info_.count_sources);
   h5::write_attr(file_, "world_size", static_cast<int64_t>(world_.size()));
   h5::write_attr(file_, "ep_size", static_cast<int64_t>(info_.topology.ep_size()));
   h5::write_attr(file_, "hosts", join(info_.hosts, ","));

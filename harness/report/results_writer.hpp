@@ -16,6 +16,7 @@ struct ResultsFileInfo {
   std::string command_line;
   std::string topology_json;
   std::string workload_source;  // what the tokens came from (synthetic workload or trace, and how)
+  std::string count_sources;    // count-only traces: the source-rank attribution ("" otherwise)
   std::vector<std::string> routers;
   // --trace-tail: the model ("none" when no tail was completed), its parameters and seed (JSON),
   // and per router whether its routing read the completed logits (/runs/<router> tail_completed).

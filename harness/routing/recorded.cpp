@@ -23,6 +23,7 @@ class Recorded final : public Router {
   }
 
   bool token_local() const override { return true; }
+  bool replays_recorded() const override { return true; }
 
   void route(const TokenBatch& batch, const Comm&, RoutingPlan& plan) override {
     const int64_t T = batch.num_tokens;

@@ -47,6 +47,10 @@ class Router {
   virtual bool has_full_distribution() const { return false; }
   virtual void full_scores(const TokenBatch& /*batch*/, int64_t /*t*/, float* /*scores*/) const {}
 
+  // true for the router that replays recorded choices (`recorded`): the only one that runs on a
+  // count-only trace, whose tokens carry no logits and no choice of their own (batch.count_only).
+  virtual bool replays_recorded() const { return false; }
+
   // "" when the router can route this batch; otherwise what the source lacks, e.g.
   // "full router logits (the trace has top-k assignments only)". Checked once before the run.
   virtual std::string missing_input(const TokenBatch& /*batch*/) const { return ""; }

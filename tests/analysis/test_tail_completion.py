@@ -99,10 +99,10 @@ def case_truncate(a):
         check(np.allclose(t["weights"][:].sum(axis=2), 1.0, atol=1e-5), "renormalized weights sum to 1")
     # Refusals: one line, exit 2, no output file.
     bad = os.path.join(a.work, "bad.h5")
-    for args, msg in ((["--top-k", "2", "--weights-are", "probabilities"], "is an assignment trace"),
+    for args, msg in ((["--top-k", "2", "--weights-are", "probabilities"], "is not a logit trace"),
                       (["--top-k", "0"], "--top-k must be in"), (["--top-k", "2", "--weights-are", "gates"],
                                                                   "unknown value")):
-        src = top if msg == "is an assignment trace" else full
+        src = top if msg == "is not a logit trace" else full
         p = sh([a.moebench, "trace", "truncate", src, "--out", bad] + args, ok=(2,))
         check(msg in p.stderr and p.stderr.count("moebench: error:") == 1, "error for %s: %s" % (args, p.stderr))
         check(not os.path.exists(bad), "no output file after a refusal")

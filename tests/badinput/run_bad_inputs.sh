@@ -92,6 +92,22 @@ PY
   npy vllm_f4.npy '<f4' '(1, 1, 3)' 'f<' 5 1 6
   npy vllm_2d.npy '<i4' '(1, 3)' 'l<' 5 1 6
   npy vllm_cut.npy '<i4' '(2, 1, 3)' 'l<' 5 1 6
+  # count-only captures (issue 16 §3): counts-csv, counts-npy, sglang-stat
+  printf 'step,layer,expert,count\n0,0,0,3\n0,0,1,-2\n' > neg_counts.csv
+  printf 'step,layer,expert\n0,0,0\n' > nocount.csv
+  printf 'step,layer,expert,count\n0,0,0,3\n0,0,1,2\n0,0,0,4\n' > dup_counts.csv
+  printf 'step,layer,expert,count\n0,0,0,3\n0,1,0,2\n' > uneven_counts.csv
+  $py - <<'PY' || return 1
+import numpy as np
+np.save("counts.npy", np.array([[[3, 1], [2, 2]], [[0, 4], [4, 0]]], dtype=np.int32))
+np.save("counts_float.npy", np.ones((2, 2, 2), dtype=np.float32))
+np.save("counts_2d.npy", np.ones((2, 2), dtype=np.int64))
+c = np.ones((2, 2, 2), dtype=np.int16); c[1, 0, 1] = -5; np.save("counts_neg.npy", c)
+np.save("counts_short.npy", np.ones((4, 2, 8), dtype=np.int64))
+d = open("counts_short.npy", "rb").read(); open("counts_short.npy", "wb").write(d[:200])
+open("stat.pt", "wb").write(b"PK\x03\x04 a torch.save zip archive")
+PY
+  "$mb" trace convert --from counts-npy --in counts.npy --out counts.h5 > /dev/null || return 1
 }
 
 make_fixtures > fixtures.log 2>&1 || { cat fixtures.log; echo "FAIL: fixtures"; exit 1; }

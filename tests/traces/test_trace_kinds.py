@@ -8,7 +8,15 @@ labelled  an NPY logit trace with a token table (sequence, position, domain) and
           transition figures (acc, p_correct, coverage@1..4) equal an independent numpy computation
           from the trace file, and the map given at replay wins over the stored one.
 
-Needs h5py and numpy (analysis/pyenv.py finds an interpreter; exit 77 = skip).
+counts    a count-only trace from counts-npy and counts-csv (the same counts), replayed by recorded on
+          1, 2 and 4 processes (EP 4, capacity factor 1, EPLB with replicas and re-placement):
+          identical results, expert demand equal to the file's counts, loads = min(demand, C), the
+          uniform attribution's dispatch matrix, other routers and --top-k 2 refused.
+sglang    a torch.save dump in SGLang's stat layout (logical_count [steps, layers, experts] with a
+          dense layer and an unused buffer step) through workloads/capture/sglang_stat_to_npy.py and
+          --from sglang-stat; the pickle itself is refused with that command.
+
+Needs h5py and numpy (sglang: torch too) (analysis/pyenv.py finds an interpreter; exit 77 = skip).
 """
 import argparse
 import os
@@ -230,6 +238,141 @@ def case_labelled(mb, work):
           "a label missing from the map is refused: " + p.stderr.strip())
 
 
+# ---------------------------------------------------------------------------------------------
+# counts
+
+
+def random_counts(rng, S, L, E, per_step):
+    c = np.zeros((S, L, E), dtype=np.int64)
+    for s_ in range(S):
+        for l in range(L):
+            c[s_, l] = rng.multinomial(per_step[s_], rng.dirichlet(np.full(E, 0.4)))
+    return c
+
+
+def uniform_dispatch(c, R, rank_of_expert):
+    """[R, R] tokens from source rank to destination rank of one (step, layer): the step's
+    assignments ordered by expert, assignment j sent by rank j mod R (TRACE_FORMAT.md)."""
+    m = np.zeros((R, R), dtype=np.int64)
+    j = 0
+    for e, n in enumerate(c):
+        for src in range(R):  # assignments j .. j+n-1 with j' mod R == src
+            m[src, rank_of_expert[e]] += len(range((src - j) % R, n, R))
+        j += n
+    return m
+
+
+def case_counts(mb, work):
+    rng = np.random.default_rng(3)
+    S, L, E, R = 3, 2, 16, 4
+    c = random_counts(rng, S, L, E, [402, 398, 517])  # per-step totals not divisible by R
+    npy = os.path.join(work, "counts.npy")
+    np.save(npy, c.astype(np.int32))
+    csv = os.path.join(work, "counts.csv")
+    rows = [(100 + s_, 3 + 2 * l, e, c[s_, l, e]) for s_ in range(S) for l in range(L) for e in range(E) if c[s_, l, e]]
+    order = rng.permutation(len(rows))
+    with open(csv, "w") as f:
+        f.write("layer,expert,count,step\n")
+        for i in order:
+            st, l, e, n = rows[i]
+            f.write("%d,%d,%d,%d\n" % (l, e, n, st))
+    t_npy, t_csv = os.path.join(work, "c_npy.h5"), os.path.join(work, "c_csv.h5")
+    run([mb, "trace", "convert", "--from", "counts-npy", "--in", npy, "--layers", "3,5", "--top-k", "2", "--out", t_npy,
+         "--force"])
+    run([mb, "trace", "convert", "--from", "counts-csv", "--in", csv, "--experts", str(E), "--out", t_csv, "--force"])
+    for t in (t_npy, t_csv):
+        with h5py.File(t, "r") as f:
+            check(attr(f, "kind") == "counts", t + ": kind counts")
+            check(np.array_equal(f["counts"][...], c), t + ": /counts equal the input")
+            check(list(f.attrs["layer_ids"]) == [3, 5], t + ": layer ids 3, 5")
+            check(int(f.attrs["num_tokens"]) == int(c[:, 0].sum()), t + ": num_tokens = assignments")
+    info = run([mb, "trace", "info", t_npy]).stdout
+    check("kind counts" in info and "assignments 1317" in info, "trace info on a counts trace:\n" + info)
+    # Replay: identical on 1, 2 and 4 processes; EPLB with replicas and re-placement, capacity factor 1.
+    shape = [mb, "run", "--workload", "trace", "--trace", t_npy, "--ep-size", str(R), "--routers", "recorded",
+             "--capacity-factor", "1.0", "--progress", "off", "--force"]
+    res = {}
+    for procs in (1, 2, 4):
+        out = os.path.join(work, "eplb_np%d.h5" % procs)
+        run(([] if procs == 1 else MPIEXEC + ["-n", str(procs)]) + shape + [
+            "--placement", "eplb", "--redundant-experts", "4", "--replace-every", "1", "--out", out])
+        res[procs] = out
+    skip = ("router_s", "measured", "dispatch_s", "combine_s", "bytes_moved")
+    with h5py.File(res[1], "r") as f1:
+        g1 = f1["runs/recorded"]
+        check(attr(f1, "count_sources").startswith("uniform: "), "results record the attribution")
+        check(np.array_equal(g1["expert_demand"][...], c), "expert demand equals the file's counts")
+        cap = g1["capacity"][...]
+        check(np.array_equal(cap, np.ceil(c.sum(axis=2) / E).astype(np.int64)), "capacity C = ceil(CF x A / E) %s" % cap)
+        check(np.array_equal(g1["expert_load"][...], np.minimum(c, cap[..., None])), "loads = min(demand, C)")
+        check(int(g1["dropped"][...].sum()) == int(np.maximum(c - cap[..., None], 0).sum()) > 0, "drops counted")
+        check(int(np.asarray(g1["replaced_copies"][...]).sum()) > 0, "EPLB re-placed experts")
+        for procs in (2, 4):
+            with h5py.File(res[procs], "r") as fp:
+                gp = fp["runs/recorded"]
+                diff = [k for k in g1 if isinstance(g1[k], h5py.Dataset) and not any(x in k for x in skip)
+                        and not np.array_equal(g1[k][...], gp[k][...], equal_nan=True)]
+                check(not diff, "identical results on 1 and %d processes (differ: %s)" % (procs, diff))
+    # The uniform attribution's dispatch matrix (contiguous placement, unlimited capacity).
+    out = os.path.join(work, "contig.h5")
+    run([mb, "run", "--workload", "trace", "--trace", t_npy, "--ep-size", str(R), "--routers", "recorded",
+         "--capacity-factor", "0", "--placement", "contiguous", "--progress", "off", "--out", out, "--force"])
+    with h5py.File(out, "r") as f:
+        got = f["runs/recorded/dispatch_tokens"][...]
+    rank_of = [e // (E // R) for e in range(E)]
+    want = np.array([[uniform_dispatch(c[s_, l], R, rank_of) for l in range(L)] for s_ in range(S)])
+    check(np.array_equal(got, want), "dispatch matrix = the uniform attribution")
+    sent = want.sum(axis=3)
+    check(np.all(sent.max(axis=2) - sent.min(axis=2) <= 1), "every rank sends floor or ceil of A/R")
+    # Other routers and k != 1 are refused, naming the reason.
+    p = run([mb, "run", "--workload", "trace", "--trace", t_npy, "--routers", "recorded,softmax_topk", "--progress",
+             "off"], expect_ok=False)
+    check(p.returncode != 0 and "softmax_topk cannot run on the count-only trace" in p.stderr and
+          p.stderr.count("moebench: error:") == 1, "softmax_topk refused: " + p.stderr.strip())
+    p = run([mb, "run", "--workload", "trace", "--trace", t_npy, "--routers", "recorded", "--top-k", "2",
+             "--progress", "off"], expect_ok=False)
+    check(p.returncode != 0 and "replays each assignment as a token with one expert" in p.stderr, "--top-k 2 refused")
+
+
+def case_sglang(mb, work):
+    try:
+        import torch
+    except ImportError:
+        print("SKIP: no torch")
+        sys.exit(77)
+    rng = np.random.default_rng(5)
+    S, L, E = 4, 4, 8
+    c = random_counts(rng, S, L, E, [96, 96, 0, 80])  # step 2: an unused buffer slot
+    c[:, 0] = 0  # layer 0 is dense
+    dump = os.path.join(work, "expert_distribution_recorder_1.pt")
+    torch.save(dict(rank=0, logical_count=torch.from_numpy(c).to(torch.int32), average_utilization_rate_over_window=None),
+               dump)
+    npy = os.path.join(work, "stat.npy")
+    script = os.path.join(HERE, "..", "..", "workloads", "capture", "sglang_stat_to_npy.py")
+    p = run([sys.executable, script, dump, npy])
+    print(p.stdout)
+    check("--layers 1-3" in p.stdout, "the script names the kept layers")
+    out = os.path.join(work, "stat.h5")
+    run([mb, "trace", "convert", "--from", "sglang-stat", "--in", npy, "--layers", "1-3", "--out", out, "--force"])
+    with h5py.File(out, "r") as f:
+        check(np.array_equal(f["counts"][...], c[[0, 1, 3]][:, 1:]), "sglang-stat: counts of the kept steps and layers")
+        check(list(f.attrs["layer_ids"]) == [1, 2, 3], "sglang-stat: layer ids")
+        check("stat mode" in attr(f, "capture_method"), "sglang-stat: capture method")
+    p = run([mb, "trace", "convert", "--from", "sglang-stat", "--in", dump, "--out", os.path.join(work, "x.h5")],
+            expect_ok=False)
+    check(p.returncode != 0 and "sglang_stat_to_npy.py" in p.stderr, "a pickle is refused with the script's command")
+    check(not os.path.exists(os.path.join(work, "x.h5")), "no output file left")
+    torch.save(dict(rank=0, records=[]), os.path.join(work, "per_token.pt"))
+    p = run([sys.executable, script, os.path.join(work, "per_token.pt"), npy], expect_ok=False)
+    check(p.returncode == 2 and "no key logical_count" in p.stderr, "a dump without logical_count is refused")
+    torch.save(dict(logical_count=torch.zeros(2, 3)), os.path.join(work, "float.pt"))
+    p = run([sys.executable, script, os.path.join(work, "float.pt"), npy], expect_ok=False)
+    check(p.returncode == 2 and "not an integer type" in p.stderr, "a float logical_count is refused")
+    torch.save(dict(logical_count=torch.zeros(2, 3, dtype=torch.int32)), os.path.join(work, "rank2.pt"))
+    p = run([sys.executable, script, os.path.join(work, "rank2.pt"), npy], expect_ok=False)
+    check(p.returncode == 2 and "2 dimensions" in p.stderr, "a 2-D logical_count is refused")
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("case")
@@ -237,7 +380,7 @@ def main():
     ap.add_argument("--work", required=True)
     a = ap.parse_args()
     os.makedirs(a.work, exist_ok=True)
-    {"labelled": case_labelled}[a.case](os.path.abspath(a.moebench), os.path.abspath(a.work))
+    {"labelled": case_labelled, "counts": case_counts, "sglang": case_sglang}[a.case](os.path.abspath(a.moebench), os.path.abspath(a.work))
     if failures:
         print("%d check(s) failed" % len(failures))
         sys.exit(1)

@@ -19,6 +19,7 @@ struct ImportOptions {
   std::vector<std::pair<std::string, std::string>> skip_if;  // --skip-if KEY=VALUE
   bool skip_incomplete = false;               // skip records lacking a mapped field (else an error)
   int32_t experts = 0;                        // 0: from the input
+  int32_t top_k = 0;                          // counts: the model's k (information only; 0 unknown)
   int64_t tokens_per_step = 0;                // csv/npy: split the token stream into steps (0: one step)
   std::string kind = "auto";                  // csv: auto | logits | assignments
   std::string values = "logits";              // csv dense rows / npy: logits | probabilities
@@ -43,5 +44,9 @@ void import_megatron(const ImportOptions& options);
 void import_npy(const ImportOptions& options);
 // vLLM routed_experts: per-request .npy [seq_len, layers, topk] int16/int32 ids, -1 padded.
 void import_vllm_routed(const ImportOptions& options);
+// Count-only captures (kind counts): counts-csv, counts-npy and sglang-stat (an .npy written by
+// workloads/capture/sglang_stat_to_npy.py); `from` names the format in messages.
+void import_counts_csv(const ImportOptions& options);
+void import_counts_npy(const ImportOptions& options, const std::string& from);
 
 }  // namespace moe
