@@ -24,10 +24,10 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
                 {"layer", "layer"},
                 {"step", "step"},
                 {"sequence", "seq"}};
-    moe::import_jsonl(o, "");
+    moe::import_jsonl(o);
 #elif MOEBENCH_FUZZ_FORMAT == 2
     o.experts = 8;
-    moe::import_jsonl(o, "megatron");
+    moe::import_megatron(o);
 #else
     moe::import_npy(o);
 #endif
