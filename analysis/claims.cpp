@@ -346,8 +346,8 @@ std::vector<ClaimVerdict> claim_verdicts(const ResultsFile& f) {
                    acc > c.fig(b, "acc_at_transition")});
     }
   for (const auto& r : c.instances("deepseek_v3")) {
-    const double change = c.fig(r, "max_vio", (f.steps_done - 1) * L, f.steps_done * L) -
-                          c.fig(r, "max_vio", 0, L);
+    const double change =
+        c.fig(r, "max_vio", (f.steps_done - 1) * L, f.steps_done * L) - c.fig(r, "max_vio", 0, L);
     v.push_back({"DeepSeek-V3", r, "MaxVio change first -> last step (falls)", change, change < 0});
   }
   for (const char* name : {"expert_choice", "base", "sinkhorn"})
@@ -394,10 +394,10 @@ std::string format_tail_sensitivity(const std::vector<ResultsFile>& files) {
               (match->holds ? " (holds)" : " (does not hold)") + ";";
     }
     const bool tail_read = completed.front()->tail_routers.count(first.router) > 0;
-    line += !everywhere ? " not in every file"
+    line += !everywhere  ? " not in every file"
             : !tail_read ? " robust (the router reads only the recorded top-k)"
-            : all_same  ? " robust"
-                        : " TAIL-SENSITIVE";
+            : all_same   ? " robust"
+                         : " TAIL-SENSITIVE";
     out << line << "\n";
   }
   return out.str();

@@ -165,7 +165,8 @@ std::string format_report(const ResultsFile& f) {
   }
   os << format_summary_table(rows);
   if (!f.tail_routers.empty())
-    os << "* " << "tail completed (" << f.trace_tail << "): see the note below\n";
+    os << "* "
+       << "tail completed (" << f.trace_tail << "): see the note below\n";
   for (const auto& g : offline_placement_gaps(f)) {
     char line[512];
     std::snprintf(line, sizeof line,

@@ -37,13 +37,15 @@ class TraceWorkload final : public Workload {
     const std::string split = args.get_string("split", "sequence");
     const std::string map_arg = args.get_string("domain_experts", "");
     if (split != "sequence" && split != "block")
-      throw InputError("--workload-arg trace.split=" + split + ": unknown value (known: sequence, block)");
+      throw InputError("--workload-arg trace.split=" + split +
+                       ": unknown value (known: sequence, block)");
     if (setup.trace_file.empty()) throw InputError("--workload trace: needs --trace FILE");
     reader_ = std::make_unique<TraceReader>(setup.trace_file, setup.comm, true);
     const TraceHeader& h = reader_->header();
     by_sequence_ = split == "sequence" && h.has_sequences && !h.counts();
     if (h.num_experts != setup.num_experts)
-      throw InputError("trace " + setup.trace_file + ": num_experts = " + std::to_string(h.num_experts) + " but --experts " +
+      throw InputError("trace " + setup.trace_file +
+                       ": num_experts = " + std::to_string(h.num_experts) + " but --experts " +
                        std::to_string(setup.num_experts));
     // The domain -> experts map: every label of the trace must be in it (checked once, here).
     const std::string map_text = !map_arg.empty() ? map_arg : h.domain_experts;
@@ -89,7 +91,8 @@ class TraceWorkload final : public Workload {
     first = layouts_[static_cast<size_t>(step % reader_->header().num_steps)];
   }
 
-  void generate(int32_t step, int32_t layer, int64_t first_token, int64_t num_tokens, TokenBatch& out) override {
+  void generate(int32_t step, int32_t layer, int64_t first_token, int64_t num_tokens,
+                TokenBatch& out) override {
     const TraceHeader& h = reader_->header();
     const int32_t s = step % h.num_steps;
     const int32_t tl = layer % h.num_layers;
@@ -145,7 +148,8 @@ class TraceWorkload final : public Workload {
     out.recorded_variable_k = h.variable_k;
     out.recorded_expert.resize(static_cast<size_t>(num_tokens) * k);
     out.recorded_weight.resize(static_cast<size_t>(num_tokens) * k);
-    reader_->read_assignments(tl, base + first_token, num_tokens, out.recorded_expert.data(), out.recorded_weight.data());
+    reader_->read_assignments(tl, base + first_token, num_tokens, out.recorded_expert.data(),
+                              out.recorded_weight.data());
     out.full_logits = false;
     out.tail_model.clear();
     if (!setup_.need_logits) {
@@ -163,8 +167,8 @@ class TraceWorkload final : public Workload {
     }
     const bool probabilities = h.weights_are == "probabilities";
     for (int64_t t = 0; t < num_tokens; ++t)
-      reconstruct_logits(out.recorded_expert.data() + t * k, out.recorded_weight.data() + t * k, k, E, probabilities,
-                         out.logits.data() + t * E);
+      reconstruct_logits(out.recorded_expert.data() + t * k, out.recorded_weight.data() + t * k, k,
+                         E, probabilities, out.logits.data() + t * E);
   }
 
  protected:
@@ -248,10 +252,13 @@ class TraceWorkload final : public Workload {
                          " EP ranks: rank " + std::to_string(r) +
                          " would route none (use fewer ranks)");
       else if (first[r + 1] <= first[r])
-        throw InputError("trace " + setup_.trace_file + ": step " + std::to_string(s) + " has " + std::to_string(N) +
-                         " tokens" + (by_sequence_ ? " in too few sequences" : "") + " for " + std::to_string(R) +
-                         " EP ranks: rank " + std::to_string(r) + " would route none" +
-                         (by_sequence_ ? " (use --workload-arg trace.split=block, or fewer ranks)" : " (use fewer ranks)"));
+        throw InputError("trace " + setup_.trace_file + ": step " + std::to_string(s) + " has " +
+                         std::to_string(N) + " tokens" +
+                         (by_sequence_ ? " in too few sequences" : "") + " for " +
+                         std::to_string(R) + " EP ranks: rank " + std::to_string(r) +
+                         " would route none" +
+                         (by_sequence_ ? " (use --workload-arg trace.split=block, or fewer ranks)"
+                                       : " (use fewer ranks)"));
   }
 
   std::unique_ptr<TraceReader> reader_;
@@ -268,8 +275,11 @@ class TraceWorkload final : public Workload {
 };
 
 const WorkloadRegistry::Registrar reg(
-    "trace", "replays a trace file (--trace FILE; workloads/TRACE_FORMAT.md), split over ranks by sequence",
-    [](const WorkloadSetup& s, ComponentArgs& a) -> std::unique_ptr<Workload> { return std::make_unique<TraceWorkload>(s, a); });
+    "trace",
+    "replays a trace file (--trace FILE; workloads/TRACE_FORMAT.md), split over ranks by sequence",
+    [](const WorkloadSetup& s, ComponentArgs& a) -> std::unique_ptr<Workload> {
+      return std::make_unique<TraceWorkload>(s, a);
+    });
 
 }  // namespace
 }  // namespace moe

@@ -23,7 +23,8 @@ namespace {
 
 constexpr const char* kUsage =
     "usage: moebench trace <convert|gen|info|truncate> ...\n"
-    "  convert --from csv|jsonl|megatron|npy|vllm-routed|counts-csv|counts-npy|sglang-stat --in FILE [FILE...] "
+    "  convert --from csv|jsonl|megatron|npy|vllm-routed|counts-csv|counts-npy|sglang-stat --in "
+    "FILE [FILE...] "
     "--out TRACE.h5   import "
     "a capture\n"
     "  gen --workload NAME --experts E --top-k K --layers L --steps S --tokens N --out TRACE.h5   "
@@ -130,7 +131,8 @@ int convert(int argc, char** argv) {
     import_counts_npy(o, from);
   else
     throw InputError("--from " + from +
-                     ": unknown format (known: csv, jsonl, megatron, npy, vllm-routed, counts-csv, counts-npy, sglang-stat)");
+                     ": unknown format (known: csv, jsonl, megatron, npy, vllm-routed, counts-csv, "
+                     "counts-npy, sglang-stat)");
   std::printf("wrote %s\n", o.out.c_str());
   return 0;
 }
@@ -273,8 +275,9 @@ int truncate(int argc, char** argv) {
     for (int64_t first = base; first < end; first += kBlock) {
       const int64_t n = std::min(kBlock, end - first);
       r.read_tokens(first, n, tok, true);
-      const int64_t row = writer.append_tokens(s, n, h.has_sequences ? tok.sequence : std::vector<int64_t>{},
-                                               tok.position, tok.token_id, tok.domain, tok.rank);
+      const int64_t row =
+          writer.append_tokens(s, n, h.has_sequences ? tok.sequence : std::vector<int64_t>{},
+                               tok.position, tok.token_id, tok.domain, tok.rank);
       logits.resize(static_cast<size_t>(n * E));
       ids.resize(static_cast<size_t>(n * K));
       w.resize(static_cast<size_t>(n * K));

@@ -25,10 +25,12 @@ uint16_t float_to_half(float f) {
   std::memcpy(&x, &f, 4);
   const uint32_t sign = (x >> 16) & 0x8000u;
   const uint32_t absx = x & 0x7fffffffu;
-  if (absx >= 0x7f800000u) return static_cast<uint16_t>(sign | 0x7c00u | (absx > 0x7f800000u ? 0x200u : 0u));
+  if (absx >= 0x7f800000u)
+    return static_cast<uint16_t>(sign | 0x7c00u | (absx > 0x7f800000u ? 0x200u : 0u));
   if (absx >= 0x477ff000u) return static_cast<uint16_t>(sign | 0x7c00u);  // rounds past 65504: inf
   if (absx < 0x38800000u) {  // subnormal half (or zero): value = m * 2^-24
-    if (absx < 0x33000000u) return static_cast<uint16_t>(sign);  // below half the smallest subnormal
+    if (absx < 0x33000000u)
+      return static_cast<uint16_t>(sign);  // below half the smallest subnormal
     const uint32_t mant = (absx & 0x7fffffu) | 0x800000u;
     const int shift = 126 - static_cast<int>(absx >> 23);  // 14 .. 24
     const uint32_t q = mant >> shift;
@@ -72,7 +74,8 @@ float half_to_float(uint16_t h) {
   return f;
 }
 
-void reconstruct_logits(const int32_t* ids, const float* weights, int32_t k, int32_t E, bool probabilities, float* out) {
+void reconstruct_logits(const int32_t* ids, const float* weights, int32_t k, int32_t E,
+                        bool probabilities, float* out) {
   double sum = 0, w_min = std::numeric_limits<double>::infinity();
   int32_t n = 0;
   for (int32_t j = 0; j < k && ids[j] >= 0; ++j, ++n) {
@@ -89,7 +92,8 @@ void reconstruct_logits(const int32_t* ids, const float* weights, int32_t k, int
   const float z_rest = static_cast<float>(std::log(std::max(rest, tiny)));
   for (int32_t e = 0; e < E; ++e) out[e] = z_rest;
   for (int32_t j = 0; j < n; ++j)
-    out[ids[j]] = static_cast<float>(std::log(std::max(static_cast<double>(std::max(0.f, weights[j])) * scale, tiny)));
+    out[ids[j]] = static_cast<float>(
+        std::log(std::max(static_cast<double>(std::max(0.f, weights[j])) * scale, tiny)));
 }
 
 std::vector<std::vector<int32_t>> parse_domain_experts(const std::string& spec, int32_t num_experts,
@@ -198,7 +202,9 @@ Handle half_type() {
 void write_attr_ints(hid_t obj, const std::string& name, const std::vector<int64_t>& v) {
   const hsize_t n = v.size();
   Handle space(check(H5Screate_simple(1, &n, nullptr), "H5Screate_simple"), H5Sclose);
-  Handle a(check(H5Acreate2(obj, name.c_str(), H5T_STD_I64LE, space, H5P_DEFAULT, H5P_DEFAULT), "H5Acreate"), H5Aclose);
+  Handle a(check(H5Acreate2(obj, name.c_str(), H5T_STD_I64LE, space, H5P_DEFAULT, H5P_DEFAULT),
+                 "H5Acreate"),
+           H5Aclose);
   if (n > 0) check_status(H5Awrite(a, H5T_NATIVE_INT64, v.data()), "H5Awrite");
 }
 
@@ -224,14 +230,18 @@ struct TraceReader::Impl {
   Handle logits_file_type;
   std::vector<uint16_t> half_buf;
 
-  [[noreturn]] void bad(const std::string& what) const { throw InputError("trace " + path + ": " + what); }
+  [[noreturn]] void bad(const std::string& what) const {
+    throw InputError("trace " + path + ": " + what);
+  }
 
   Handle open_dataset(const std::string& name, bool required) {
     if (!h5::has_link(file, name)) {
-      if (required) bad("missing dataset " + name + " (not a moebench trace? see workloads/TRACE_FORMAT.md)");
+      if (required)
+        bad("missing dataset " + name + " (not a moebench trace? see workloads/TRACE_FORMAT.md)");
       return {};
     }
-    Handle d(check(H5Dopen2(file, name.c_str(), H5P_DEFAULT), ("H5Dopen " + name).c_str()), H5Dclose);
+    Handle d(check(H5Dopen2(file, name.c_str(), H5P_DEFAULT), ("H5Dopen " + name).c_str()),
+             H5Dclose);
     return d;
   }
 
@@ -244,11 +254,15 @@ struct TraceReader::Impl {
   }
 
   // Reads a hyperslab [start, start + count) of dataset d into buf as mem_type.
-  void read(hid_t d, hid_t mem_type, const std::vector<hsize_t>& start, const std::vector<hsize_t>& count, void* buf,
-            const char* what) {
+  void read(hid_t d, hid_t mem_type, const std::vector<hsize_t>& start,
+            const std::vector<hsize_t>& count, void* buf, const char* what) {
     Handle fs(check(H5Dget_space(d), "H5Dget_space"), H5Sclose);
-    check_status(H5Sselect_hyperslab(fs, H5S_SELECT_SET, start.data(), nullptr, count.data(), nullptr), "H5Sselect_hyperslab");
-    Handle ms(check(H5Screate_simple(static_cast<int>(count.size()), count.data(), nullptr), "H5Screate_simple"), H5Sclose);
+    check_status(
+        H5Sselect_hyperslab(fs, H5S_SELECT_SET, start.data(), nullptr, count.data(), nullptr),
+        "H5Sselect_hyperslab");
+    Handle ms(check(H5Screate_simple(static_cast<int>(count.size()), count.data(), nullptr),
+                    "H5Screate_simple"),
+              H5Sclose);
     hsize_t total = 1;
     for (auto c : count) total *= c;
     if (total == 0) {
@@ -260,7 +274,8 @@ struct TraceReader::Impl {
   }
 };
 
-TraceReader::TraceReader(const std::string& path, MPI_Comm comm, bool collective) : impl_(std::make_unique<Impl>()) {
+TraceReader::TraceReader(const std::string& path, MPI_Comm comm, bool collective)
+    : impl_(std::make_unique<Impl>()) {
   Impl& m = *impl_;
   m.path = path;
   h5::silence_error_stack();
@@ -289,10 +304,13 @@ TraceReader::TraceReader(const std::string& path, MPI_Comm comm, bool collective
     return h5::read_attr_int(m.file, name);
   };
   if (!h5::has_attr(m.file, "format") || attr_s("format", true) != kTraceFormatName)
-    m.bad("attribute format is not '" + std::string(kTraceFormatName) + "' (not a moebench trace; convert it with `moebench trace convert`)");
+    m.bad("attribute format is not '" + std::string(kTraceFormatName) +
+          "' (not a moebench trace; convert it with `moebench trace convert`)");
   const int64_t version = attr_i("format_version");
   if (version != kTraceFormatVersion)
-    m.bad("format_version " + std::to_string(version) + " is not supported (this build reads version " + std::to_string(kTraceFormatVersion) + ")");
+    m.bad("format_version " + std::to_string(version) +
+          " is not supported (this build reads version " + std::to_string(kTraceFormatVersion) +
+          ")");
   h.kind = attr_s("kind", true);
   if (h.kind != "logits" && h.kind != "assignments" && h.kind != "counts")
     m.bad("attribute kind = '" + h.kind + "' (known: logits, assignments, counts)");
@@ -309,15 +327,21 @@ TraceReader::TraceReader(const std::string& path, MPI_Comm comm, bool collective
   h.capture_method = attr_s("capture_method", false);
   h.created_by = attr_s("created_by", false);
   h.domain_experts = attr_s("domain_experts", false);
-  if (h.num_experts < 1) m.bad("attribute num_experts = " + std::to_string(h.num_experts) + " (must be >= 1)");
-  if (h.num_layers < 1) m.bad("attribute num_layers = " + std::to_string(h.num_layers) + " (must be >= 1)");
-  if (h.num_steps < 1) m.bad("attribute num_steps = " + std::to_string(h.num_steps) + " (must be >= 1)");
-  if (h.num_tokens < 1) m.bad("attribute num_tokens = " + std::to_string(h.num_tokens) + " (must be >= 1)");
-  h.layer_ids = h5::has_attr(m.file, "layer_ids") ? read_attr_ints(m.file, "layer_ids") : std::vector<int64_t>{};
+  if (h.num_experts < 1)
+    m.bad("attribute num_experts = " + std::to_string(h.num_experts) + " (must be >= 1)");
+  if (h.num_layers < 1)
+    m.bad("attribute num_layers = " + std::to_string(h.num_layers) + " (must be >= 1)");
+  if (h.num_steps < 1)
+    m.bad("attribute num_steps = " + std::to_string(h.num_steps) + " (must be >= 1)");
+  if (h.num_tokens < 1)
+    m.bad("attribute num_tokens = " + std::to_string(h.num_tokens) + " (must be >= 1)");
+  h.layer_ids = h5::has_attr(m.file, "layer_ids") ? read_attr_ints(m.file, "layer_ids")
+                                                  : std::vector<int64_t>{};
   if (h.layer_ids.empty())
     for (int32_t l = 0; l < h.num_layers; ++l) h.layer_ids.push_back(l);
   if (static_cast<int32_t>(h.layer_ids.size()) != h.num_layers)
-    m.bad("attribute layer_ids has " + std::to_string(h.layer_ids.size()) + " entries for num_layers = " + std::to_string(h.num_layers));
+    m.bad("attribute layer_ids has " + std::to_string(h.layer_ids.size()) +
+          " entries for num_layers = " + std::to_string(h.num_layers));
 
   if (h.counts()) {
     m.d_counts = m.open_dataset("/counts", true);
@@ -365,13 +389,15 @@ TraceReader::TraceReader(const std::string& path, MPI_Comm comm, bool collective
   for (hid_t d : {m.d_step.get(), m.d_seq.get(), m.d_pos.get()}) {
     const auto dd = m.dims(d);
     if (dd.size() != 1 || static_cast<int64_t>(dd[0]) != h.num_tokens)
-      m.bad("a /tokens dataset does not have num_tokens = " + std::to_string(h.num_tokens) + " rows");
+      m.bad("a /tokens dataset does not have num_tokens = " + std::to_string(h.num_tokens) +
+            " rows");
   }
   {
     Handle d = m.open_dataset("/steps/offset", true);
     const auto dd = m.dims(d);
     if (dd.size() != 1 || static_cast<int64_t>(dd[0]) != h.num_steps + 1)
-      m.bad("/steps/offset must have num_steps + 1 = " + std::to_string(h.num_steps + 1) + " entries");
+      m.bad("/steps/offset must have num_steps + 1 = " + std::to_string(h.num_steps + 1) +
+            " entries");
     h.step_offsets.resize(dd[0]);
     m.read(d, H5T_NATIVE_INT64, {0}, {dd[0]}, h.step_offsets.data(), "H5Dread /steps/offset");
     if (h.step_offsets.front() != 0 || h.step_offsets.back() != h.num_tokens ||
@@ -381,38 +407,48 @@ TraceReader::TraceReader(const std::string& path, MPI_Comm comm, bool collective
   if (h.logits()) {
     m.d_logits = m.open_dataset("/logits", true);
     const auto dd = m.dims(m.d_logits);
-    if (dd.size() != 3 || dd[0] != static_cast<hsize_t>(h.num_layers) || static_cast<int64_t>(dd[1]) != h.num_tokens ||
-        dd[2] != static_cast<hsize_t>(h.num_experts))
-      m.bad("/logits must be [num_layers, num_tokens, num_experts] = [" + std::to_string(h.num_layers) + ", " +
-            std::to_string(h.num_tokens) + ", " + std::to_string(h.num_experts) + "]");
+    if (dd.size() != 3 || dd[0] != static_cast<hsize_t>(h.num_layers) ||
+        static_cast<int64_t>(dd[1]) != h.num_tokens || dd[2] != static_cast<hsize_t>(h.num_experts))
+      m.bad("/logits must be [num_layers, num_tokens, num_experts] = [" +
+            std::to_string(h.num_layers) + ", " + std::to_string(h.num_tokens) + ", " +
+            std::to_string(h.num_experts) + "]");
     m.logits_file_type = Handle(check(H5Dget_type(m.d_logits), "H5Dget_type"), H5Tclose);
-    if (H5Tget_class(m.logits_file_type) != H5T_FLOAT) m.bad("/logits is not a floating-point dataset");
+    if (H5Tget_class(m.logits_file_type) != H5T_FLOAT)
+      m.bad("/logits is not a floating-point dataset");
     h.logits_fp16 = H5Tget_size(m.logits_file_type) == 2;
     if (h.logits_fp16) {
       // Read the raw half floats (the file's own little-endian type) and widen them here.
       Handle ht = half_type();
-      if (H5Tequal(ht, m.logits_file_type) <= 0) m.bad("/logits: 16-bit floats must be IEEE binary16 little-endian");
+      if (H5Tequal(ht, m.logits_file_type) <= 0)
+        m.bad("/logits: 16-bit floats must be IEEE binary16 little-endian");
     }
   } else {
     m.d_ids = m.open_dataset("/expert_ids", true);
     m.d_w = m.open_dataset("/weights", true);
     const auto di = m.dims(m.d_ids), dw = m.dims(m.d_w);
-    if (di.size() != 3 || di[0] != static_cast<hsize_t>(h.num_layers) || static_cast<int64_t>(di[1]) != h.num_tokens ||
-        di[2] != static_cast<hsize_t>(h.top_k) || di != dw)
-      m.bad("/expert_ids and /weights must both be [num_layers, num_tokens, top_k] = [" + std::to_string(h.num_layers) + ", " +
-            std::to_string(h.num_tokens) + ", " + std::to_string(h.top_k) + "]");
-    if (h.top_k < 1 || h.top_k > h.num_experts) m.bad("attribute top_k = " + std::to_string(h.top_k) + " (must be in [1, num_experts])");
+    if (di.size() != 3 || di[0] != static_cast<hsize_t>(h.num_layers) ||
+        static_cast<int64_t>(di[1]) != h.num_tokens || di[2] != static_cast<hsize_t>(h.top_k) ||
+        di != dw)
+      m.bad("/expert_ids and /weights must both be [num_layers, num_tokens, top_k] = [" +
+            std::to_string(h.num_layers) + ", " + std::to_string(h.num_tokens) + ", " +
+            std::to_string(h.top_k) + "]");
+    if (h.top_k < 1 || h.top_k > h.num_experts)
+      m.bad("attribute top_k = " + std::to_string(h.top_k) + " (must be in [1, num_experts])");
   }
 }
 
 TraceReader::~TraceReader() = default;
-const TraceHeader& TraceReader::header() const { return impl_->h; }
-const std::string& TraceReader::path() const { return impl_->path; }
+const TraceHeader& TraceReader::header() const {
+  return impl_->h;
+}
+const std::string& TraceReader::path() const {
+  return impl_->path;
+}
 
 void TraceReader::read_sequences(int64_t first, int64_t n, std::vector<int64_t>& out) {
   out.resize(static_cast<size_t>(n));
-  impl_->read(impl_->d_seq, H5T_NATIVE_INT64, {static_cast<hsize_t>(first)}, {static_cast<hsize_t>(n)}, out.data(),
-              "H5Dread /tokens/sequence");
+  impl_->read(impl_->d_seq, H5T_NATIVE_INT64, {static_cast<hsize_t>(first)},
+              {static_cast<hsize_t>(n)}, out.data(), "H5Dread /tokens/sequence");
 }
 
 void TraceReader::read_counts(int32_t first_step, int32_t n, std::vector<int64_t>& out) {
@@ -439,7 +475,8 @@ void TraceReader::read_domains(int64_t first, int64_t n, std::vector<int32_t>& o
 
 void TraceReader::read_tokens(int64_t first, int64_t n, TraceTokens& out, bool with_optional) {
   Impl& m = *impl_;
-  if (first < 0 || n < 0 || first + n > m.h.num_tokens) fail("trace read_tokens: rows outside the trace");
+  if (first < 0 || n < 0 || first + n > m.h.num_tokens)
+    fail("trace read_tokens: rows outside the trace");
   const std::vector<hsize_t> start{static_cast<hsize_t>(first)}, count{static_cast<hsize_t>(n)};
   out.step.resize(static_cast<size_t>(n));
   out.sequence.resize(static_cast<size_t>(n));
@@ -454,7 +491,8 @@ void TraceReader::read_tokens(int64_t first, int64_t n, TraceTokens& out, bool w
   };
   if (with_optional && m.d_tok.get() >= 0) {
     out.token_id.resize(static_cast<size_t>(n));
-    m.read(m.d_tok, H5T_NATIVE_INT64, start, count, out.token_id.data(), "H5Dread /tokens/token_id");
+    m.read(m.d_tok, H5T_NATIVE_INT64, start, count, out.token_id.data(),
+           "H5Dread /tokens/token_id");
   } else {
     out.token_id.clear();
   }
@@ -471,8 +509,9 @@ void TraceReader::read_logits(int32_t layer, int64_t first, int64_t n, float* ou
   auto check_finite = [&](const float* z, int64_t rows, int64_t row0) {
     for (int64_t i = 0; i < rows * E; ++i)
       if (std::isnan(z[i]) || z[i] == std::numeric_limits<float>::infinity())
-        m.bad("/logits layer " + std::to_string(layer) + " row " + std::to_string(row0 + i / E) + " expert " + std::to_string(i % E) +
-              ": " + (std::isnan(z[i]) ? "NaN" : "+inf") + " (-inf is allowed: expert never chosen)");
+        m.bad("/logits layer " + std::to_string(layer) + " row " + std::to_string(row0 + i / E) +
+              " expert " + std::to_string(i % E) + ": " + (std::isnan(z[i]) ? "NaN" : "+inf") +
+              " (-inf is allowed: expert never chosen)");
   };
   if (!m.h.logits_fp16) {
     m.read(m.d_logits, H5T_NATIVE_FLOAT, start, count, out, "H5Dread /logits");
@@ -493,7 +532,8 @@ void TraceReader::read_logits(int32_t layer, int64_t first, int64_t n, float* ou
   }
 }
 
-void TraceReader::read_assignments(int32_t layer, int64_t first, int64_t n, int32_t* ids, float* weights) {
+void TraceReader::read_assignments(int32_t layer, int64_t first, int64_t n, int32_t* ids,
+                                   float* weights) {
   Impl& m = *impl_;
   if (m.h.logits()) fail("trace read_assignments: a logit trace has no recorded assignments");
   const std::vector<hsize_t> start{static_cast<hsize_t>(layer), static_cast<hsize_t>(first), 0},
@@ -508,17 +548,22 @@ void TraceReader::read_assignments(int32_t layer, int64_t first, int64_t n, int3
     for (int32_t j = 0; j < k; ++j) {
       const int32_t e = row[j];
       const auto where = [&] {
-        return "/expert_ids layer " + std::to_string(layer) + " row " + std::to_string(first + t) + ": ";
+        return "/expert_ids layer " + std::to_string(layer) + " row " + std::to_string(first + t) +
+               ": ";
       };
       if (e == -1) {
         padding = true;
         continue;
       }
-      if (e < 0 || e >= E) m.bad(where() + "expert id " + std::to_string(e) + " outside [0, " + std::to_string(E) + ")");
+      if (e < 0 || e >= E)
+        m.bad(where() + "expert id " + std::to_string(e) + " outside [0, " + std::to_string(E) +
+              ")");
       if (padding) m.bad(where() + "expert id " + std::to_string(e) + " after -1 padding");
       for (int32_t i = 0; i < j; ++i)
         if (row[i] == e) m.bad(where() + "expert " + std::to_string(e) + " twice");
-      if (!std::isfinite(weights[t * k + j])) m.bad("/weights layer " + std::to_string(layer) + " row " + std::to_string(first + t) + ": not finite");
+      if (!std::isfinite(weights[t * k + j]))
+        m.bad("/weights layer " + std::to_string(layer) + " row " + std::to_string(first + t) +
+              ": not finite");
     }
   }
 }
@@ -539,13 +584,16 @@ struct TraceWriter::Impl {
   std::vector<uint16_t> half_buf;
   std::vector<std::vector<int32_t>> domain_map;  // parsed o.domain_experts
 
-  Handle create(const std::string& name, hid_t type, const std::vector<hsize_t>& dims, int axis, hsize_t chunk_rows) {
+  Handle create(const std::string& name, hid_t type, const std::vector<hsize_t>& dims, int axis,
+                hsize_t chunk_rows) {
     std::vector<hsize_t> maxdims = dims, chunk = dims;
     maxdims[axis] = H5S_UNLIMITED;
     chunk[axis] = chunk_rows;
     for (size_t i = 0; i < chunk.size(); ++i)
       if (static_cast<int>(i) < axis) chunk[i] = 1;
-    Handle space(check(H5Screate_simple(static_cast<int>(dims.size()), dims.data(), maxdims.data()), "H5Screate_simple"), H5Sclose);
+    Handle space(check(H5Screate_simple(static_cast<int>(dims.size()), dims.data(), maxdims.data()),
+                       "H5Screate_simple"),
+                 H5Sclose);
     Handle dcpl(check(H5Pcreate(H5P_DATASET_CREATE), "H5Pcreate"), H5Pclose);
     check_status(H5Pset_chunk(dcpl, static_cast<int>(chunk.size()), chunk.data()), "H5Pset_chunk");
     if (o.deflate_level > 0) {
@@ -555,8 +603,11 @@ struct TraceWriter::Impl {
     Handle lcpl(check(H5Pcreate(H5P_LINK_CREATE), "H5Pcreate"), H5Pclose);
     check_status(H5Pset_create_intermediate_group(lcpl, 1), "H5Pset_create_intermediate_group");
     Handle dapl(check(H5Pcreate(H5P_DATASET_ACCESS), "H5Pcreate"), H5Pclose);
-    check_status(H5Pset_chunk_cache(dapl, 12421, 64u << 20, 1.0), "H5Pset_chunk_cache");  // partial chunks stay cached
-    return Handle(check(H5Dcreate2(file, name.c_str(), type, space, lcpl, dcpl, dapl), ("H5Dcreate " + name).c_str()), H5Dclose);
+    check_status(H5Pset_chunk_cache(dapl, 12421, 64u << 20, 1.0),
+                 "H5Pset_chunk_cache");  // partial chunks stay cached
+    return Handle(check(H5Dcreate2(file, name.c_str(), type, space, lcpl, dcpl, dapl),
+                        ("H5Dcreate " + name).c_str()),
+                  H5Dclose);
   }
 
   void extend(hid_t d, int axis, hsize_t rows) {
@@ -567,29 +618,38 @@ struct TraceWriter::Impl {
     check_status(H5Dset_extent(d, dims.data()), "H5Dset_extent");
   }
 
-  void write(hid_t d, hid_t mem_type, const std::vector<hsize_t>& start, const std::vector<hsize_t>& count, const void* buf,
-             const char* what) {
+  void write(hid_t d, hid_t mem_type, const std::vector<hsize_t>& start,
+             const std::vector<hsize_t>& count, const void* buf, const char* what) {
     Handle fs(check(H5Dget_space(d), "H5Dget_space"), H5Sclose);
-    check_status(H5Sselect_hyperslab(fs, H5S_SELECT_SET, start.data(), nullptr, count.data(), nullptr), "H5Sselect_hyperslab");
-    Handle ms(check(H5Screate_simple(static_cast<int>(count.size()), count.data(), nullptr), "H5Screate_simple"), H5Sclose);
+    check_status(
+        H5Sselect_hyperslab(fs, H5S_SELECT_SET, start.data(), nullptr, count.data(), nullptr),
+        "H5Sselect_hyperslab");
+    Handle ms(check(H5Screate_simple(static_cast<int>(count.size()), count.data(), nullptr),
+                    "H5Screate_simple"),
+              H5Sclose);
     check_status(H5Dwrite(d, mem_type, ms, fs, H5P_DEFAULT, buf), what);
   }
 };
 
-TraceWriter::TraceWriter(const std::string& path, const TraceWriterOptions& options) : impl_(std::make_unique<Impl>()) {
+TraceWriter::TraceWriter(const std::string& path, const TraceWriterOptions& options)
+    : impl_(std::make_unique<Impl>()) {
   Impl& m = *impl_;
   m.path = path;
   m.tmp = path + ".tmp";
   m.o = options;
   TraceWriterOptions& o = m.o;
   h5::silence_error_stack();
-  if (o.kind != "logits" && o.kind != "assignments") throw InputError("trace writer: kind '" + o.kind + "' (known: logits, assignments)");
-  if (o.num_experts < 1 || o.num_layers < 1) throw InputError("trace writer: needs >= 1 expert and >= 1 layer");
+  if (o.kind != "logits" && o.kind != "assignments")
+    throw InputError("trace writer: kind '" + o.kind + "' (known: logits, assignments)");
+  if (o.num_experts < 1 || o.num_layers < 1)
+    throw InputError("trace writer: needs >= 1 expert and >= 1 layer");
   if (o.kind == "assignments" && (o.top_k < 1 || o.top_k > o.num_experts))
-    throw InputError("trace writer: top_k " + std::to_string(o.top_k) + " outside [1, " + std::to_string(o.num_experts) + "]");
+    throw InputError("trace writer: top_k " + std::to_string(o.top_k) + " outside [1, " +
+                     std::to_string(o.num_experts) + "]");
   if (o.layer_ids.empty())
     for (int32_t l = 0; l < o.num_layers; ++l) o.layer_ids.push_back(l);
-  if (static_cast<int32_t>(o.layer_ids.size()) != o.num_layers) throw InputError("trace writer: layer_ids and num_layers differ");
+  if (static_cast<int32_t>(o.layer_ids.size()) != o.num_layers)
+    throw InputError("trace writer: layer_ids and num_layers differ");
   if (!o.domain_experts.empty()) {
     if (!o.has_domain)
       throw InputError("--domain-experts " + o.domain_experts +
@@ -598,7 +658,8 @@ TraceWriter::TraceWriter(const std::string& path, const TraceWriterOptions& opti
     m.domain_map = parse_domain_experts(o.domain_experts, o.num_experts, "--domain-experts");
     o.domain_experts = format_domain_experts(m.domain_map);
   }
-  if (std::filesystem::exists(path) && !o.force) throw InputError(path + ": exists (pass --force to replace it)");
+  if (std::filesystem::exists(path) && !o.force)
+    throw InputError(path + ": exists (pass --force to replace it)");
   const hid_t f = H5Fcreate(m.tmp.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
   if (f < 0) throw InputError(m.tmp + ": cannot create file");
   m.file = Handle(f, H5Fclose);
@@ -632,7 +693,8 @@ void TraceWriter::create_datasets() {
   } else {
     const hsize_t k = static_cast<hsize_t>(o.top_k);
     const hsize_t rows = std::clamp<hsize_t>((1u << 20) / (k * 4), 1, kMetaChunk);
-    m.d_ids = m.create("/expert_ids", o.num_experts <= 32767 ? H5T_STD_I16LE : H5T_STD_I32LE, {L, 0, k}, 1, rows);
+    m.d_ids = m.create("/expert_ids", o.num_experts <= 32767 ? H5T_STD_I16LE : H5T_STD_I32LE,
+                       {L, 0, k}, 1, rows);
     m.d_w = m.create("/weights", H5T_IEEE_F32LE, {L, 0, k}, 1, rows);
   }
 }
@@ -645,16 +707,22 @@ TraceWriter::~TraceWriter() {
   }
 }
 
-int64_t TraceWriter::tokens() const { return impl_->tokens; }
+int64_t TraceWriter::tokens() const {
+  return impl_->tokens;
+}
 
-int64_t TraceWriter::append_tokens(int32_t step, int64_t n, std::span<const int64_t> sequence, std::span<const int32_t> position,
-                                   std::span<const int64_t> token_id, std::span<const int32_t> domain, std::span<const int32_t> rank) {
+int64_t TraceWriter::append_tokens(int32_t step, int64_t n, std::span<const int64_t> sequence,
+                                   std::span<const int32_t> position,
+                                   std::span<const int64_t> token_id,
+                                   std::span<const int32_t> domain, std::span<const int32_t> rank) {
   Impl& m = *impl_;
   const TraceWriterOptions& o = m.o;
   if (step != m.last_step && step != m.last_step + 1)
-    throw InputError("trace writer: step " + std::to_string(step) + " after step " + std::to_string(m.last_step) + " (steps must come in order)");
+    throw InputError("trace writer: step " + std::to_string(step) + " after step " +
+                     std::to_string(m.last_step) + " (steps must come in order)");
   auto need = [&](size_t got, bool wanted, const char* what) {
-    if (wanted && got != static_cast<size_t>(n)) fail(std::string("trace writer: ") + what + " has the wrong length");
+    if (wanted && got != static_cast<size_t>(n))
+      fail(std::string("trace writer: ") + what + " has the wrong length");
   };
   need(position.size(), true, "position");
   need(sequence.size(), o.has_sequences, "sequence");
@@ -681,7 +749,8 @@ int64_t TraceWriter::append_tokens(int32_t step, int64_t n, std::span<const int6
   const hsize_t total = static_cast<hsize_t>(first + n);
   const std::vector<hsize_t> start{static_cast<hsize_t>(first)}, count{static_cast<hsize_t>(n)};
   std::vector<int32_t> steps(static_cast<size_t>(n), step);
-  for (hid_t d : {m.d_step.get(), m.d_seq.get(), m.d_pos.get(), m.d_tok.get(), m.d_dom.get(), m.d_rank.get()})
+  for (hid_t d :
+       {m.d_step.get(), m.d_seq.get(), m.d_pos.get(), m.d_tok.get(), m.d_dom.get(), m.d_rank.get()})
     if (d >= 0) m.extend(d, 0, total);
   m.write(m.d_step, H5T_NATIVE_INT32, start, count, steps.data(), "H5Dwrite /tokens/step");
   if (o.has_sequences) {
@@ -691,9 +760,12 @@ int64_t TraceWriter::append_tokens(int32_t step, int64_t n, std::span<const int6
     m.write(m.d_seq, H5T_NATIVE_INT64, start, count, none.data(), "H5Dwrite /tokens/sequence");
   }
   m.write(m.d_pos, H5T_NATIVE_INT32, start, count, position.data(), "H5Dwrite /tokens/position");
-  if (o.has_token_id) m.write(m.d_tok, H5T_NATIVE_INT64, start, count, token_id.data(), "H5Dwrite /tokens/token_id");
-  if (o.has_domain) m.write(m.d_dom, H5T_NATIVE_INT32, start, count, domain.data(), "H5Dwrite /tokens/domain");
-  if (o.has_rank) m.write(m.d_rank, H5T_NATIVE_INT32, start, count, rank.data(), "H5Dwrite /tokens/rank");
+  if (o.has_token_id)
+    m.write(m.d_tok, H5T_NATIVE_INT64, start, count, token_id.data(), "H5Dwrite /tokens/token_id");
+  if (o.has_domain)
+    m.write(m.d_dom, H5T_NATIVE_INT32, start, count, domain.data(), "H5Dwrite /tokens/domain");
+  if (o.has_rank)
+    m.write(m.d_rank, H5T_NATIVE_INT32, start, count, rank.data(), "H5Dwrite /tokens/rank");
   for (hid_t d : {m.d_logits.get(), m.d_ids.get(), m.d_w.get()})
     if (d >= 0) m.extend(d, 1, total);
   m.tokens += n;
@@ -703,32 +775,41 @@ int64_t TraceWriter::append_tokens(int32_t step, int64_t n, std::span<const int6
 void TraceWriter::write_logits(int32_t layer, int64_t first, int64_t n, const float* logits) {
   Impl& m = *impl_;
   if (m.o.kind != "logits") fail("trace writer: write_logits on an assignment trace");
-  if (layer < 0 || layer >= m.o.num_layers || first < 0 || first + n > m.tokens) fail("trace writer: logits outside the appended rows");
+  if (layer < 0 || layer >= m.o.num_layers || first < 0 || first + n > m.tokens)
+    fail("trace writer: logits outside the appended rows");
   const int64_t E = m.o.num_experts;
   // NaN and +inf never; above the float16 range not in fp16 (values far below it become -inf,
   // which means "never chosen").
   for (int64_t i = 0; i < n * E; ++i) {
     const float x = logits[i];
     if (std::isnan(x) || x == std::numeric_limits<float>::infinity() || (m.o.fp16 && x > 65504.f))
-      throw InputError(m.path + ": logit " + std::to_string(x) + " of layer " + std::to_string(m.o.layer_ids[static_cast<size_t>(layer)]) +
-                       " token " + std::to_string(first + i / E) + " expert " + std::to_string(i % E) +
-                       (std::isnan(x) || std::isinf(x) ? " is not finite" : " exceeds the float16 range (use --dtype fp32)"));
+      throw InputError(m.path + ": logit " + std::to_string(x) + " of layer " +
+                       std::to_string(m.o.layer_ids[static_cast<size_t>(layer)]) + " token " +
+                       std::to_string(first + i / E) + " expert " + std::to_string(i % E) +
+                       (std::isnan(x) || std::isinf(x)
+                            ? " is not finite"
+                            : " exceeds the float16 range (use --dtype fp32)"));
   }
   const std::vector<hsize_t> start{static_cast<hsize_t>(layer), static_cast<hsize_t>(first), 0},
       count{1, static_cast<hsize_t>(n), static_cast<hsize_t>(E)};
-  if (!m.o.fp16) return m.write(m.d_logits, H5T_NATIVE_FLOAT, start, count, logits, "H5Dwrite /logits");
+  if (!m.o.fp16)
+    return m.write(m.d_logits, H5T_NATIVE_FLOAT, start, count, logits, "H5Dwrite /logits");
   m.half_buf.resize(static_cast<size_t>(n * E));
   for (size_t i = 0; i < m.half_buf.size(); ++i) m.half_buf[i] = float_to_half(logits[i]);
   m.write(m.d_logits, m.half, start, count, m.half_buf.data(), "H5Dwrite /logits");
 }
 
-void TraceWriter::write_assignments(int32_t layer, int64_t first, int64_t n, const int32_t* ids, const float* weights) {
+void TraceWriter::write_assignments(int32_t layer, int64_t first, int64_t n, const int32_t* ids,
+                                    const float* weights) {
   Impl& m = *impl_;
   if (m.o.kind != "assignments") fail("trace writer: write_assignments on a logit trace");
-  if (layer < 0 || layer >= m.o.num_layers || first < 0 || first + n > m.tokens) fail("trace writer: assignments outside the appended rows");
+  if (layer < 0 || layer >= m.o.num_layers || first < 0 || first + n > m.tokens)
+    fail("trace writer: assignments outside the appended rows");
   const int32_t k = m.o.top_k, E = m.o.num_experts;
   for (int64_t i = 0; i < n * k; ++i)
-    if (ids[i] < -1 || ids[i] >= E) fail("trace writer: expert id " + std::to_string(ids[i]) + " outside [0, " + std::to_string(E) + ")");
+    if (ids[i] < -1 || ids[i] >= E)
+      fail("trace writer: expert id " + std::to_string(ids[i]) + " outside [0, " +
+           std::to_string(E) + ")");
   const std::vector<hsize_t> start{static_cast<hsize_t>(layer), static_cast<hsize_t>(first), 0},
       count{1, static_cast<hsize_t>(n), static_cast<hsize_t>(k)};
   m.write(m.d_ids, H5T_NATIVE_INT32, start, count, ids, "H5Dwrite /expert_ids");
@@ -738,15 +819,21 @@ void TraceWriter::write_assignments(int32_t layer, int64_t first, int64_t n, con
 void TraceWriter::finish() {
   Impl& m = *impl_;
   const TraceWriterOptions& o = m.o;
-  if (m.tokens == 0) throw InputError("trace writer: no tokens to write (" + m.path + " not written)");
+  if (m.tokens == 0)
+    throw InputError("trace writer: no tokens to write (" + m.path + " not written)");
   m.step_offsets.push_back(m.tokens);
   const hsize_t S1 = m.step_offsets.size();
   {
     Handle space(check(H5Screate_simple(1, &S1, nullptr), "H5Screate_simple"), H5Sclose);
     Handle lcpl(check(H5Pcreate(H5P_LINK_CREATE), "H5Pcreate"), H5Pclose);
     check_status(H5Pset_create_intermediate_group(lcpl, 1), "H5Pset_create_intermediate_group");
-    Handle d(check(H5Dcreate2(m.file, "/steps/offset", H5T_STD_I64LE, space, lcpl, H5P_DEFAULT, H5P_DEFAULT), "H5Dcreate /steps/offset"), H5Dclose);
-    check_status(H5Dwrite(d, H5T_NATIVE_INT64, H5S_ALL, H5S_ALL, H5P_DEFAULT, m.step_offsets.data()), "H5Dwrite /steps/offset");
+    Handle d(check(H5Dcreate2(m.file, "/steps/offset", H5T_STD_I64LE, space, lcpl, H5P_DEFAULT,
+                              H5P_DEFAULT),
+                   "H5Dcreate /steps/offset"),
+             H5Dclose);
+    check_status(
+        H5Dwrite(d, H5T_NATIVE_INT64, H5S_ALL, H5S_ALL, H5P_DEFAULT, m.step_offsets.data()),
+        "H5Dwrite /steps/offset");
   }
   const hid_t f = m.file;
   h5::write_attr(f, "format", kTraceFormatName);
@@ -760,13 +847,17 @@ void TraceWriter::finish() {
   h5::write_attr(f, "variable_k", static_cast<int64_t>(o.variable_k ? 1 : 0));
   write_attr_ints(f, "layer_ids", o.layer_ids);
   h5::write_attr(f, "has_sequences", static_cast<int64_t>(o.has_sequences ? 1 : 0));
-  h5::write_attr(f, "weights_are", o.kind == "assignments" ? o.weights_are : std::string("unknown"));
+  h5::write_attr(f, "weights_are",
+                 o.kind == "assignments" ? o.weights_are : std::string("unknown"));
   h5::write_attr(f, "model", o.model);
   h5::write_attr(f, "source", o.source);
   h5::write_attr(f, "capture_method", o.capture_method);
   if (!o.domain_experts.empty()) h5::write_attr(f, "domain_experts", o.domain_experts);
-  h5::write_attr(f, "created_by", o.created_by.empty() ? std::string("moebench ") + MOEBENCH_VERSION : o.created_by);
-  for (Handle* d : {&m.d_step, &m.d_seq, &m.d_pos, &m.d_tok, &m.d_dom, &m.d_rank, &m.d_logits, &m.d_ids, &m.d_w}) d->reset();
+  h5::write_attr(f, "created_by",
+                 o.created_by.empty() ? std::string("moebench ") + MOEBENCH_VERSION : o.created_by);
+  for (Handle* d : {&m.d_step, &m.d_seq, &m.d_pos, &m.d_tok, &m.d_dom, &m.d_rank, &m.d_logits,
+                    &m.d_ids, &m.d_w})
+    d->reset();
   check_status(H5Fflush(m.file, H5F_SCOPE_LOCAL), "H5Fflush");
   m.file.reset();
   std::error_code ec;

@@ -26,7 +26,8 @@ struct TraceHeader {
   bool has_token_id = false, has_domain = false, has_rank = false;
   std::vector<int64_t> layer_ids;
   std::vector<int64_t> step_offsets;  // [S + 1]
-  std::string weights_are = "unknown";  // assignments: probabilities | renormalized | gates | unknown
+  std::string weights_are =
+      "unknown";  // assignments: probabilities | renormalized | gates | unknown
   std::string model, source, capture_method, created_by;
   std::string domain_experts;  // the domain -> experts map ("0=0;1=2+3"), "" when none
   bool logits() const { return kind == "logits"; }
@@ -80,9 +81,9 @@ struct TraceWriterOptions {
   std::string kind = "logits";
   int32_t num_experts = 0;
   int32_t num_layers = 0;
-  int32_t top_k = 0;          // assignments: width of expert_ids; logits: the model's k or 0
+  int32_t top_k = 0;  // assignments: width of expert_ids; logits: the model's k or 0
   bool variable_k = false;
-  bool fp16 = true;           // logits stored as float16 (else float32)
+  bool fp16 = true;  // logits stored as float16 (else float32)
   bool has_sequences = false;
   bool has_token_id = false, has_domain = false, has_rank = false;
   std::vector<int64_t> layer_ids;  // default 0..L-1
@@ -91,8 +92,8 @@ struct TraceWriterOptions {
   // The domain -> experts map (parse_domain_experts syntax; "" none). Needs has_domain; every
   // appended domain label must be listed in it.
   std::string domain_experts;
-  int deflate_level = 1;      // 0 = no compression
-  bool force = false;         // replace an existing file
+  int deflate_level = 1;  // 0 = no compression
+  bool force = false;     // replace an existing file
 };
 
 // Writes a trace under PATH.tmp and renames it to PATH in finish(); a writer destroyed before
@@ -109,11 +110,12 @@ class TraceWriter {
   // Appends n tokens of `step` (== the last step or the next one); optional spans may be empty
   // (then required empty for every call), sequence may be empty when has_sequences is false.
   // Returns the global row of the first appended token.
-  int64_t append_tokens(int32_t step, int64_t n, std::span<const int64_t> sequence, std::span<const int32_t> position,
-                        std::span<const int64_t> token_id = {}, std::span<const int32_t> domain = {},
-                        std::span<const int32_t> rank = {});
+  int64_t append_tokens(int32_t step, int64_t n, std::span<const int64_t> sequence,
+                        std::span<const int32_t> position, std::span<const int64_t> token_id = {},
+                        std::span<const int32_t> domain = {}, std::span<const int32_t> rank = {});
   void write_logits(int32_t layer, int64_t first, int64_t n, const float* logits);
-  void write_assignments(int32_t layer, int64_t first, int64_t n, const int32_t* ids, const float* weights);
+  void write_assignments(int32_t layer, int64_t first, int64_t n, const int32_t* ids,
+                         const float* weights);
   int64_t tokens() const;
   // Writes /steps/offset and the attributes, closes and renames.
   void finish();
@@ -148,6 +150,7 @@ uint16_t float_to_half(float f);
 float half_to_float(uint16_t h);
 
 // Reconstructed logits of an assignment row (TRACE_FORMAT.md "Replay"): out[E].
-void reconstruct_logits(const int32_t* ids, const float* weights, int32_t k, int32_t E, bool probabilities, float* out);
+void reconstruct_logits(const int32_t* ids, const float* weights, int32_t k, int32_t E,
+                        bool probabilities, float* out);
 
 }  // namespace moe

@@ -14,12 +14,13 @@
 namespace moe {
 namespace {
 
-constexpr double kTiny = 1e-30;                 // the smallest share a tail expert gets
-constexpr double kBelowMin = 1.0 - 1.0 / 1024;  // tail shares stay strictly below the smallest recorded
-constexpr double kOrderStep = 1e-3;           // profile: the least gap between tail logits
-constexpr uint64_t kMassStream = 0x6d617373;    // "mass"
-constexpr uint64_t kOrderStream = 0x6f726472;   // "ordr"
-constexpr uint64_t kNoiseStream = 0x6e6f6973;   // "nois"
+constexpr double kTiny = 1e-30;  // the smallest share a tail expert gets
+constexpr double kBelowMin =
+    1.0 - 1.0 / 1024;                // tail shares stay strictly below the smallest recorded
+constexpr double kOrderStep = 1e-3;  // profile: the least gap between tail logits
+constexpr uint64_t kMassStream = 0x6d617373;   // "mass"
+constexpr uint64_t kOrderStream = 0x6f726472;  // "ordr"
+constexpr uint64_t kNoiseStream = 0x6e6f6973;  // "nois"
 
 // Standard-normal noise, quantised: a 12-bit uniform level q stands for the normal quantile at
 // (q + 0.5) / 1024, so one 64-bit draw gives six independent values (small tables, built once,
@@ -127,14 +128,17 @@ TailCompleter::TailCompleter(TraceReader& reader, const TailSpec& spec) : spec_(
   const TraceHeader& h = reader.header();
   const std::string where = "trace " + reader.path() + ": --trace-tail " + spec.model;
   if (h.logits())
-    throw InputError(where + ": the trace holds full logits; completion applies to assignment "
-                             "traces only (drop --trace-tail)");
+    throw InputError(where +
+                     ": the trace holds full logits; completion applies to assignment "
+                     "traces only (drop --trace-tail)");
   if (spec.model == "mass" && h.weights_are != "probabilities")
-    throw InputError(where + " needs weights that are probabilities over all experts (weights_are "
-                             "= " +
+    throw InputError(where +
+                     " needs weights that are probabilities over all experts (weights_are "
+                     "= " +
                      h.weights_are + "); use --trace-tail profile");
   if (spec.model == "profile" && h.top_k < 2)
-    throw InputError(where + " fits the decay over ranks 1..k and needs k >= 2 (the trace has k = " +
+    throw InputError(where +
+                     " fits the decay over ranks 1..k and needs k >= 2 (the trace has k = " +
                      std::to_string(h.top_k) + "); use --trace-tail mass");
   if (!(spec.noise >= 0) || !std::isfinite(spec.noise))
     throw InputError("--tail-noise: must be finite and >= 0 (got " + num(spec.noise) + ")");
@@ -241,8 +245,8 @@ void TailCompleter::complete_mass(int32_t layer, int64_t row, int32_t n, float* 
   if (n == E_) return;
   const double rest = std::max(0.0, 1.0 - sum);
   const double cap = n > 0 ? p_min * kBelowMin : std::numeric_limits<double>::infinity();
-  const uint64_t key = rng::key(spec_.seed, kMassStream, static_cast<uint64_t>(layer),
-                                static_cast<uint64_t>(row));
+  const uint64_t key =
+      rng::key(spec_.seed, kMassStream, static_cast<uint64_t>(layer), static_cast<uint64_t>(row));
   noise_levels(key, static_cast<size_t>(E_), levels_);
   // The tail's weights (log and linear; a recorded expert weighs 0), then the water level:
   // shares = min(cap, weight * level) summing to `rest`. Each round caps every share above the
@@ -290,8 +294,7 @@ void TailCompleter::complete_mass(int32_t layer, int64_t row, int32_t n, float* 
     free_weight = next_free;
   }
   const float log_cap = static_cast<float>(std::log(std::max(cap, kTiny)));
-  const double log_scale =
-      std::log(std::max(left, kTiny)) - std::log(std::max(free_weight, kTiny));
+  const double log_scale = std::log(std::max(left, kTiny)) - std::log(std::max(free_weight, kTiny));
   const float floor = static_cast<float>(std::log(kTiny));
   for (size_t e = 0; e < E; ++e) {
     const float tail = capped[e] ? log_cap : std::max(floor, static_cast<float>(log_scale + lw[e]));
@@ -310,16 +313,16 @@ void TailCompleter::complete_profile(int32_t layer, int64_t row, int32_t n, floa
     if (!recorded_[static_cast<size_t>(e)]) tail_.push_back(e);
   const size_t m = tail_.size();
   if (m == 0) return;
-  const uint64_t order_key = rng::key(spec_.seed, kOrderStream, static_cast<uint64_t>(layer),
-                                      static_cast<uint64_t>(row));
+  const uint64_t order_key =
+      rng::key(spec_.seed, kOrderStream, static_cast<uint64_t>(layer), static_cast<uint64_t>(row));
   if (spec_.prior == "uniform")  // Fisher-Yates
     for (size_t i = m - 1; i > 0; --i) {
       const uint64_t r = rng::bits(order_key, i);
       const size_t j = static_cast<size_t>((r >> 11) % (i + 1));  // bias < 2^-40
       std::swap(tail_[i], tail_[j]);
     }
-  const uint64_t noise_key = rng::key(spec_.seed, kNoiseStream, static_cast<uint64_t>(layer),
-                                      static_cast<uint64_t>(row));
+  const uint64_t noise_key =
+      rng::key(spec_.seed, kNoiseStream, static_cast<uint64_t>(layer), static_cast<uint64_t>(row));
   double anchor = 0;  // a row with nothing recorded starts at 0
   if (n > 0) {
     anchor = std::numeric_limits<double>::infinity();

@@ -13,9 +13,9 @@ namespace moe {
 class TraceReader;
 
 struct TailSpec {
-  std::string model = "none";         // none | mass | profile
-  std::string prior = "popularity";   // popularity | uniform: which unrecorded experts sit higher
-  double noise = 1.0;                 // mass: log-normal spread of the tail's shares
+  std::string model = "none";        // none | mass | profile
+  std::string prior = "popularity";  // popularity | uniform: which unrecorded experts sit higher
+  double noise = 1.0;                // mass: log-normal spread of the tail's shares
   uint64_t seed = 0;
 };
 

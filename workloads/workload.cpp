@@ -9,10 +9,12 @@ void Workload::rank_layout(int32_t, std::vector<int64_t>& first_token_of_rank) {
   for (int32_t r = 0; r <= setup_.ep_size; ++r) first_token_of_rank[r] = r * setup_.tokens_per_rank;
 }
 
-void Workload::generate_ranks(int32_t step, int32_t layer, int32_t first_rank, int32_t num_ranks, TokenBatch& out) {
+void Workload::generate_ranks(int32_t step, int32_t layer, int32_t first_rank, int32_t num_ranks,
+                              TokenBatch& out) {
   if (first_rank < 0 || num_ranks < 1 || first_rank + num_ranks > setup_.ep_size)
-    fail("generate_ranks: ranks [" + std::to_string(first_rank) + ", " + std::to_string(first_rank + num_ranks) +
-         ") outside the EP size " + std::to_string(setup_.ep_size));
+    fail("generate_ranks: ranks [" + std::to_string(first_rank) + ", " +
+         std::to_string(first_rank + num_ranks) + ") outside the EP size " +
+         std::to_string(setup_.ep_size));
   const std::vector<int64_t>& lay = layout(step);
   const int64_t first = lay[first_rank];
   generate(step, layer, first, lay[first_rank + num_ranks] - first, out);
@@ -39,7 +41,8 @@ int64_t Workload::step_stream_start(int32_t step) {
   return step_start_[static_cast<size_t>(step)];
 }
 
-void Workload::generate(int32_t step, int32_t layer, int64_t first_token, int64_t num_tokens, TokenBatch& out) {
+void Workload::generate(int32_t step, int32_t layer, int64_t first_token, int64_t num_tokens,
+                        TokenBatch& out) {
   out.step = step;
   out.layer = layer;
   out.num_experts = setup_.num_experts;
@@ -50,7 +53,8 @@ void Workload::generate(int32_t step, int32_t layer, int64_t first_token, int64_
   // Uniform layouts keep the tokens_per_rank shortcut; ragged ones are described by rank_offsets
   // (generate_ranks), so a batch made by generate() alone is one rank.
   bool uniform = true;
-  for (size_t r = 0; r < lay.size() && uniform; ++r) uniform = lay[r] == static_cast<int64_t>(r) * setup_.tokens_per_rank;
+  for (size_t r = 0; r < lay.size() && uniform; ++r)
+    uniform = lay[r] == static_cast<int64_t>(r) * setup_.tokens_per_rank;
   out.tokens_per_rank = uniform ? setup_.tokens_per_rank : 0;
   const int64_t stream_start = step_stream_start(step);
   out.logits.resize(static_cast<size_t>(num_tokens) * setup_.num_experts);
@@ -80,7 +84,9 @@ void Workload::generate(int32_t step, int32_t layer, int64_t first_token, int64_
 std::unique_ptr<Workload> make_workload(const std::string& name, const WorkloadSetup& setup,
                                         const std::map<std::string, std::string>& args) {
   const auto* entry = WorkloadRegistry::instance().find(name);
-  if (!entry) throw InputError("unknown workload '" + name + "' (known: " + join(WorkloadRegistry::instance().names()) + ")");
+  if (!entry)
+    throw InputError("unknown workload '" + name +
+                     "' (known: " + join(WorkloadRegistry::instance().names()) + ")");
   ComponentArgs component_args("workload-arg", name, args);
   auto w = entry->factory(setup, component_args);
   component_args.reject_unknown();

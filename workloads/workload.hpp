@@ -40,10 +40,12 @@ class Workload {
   // The tokens of EP ranks [first_rank, first_rank + num_ranks) for one step and layer, with the
   // batch's rank layout set. Collective over setup.comm for trace replay (every process calls it
   // for the same step and layer); synthetic workloads are not collective.
-  void generate_ranks(int32_t step, int32_t layer, int32_t first_rank, int32_t num_ranks, TokenBatch& out);
+  void generate_ranks(int32_t step, int32_t layer, int32_t first_rank, int32_t num_ranks,
+                      TokenBatch& out);
   // Global tokens [first_token, first_token + num_tokens) of one step and layer. Synthetic:
   // metadata, then fill_logits.
-  virtual void generate(int32_t step, int32_t layer, int64_t first_token, int64_t num_tokens, TokenBatch& out);
+  virtual void generate(int32_t step, int32_t layer, int64_t first_token, int64_t num_tokens,
+                        TokenBatch& out);
   // First global token of each of the ep_size ranks at `step`, and the step's total: [R + 1].
   // The same on every process, a function of (seed, step) only. Synthetic: tokens_per_rank each;
   // ragged workloads (source_ragged, lognormal) override it, every rank getting >= 1 token.
@@ -68,7 +70,8 @@ class Workload {
   std::vector<int64_t> scratch_;
 };
 
-using WorkloadFactory = std::function<std::unique_ptr<Workload>(const WorkloadSetup&, ComponentArgs&)>;
+using WorkloadFactory =
+    std::function<std::unique_ptr<Workload>(const WorkloadSetup&, ComponentArgs&)>;
 using WorkloadRegistry = Registry<WorkloadFactory>;
 
 // Builds a registered workload and rejects knobs it does not know. Throws InputError.

@@ -329,9 +329,10 @@ std::vector<std::string> resolve_and_validate(
   if (!(c.tail_noise >= 0) || !std::isfinite(c.tail_noise))
     p.push_back("--tail-noise: must be finite and >= 0 (got " + num(c.tail_noise) + ")");
   if (c.trace_tail != "none" && c.workload != "trace")
-    p.push_back("--trace-tail " + c.trace_tail +
-                ": completes an assignment trace, only used with --workload trace (got --workload " +
-                c.workload + ")");
+    p.push_back(
+        "--trace-tail " + c.trace_tail +
+        ": completes an assignment trace, only used with --workload trace (got --workload " +
+        c.workload + ")");
   if (c.workload != "trace" && c.explicit_options.count("count-sources"))
     p.push_back("--count-sources: only for a count-only trace (--workload trace)");
   if (c.experts < 1) p.push_back("--experts: must be >= 1 (got " + std::to_string(c.experts) + ")");

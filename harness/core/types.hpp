@@ -14,23 +14,24 @@ struct TokenBatch {
   int32_t layer = 0;
   int32_t num_experts = 0;
   int64_t num_tokens = 0;
-  int64_t first_token = 0;       // global index of token 0 of this batch
-  int64_t global_tokens = 0;     // tokens in the whole EP group for this (step, layer)
-  int64_t tokens_per_rank = 0;   // uniform layouts: token t belongs to EP rank (first_token + t) / tokens_per_rank
+  int64_t first_token = 0;    // global index of token 0 of this batch
+  int64_t global_tokens = 0;  // tokens in the whole EP group for this (step, layer)
+  int64_t tokens_per_rank =
+      0;  // uniform layouts: token t belongs to EP rank (first_token + t) / tokens_per_rank
   // The EP ranks this batch covers, in order: rank first_rank + i owns batch tokens
   // [rank_offsets[i], rank_offsets[i+1]). Empty: the uniform layout above (or one rank when
   // tokens_per_rank is 0). Traces split by sequence give ranks different token counts.
   int32_t first_rank = 0;
   std::vector<int64_t> rank_offsets;
-  std::vector<float> logits;     // [num_tokens, num_experts], row-major
-  std::vector<int64_t> sequence; // [num_tokens] global sequence id
-  std::vector<int32_t> position; // [num_tokens] position inside the sequence
+  std::vector<float> logits;      // [num_tokens, num_experts], row-major
+  std::vector<int64_t> sequence;  // [num_tokens] global sequence id
+  std::vector<int32_t> position;  // [num_tokens] position inside the sequence
   // What the source knows (traces may lack some): routers check these before routing.
-  bool full_logits = true;       // logits cover all experts (false: reconstructed from top-k)
+  bool full_logits = true;  // logits cover all experts (false: reconstructed from top-k)
   // An assignment trace whose unrecorded logits were completed (--trace-tail): the model name
   // (full_logits is then true, and recorded_* still say what the trace holds); "" otherwise.
   std::string tail_model;
-  bool has_sequences = true;     // sequence/position are real (false: unknown)
+  bool has_sequences = true;  // sequence/position are real (false: unknown)
   // Labelled workloads only (empty otherwise): each token's domain, and the experts each domain
   // favours at this layer, [domains][experts_per_domain].
   std::vector<int32_t> domain;
@@ -49,7 +50,9 @@ struct TokenBatch {
 
   int32_t ranks_here() const {
     if (!rank_offsets.empty()) return static_cast<int32_t>(rank_offsets.size()) - 1;
-    if (tokens_per_rank > 0) return static_cast<int32_t>(std::max<int64_t>(1, (num_tokens + tokens_per_rank - 1) / tokens_per_rank));
+    if (tokens_per_rank > 0)
+      return static_cast<int32_t>(
+          std::max<int64_t>(1, (num_tokens + tokens_per_rank - 1) / tokens_per_rank));
     return 1;
   }
   // Batch-local token range of hosted rank i (0 <= i < ranks_here()).
@@ -57,7 +60,9 @@ struct TokenBatch {
     if (!rank_offsets.empty()) return rank_offsets[static_cast<size_t>(i)];
     return tokens_per_rank > 0 ? std::min<int64_t>(num_tokens, i * tokens_per_rank) : 0;
   }
-  int64_t rank_end(int32_t i) const { return i + 1 >= ranks_here() ? num_tokens : rank_begin(i + 1); }
+  int64_t rank_end(int32_t i) const {
+    return i + 1 >= ranks_here() ? num_tokens : rank_begin(i + 1);
+  }
   // Global EP rank of hosted rank 0.
   int32_t rank_base() const {
     if (!rank_offsets.empty()) return first_rank;
@@ -109,12 +114,12 @@ struct RoutingPlan {
 
 // Assignments that survived capacity: kept[a] for each assignment of a RoutingPlan.
 struct CapacityResult {
-  int64_t capacity = 0;                 // tokens per expert, 0 = unlimited
-  std::vector<uint8_t> kept;            // [assignments]
-  std::vector<int64_t> expert_demand;   // [E] global, before capacity
-  std::vector<int64_t> expert_load;     // [E] global, after capacity
-  int64_t dropped_assignments = 0;      // global
-  int64_t dropped_tokens = 0;           // global: tokens that lost all of their assignments
+  int64_t capacity = 0;                // tokens per expert, 0 = unlimited
+  std::vector<uint8_t> kept;           // [assignments]
+  std::vector<int64_t> expert_demand;  // [E] global, before capacity
+  std::vector<int64_t> expert_load;    // [E] global, after capacity
+  int64_t dropped_assignments = 0;     // global
+  int64_t dropped_tokens = 0;          // global: tokens that lost all of their assignments
 };
 
 struct Link {
@@ -131,7 +136,8 @@ struct Topology {
   Link intra;  // inside a node (NVLink)
   Link inter;  // between nodes (NIC per GPU)
   // true when intra- and inter-node traffic compete for one resource (a single machine's memory
-  // system, a PCIe switch shared by GPU and NIC): the model adds the classes instead of overlapping.
+  // system, a PCIe switch shared by GPU and NIC): the model adds the classes instead of
+  // overlapping.
   bool shared_links = false;
   // NICs of a node (0: one per rank). inter.bandwidth_Bps is per NIC. Fewer NICs than ranks:
   // consecutive local ranks share one (ranks_per_node must be a multiple); more: each rank drives
@@ -147,7 +153,8 @@ struct Topology {
     return nics_per_node > 0 && nics_per_node < ranks_per_node ? ranks_per_node / nics_per_node : 1;
   }
   double nic_bandwidth_Bps() const {
-    return nics_per_node > ranks_per_node ? inter.bandwidth_Bps * (nics_per_node / ranks_per_node) : inter.bandwidth_Bps;
+    return nics_per_node > ranks_per_node ? inter.bandwidth_Bps * (nics_per_node / ranks_per_node)
+                                          : inter.bandwidth_Bps;
   }
   int32_t nic_of(int32_t rank) const { return rank / ranks_per_nic(); }  // global NIC index
   int32_t node_of(int32_t rank) const { return rank / ranks_per_node; }
@@ -164,16 +171,20 @@ struct Topology {
 // built with only rank_of_expert (tests, benchmarks) has one copy per expert.
 struct Placement {
   int32_t slots_per_rank = 0;
-  std::vector<int32_t> expert_of_slot;   // [R * slots_per_rank]
-  std::vector<int32_t> rank_of_expert;   // [E]
-  std::vector<int64_t> replica_offsets;  // [E + 1]: copies of e are replica_ranks[offsets[e] .. offsets[e + 1])
-  std::vector<int32_t> replica_ranks;    // in slot order
+  std::vector<int32_t> expert_of_slot;  // [R * slots_per_rank]
+  std::vector<int32_t> rank_of_expert;  // [E]
+  std::vector<int64_t>
+      replica_offsets;  // [E + 1]: copies of e are replica_ranks[offsets[e] .. offsets[e + 1])
+  std::vector<int32_t> replica_ranks;  // in slot order
 
   int32_t copies(int32_t e) const {
-    return replica_offsets.empty() ? 1 : static_cast<int32_t>(replica_offsets[e + 1] - replica_offsets[e]);
+    return replica_offsets.empty()
+               ? 1
+               : static_cast<int32_t>(replica_offsets[e + 1] - replica_offsets[e]);
   }
   const int32_t* ranks_of(int32_t e) const {
-    return replica_offsets.empty() ? &rank_of_expert[static_cast<size_t>(e)] : replica_ranks.data() + replica_offsets[e];
+    return replica_offsets.empty() ? &rank_of_expert[static_cast<size_t>(e)]
+                                   : replica_ranks.data() + replica_offsets[e];
   }
   int64_t physical_experts() const {
     int64_t n = 0;
@@ -208,7 +219,8 @@ struct Placement {
     std::fill(per_rank.begin(), per_rank.end(), 0);
     for (size_t e = 0; e < rank_of.size(); ++e) {
       const int32_t r = rank_of[e];
-      p.expert_of_slot[static_cast<size_t>(r) * p.slots_per_rank + per_rank[r]++] = static_cast<int32_t>(e);
+      p.expert_of_slot[static_cast<size_t>(r) * p.slots_per_rank + per_rank[r]++] =
+          static_cast<int32_t>(e);
     }
     p.index(static_cast<int32_t>(rank_of.size()));
     return p;

@@ -197,11 +197,11 @@ RunOutput run_pipeline(const RunConfig& cfg, const Comm& world, const RunOptions
     if (cfg.workload != "trace")
       info.workload_source = "synthetic workload " + cfg.workload;
     else if (!batch.tail_model.empty())
-      info.workload_source =
-          "assignment trace " + cfg.trace_file +
-          ": recorded replays it; other routers see the recorded top-" +
-          std::to_string(batch.recorded_k) + " with the unrecorded logits completed by --trace-tail " +
-          batch.tail_model + " (workloads/TRACE_FORMAT.md, Tail completion)";
+      info.workload_source = "assignment trace " + cfg.trace_file +
+                             ": recorded replays it; other routers see the recorded top-" +
+                             std::to_string(batch.recorded_k) +
+                             " with the unrecorded logits completed by --trace-tail " +
+                             batch.tail_model + " (workloads/TRACE_FORMAT.md, Tail completion)";
     else if (batch.count_only)
       info.workload_source =
           "count-only trace " + cfg.trace_file +

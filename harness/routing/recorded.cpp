@@ -16,10 +16,13 @@ namespace {
 
 class Recorded final : public Router {
  public:
-  Recorded(const RouterSetup&, ComponentArgs& args) : renormalize_(args.get_bool("renormalize", false)) {}
+  Recorded(const RouterSetup&, ComponentArgs& args)
+      : renormalize_(args.get_bool("renormalize", false)) {}
 
   std::string missing_input(const TokenBatch& batch) const override {
-    return batch.recorded_k > 0 ? "" : "recorded expert choices (an assignment trace; this source has logits only)";
+    return batch.recorded_k > 0
+               ? ""
+               : "recorded expert choices (an assignment trace; this source has logits only)";
   }
 
   bool token_local() const override { return true; }
@@ -63,8 +66,11 @@ class Recorded final : public Router {
 };
 
 const RouterRegistry::Registrar reg(
-    "recorded", "replays an assignment trace's recorded experts and weights exactly (renormalize=false|true)",
-    [](const RouterSetup& s, ComponentArgs& a) -> std::unique_ptr<Router> { return std::make_unique<Recorded>(s, a); });
+    "recorded",
+    "replays an assignment trace's recorded experts and weights exactly (renormalize=false|true)",
+    [](const RouterSetup& s, ComponentArgs& a) -> std::unique_ptr<Router> {
+      return std::make_unique<Recorded>(s, a);
+    });
 
 }  // namespace
 }  // namespace moe

@@ -11,10 +11,11 @@ namespace {
 class SoftmaxTopK final : public Router {
  public:
   SoftmaxTopK(const RouterSetup& setup, ComponentArgs& args)
-      : k_(setup.top_k),
-        renormalize_(args.get_bool("renormalize", true)) {}
+      : k_(setup.top_k), renormalize_(args.get_bool("renormalize", true)) {}
 
-  std::string missing_input(const TokenBatch& batch) const override { return topk_input_check(batch, k_); }
+  std::string missing_input(const TokenBatch& batch) const override {
+    return topk_input_check(batch, k_);
+  }
   bool token_local() const override { return true; }
   // softmax over all E of the logits.
   bool has_full_distribution() const override { return true; }
@@ -29,7 +30,8 @@ class SoftmaxTopK final : public Router {
     plan.expert.resize(static_cast<size_t>(T) * k_);
     plan.weight.resize(static_cast<size_t>(T) * k_);
     topk_rows(batch.logits.data(), T, batch.num_experts, k_,
-              renormalize_ ? TopKWeights::softmax_topk : TopKWeights::softmax_full, plan.expert.data(), plan.weight.data());
+              renormalize_ ? TopKWeights::softmax_topk : TopKWeights::softmax_full,
+              plan.expert.data(), plan.weight.data());
     for (int64_t t = 0; t < T; ++t) plan.offsets[t + 1] = (t + 1) * k_;
   }
 
@@ -39,8 +41,11 @@ class SoftmaxTopK final : public Router {
 };
 
 const RouterRegistry::Registrar reg(
-    "softmax_topk", "softmax over all experts, top-k by logit, ties to the lower index (renormalize=true|false)",
-    [](const RouterSetup& s, ComponentArgs& a) -> std::unique_ptr<Router> { return std::make_unique<SoftmaxTopK>(s, a); });
+    "softmax_topk",
+    "softmax over all experts, top-k by logit, ties to the lower index (renormalize=true|false)",
+    [](const RouterSetup& s, ComponentArgs& a) -> std::unique_ptr<Router> {
+      return std::make_unique<SoftmaxTopK>(s, a);
+    });
 
 }  // namespace
 }  // namespace moe

@@ -1,25 +1,30 @@
 // moebench_bench: single-core throughput of the hot stages of the pipeline.
-//   route/<router>/E<E>_k<k>          every registered router, tokens/s (items/s), only route() timed
-//   capacity/<policy>/E<E>_k<k>       apply_capacity on a softmax_topk plan, CF 1.0, tokens/s
-//   dispatch/<dedup>/E<E>_k<k>        account_dispatch on 2 nodes x 4 ranks, contiguous placement, tokens/s
-//   model_alltoall[/<variant>]/R1024   the analytical all-to-all model on a 1024 x 1024 matrix, s/call,
-//                                     balanced lower bound included: flat on 128 DGX-H100-like nodes
-//                                     (8 NICs each), node_forwarded, hierarchical, and pcie (2 NICs per
-//                                     node, shared node fabric, shared links). Floor: <= 0.1 s per call.
-//   workload/<name>/E256              every synthetic workload (default knobs, top-8): logits of 8192 tokens
+//   route/<router>/E<E>_k<k>          every registered router, tokens/s (items/s), only route()
+//   timed capacity/<policy>/E<E>_k<k>       apply_capacity on a softmax_topk plan, CF 1.0, tokens/s
+//   dispatch/<dedup>/E<E>_k<k>        account_dispatch on 2 nodes x 4 ranks, contiguous placement,
+//   tokens/s model_alltoall[/<variant>]/R1024   the analytical all-to-all model on a 1024 x 1024
+//   matrix, s/call,
+//                                     balanced lower bound included: flat on 128 DGX-H100-like
+//                                     nodes (8 NICs each), node_forwarded, hierarchical, and pcie
+//                                     (2 NICs per node, shared node fabric, shared links). Floor:
+//                                     <= 0.1 s per call.
+//   workload/<name>/E256              every synthetic workload (default knobs, top-8): logits of
+//   8192 tokens
 //                                     (one EP rank of 16, a new step each call), tokens/s
-//   trace_replay/recorded/T<N>        replay of an assignment trace (E64, top-6, N tokens per step) with
-//                                     the recorded router: read the step's rows from HDF5, route, account
-//                                     the dispatch over 8 ranks; tokens/s (the trace is written once, untimed)
+//   trace_replay/recorded/T<N>        replay of an assignment trace (E64, top-6, N tokens per step)
+//   with
+//                                     the recorded router: read the step's rows from HDF5, route,
+//                                     account the dispatch over 8 ranks; tokens/s (the trace is
+//                                     written once, untimed)
 // Everything runs on MPI_COMM_SELF; the binary needs no launcher. Each benchmark runs for at least
 // 0.2 s unless --benchmark_min_time is given. Exits 1 if any benchmark reported an error.
 #include <benchmark/benchmark.h>
 #include <mpi.h>
+#include <unistd.h>
 
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
-#include <unistd.h>
 #include <exception>
 #include <map>
 #include <memory>
@@ -56,7 +61,9 @@ void skip(benchmark::State& state, const std::string& why) {
   state.SkipWithError(why.c_str());
 }
 
-moe::Topology single_rank() { return moe::Topology{}; }
+moe::Topology single_rank() {
+  return moe::Topology{};
+}
 
 moe::Topology two_by_four() {
   moe::Topology t;
@@ -164,8 +171,8 @@ void bm_capacity(benchmark::State& state, const std::string& policy, Shape shape
     benchmark::ClobberMemory();
   }
   state.SetItemsProcessed(state.iterations() * in.batch.num_tokens);
-  state.counters["dropped_frac"] =
-      static_cast<double>(out.dropped_assignments) / static_cast<double>(in.softmax_plan.assignments());
+  state.counters["dropped_frac"] = static_cast<double>(out.dropped_assignments) /
+                                   static_cast<double>(in.softmax_plan.assignments());
 }
 
 void bm_dispatch(benchmark::State& state, moe::Dedup dedup, Shape shape) {
@@ -180,7 +187,7 @@ void bm_dispatch(benchmark::State& state, moe::Dedup dedup, Shape shape) {
   moe::TrafficSpec spec;
   spec.dedup = dedup;
   spec.payload_bytes = 7168 * 2;  // DeepSeek-V3 hidden size in bf16
-  moe::TokenBatch layout;  // the batch's tokens spread evenly over the R ranks
+  moe::TokenBatch layout;         // the batch's tokens spread evenly over the R ranks
   layout.num_tokens = in.batch.num_tokens;
   layout.tokens_per_rank = in.batch.num_tokens / R;
   const std::vector<uint8_t> all_kept;  // empty: every assignment kept
@@ -227,8 +234,8 @@ void bm_model_alltoall(benchmark::State& state, moe::A2aModel algo, bool pcie) {
     benchmark::DoNotOptimize(t);
   }
   state.SetItemsProcessed(state.iterations());
-  state.counters["s_per_call"] =
-      benchmark::Counter(1.0, benchmark::Counter::kIsIterationInvariantRate | benchmark::Counter::kInvert);
+  state.counters["s_per_call"] = benchmark::Counter(
+      1.0, benchmark::Counter::kIsIterationInvariantRate | benchmark::Counter::kInvert);
 }
 
 void bm_workload(benchmark::State& state, const std::string& name) {
@@ -261,9 +268,12 @@ void bm_workload(benchmark::State& state, const std::string& name) {
 
 const char* dedup_name(moe::Dedup d) {
   switch (d) {
-    case moe::Dedup::token_expert: return "token_expert";
-    case moe::Dedup::token_rank: return "token_rank";
-    case moe::Dedup::token_node: return "token_node";
+    case moe::Dedup::token_expert:
+      return "token_expert";
+    case moe::Dedup::token_rank:
+      return "token_rank";
+    case moe::Dedup::token_node:
+      return "token_node";
   }
   return "?";
 }
@@ -279,7 +289,8 @@ std::string replay_trace(int64_t tokens) {
   static Paths paths;
   auto& path = paths[tokens];
   if (!path.empty()) return path;
-  path = "/tmp/moebench_bench_trace_" + std::to_string(::getpid()) + "_" + std::to_string(tokens) + ".h5";
+  path = "/tmp/moebench_bench_trace_" + std::to_string(::getpid()) + "_" + std::to_string(tokens) +
+         ".h5";
   moe::WorkloadSetup ws{64, 1, 6, 1, tokens, 512, kSeed};
   moe::TokenBatch b;
   moe::make_workload("zipf", ws, {})->generate(0, 0, 0, tokens, b);
@@ -289,7 +300,8 @@ std::string replay_trace(int64_t tokens) {
   rs.num_layers = 1;
   rs.topology = single_rank();
   moe::RoutingPlan plan;
-  moe::make_router("softmax_topk", rs, {{"renormalize", "false"}})->route(b, moe::Comm::self(), plan);
+  moe::make_router("softmax_topk", rs, {{"renormalize", "false"}})
+      ->route(b, moe::Comm::self(), plan);
   moe::TraceWriterOptions o;
   o.kind = "assignments";
   o.weights_are = "probabilities";
@@ -334,7 +346,8 @@ void bm_trace_replay(benchmark::State& state, int64_t tokens, const std::string&
     const std::vector<uint8_t> all_kept;
     int32_t step = 0;
     for (auto _ : state) {
-      workload->generate_ranks(step++, 0, 0, topo.ep_size(), batch);  // a new step each time: no caching
+      workload->generate_ranks(step++, 0, 0, topo.ep_size(),
+                               batch);  // a new step each time: no caching
       router->route(batch, moe::Comm::self(), plan);
       m.reset(topo.ep_size());
       moe::account_dispatch(plan, all_kept, batch, placement, topo, spec, m);
@@ -348,12 +361,14 @@ void bm_trace_replay(benchmark::State& state, int64_t tokens, const std::string&
 
 void register_all() {
   for (int64_t tokens : {int64_t{1} << 16, int64_t{1} << 20})
-    benchmark::RegisterBenchmark(("trace_replay/recorded/T" + std::to_string(tokens)).c_str(), bm_trace_replay, tokens,
-                                 std::string("recorded"), std::string("none"))
+    benchmark::RegisterBenchmark(("trace_replay/recorded/T" + std::to_string(tokens)).c_str(),
+                                 bm_trace_replay, tokens, std::string("recorded"),
+                                 std::string("none"))
         ->Unit(benchmark::kMillisecond);
   for (const char* tail : {"none", "mass", "profile"})
-    benchmark::RegisterBenchmark(("trace_replay/softmax_topk/tail_" + std::string(tail) + "/T65536").c_str(),
-                                 bm_trace_replay, int64_t{1} << 16, std::string("softmax_topk"), std::string(tail))
+    benchmark::RegisterBenchmark(
+        ("trace_replay/softmax_topk/tail_" + std::string(tail) + "/T65536").c_str(),
+        bm_trace_replay, int64_t{1} << 16, std::string("softmax_topk"), std::string(tail))
         ->Unit(benchmark::kMillisecond);
   for (const std::string& name : moe::RouterRegistry::instance().names())
     for (const Shape& s : kShapes)
@@ -361,25 +376,30 @@ void register_all() {
           ->Unit(benchmark::kMicrosecond);
   for (const char* policy : {"position", "probability"})
     for (const Shape& s : kShapes)
-      benchmark::RegisterBenchmark(("capacity/" + std::string(policy) + "/" + s.label()).c_str(), bm_capacity,
-                                   std::string(policy), s)
+      benchmark::RegisterBenchmark(("capacity/" + std::string(policy) + "/" + s.label()).c_str(),
+                                   bm_capacity, std::string(policy), s)
           ->Unit(benchmark::kMicrosecond);
   for (moe::Dedup d : {moe::Dedup::token_expert, moe::Dedup::token_rank, moe::Dedup::token_node})
     for (const Shape& s : kShapes)
-      benchmark::RegisterBenchmark(("dispatch/" + std::string(dedup_name(d)) + "/" + s.label()).c_str(), bm_dispatch,
-                                   d, s)
+      benchmark::RegisterBenchmark(
+          ("dispatch/" + std::string(dedup_name(d)) + "/" + s.label()).c_str(), bm_dispatch, d, s)
           ->Unit(benchmark::kMicrosecond);
-  benchmark::RegisterBenchmark("model_alltoall/R1024", bm_model_alltoall, moe::A2aModel::flat, false)
+  benchmark::RegisterBenchmark("model_alltoall/R1024", bm_model_alltoall, moe::A2aModel::flat,
+                               false)
       ->Unit(benchmark::kMillisecond);
-  benchmark::RegisterBenchmark("model_alltoall/node_forwarded/R1024", bm_model_alltoall, moe::A2aModel::node_forwarded, false)
+  benchmark::RegisterBenchmark("model_alltoall/node_forwarded/R1024", bm_model_alltoall,
+                               moe::A2aModel::node_forwarded, false)
       ->Unit(benchmark::kMillisecond);
-  benchmark::RegisterBenchmark("model_alltoall/hierarchical/R1024", bm_model_alltoall, moe::A2aModel::hierarchical, false)
+  benchmark::RegisterBenchmark("model_alltoall/hierarchical/R1024", bm_model_alltoall,
+                               moe::A2aModel::hierarchical, false)
       ->Unit(benchmark::kMillisecond);
-  benchmark::RegisterBenchmark("model_alltoall/pcie/R1024", bm_model_alltoall, moe::A2aModel::flat, true)
+  benchmark::RegisterBenchmark("model_alltoall/pcie/R1024", bm_model_alltoall, moe::A2aModel::flat,
+                               true)
       ->Unit(benchmark::kMillisecond);
   for (const std::string& name : moe::WorkloadRegistry::instance().names())
     if (name != "trace")
-      benchmark::RegisterBenchmark(("workload/" + name + "/E256").c_str(), bm_workload, name)->Unit(benchmark::kMillisecond);
+      benchmark::RegisterBenchmark(("workload/" + name + "/E256").c_str(), bm_workload, name)
+          ->Unit(benchmark::kMillisecond);
 }
 
 }  // namespace

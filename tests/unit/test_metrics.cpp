@@ -26,7 +26,8 @@ TEST(TransitionFigures, HandComputed) {
     p.offsets[t + 1] = 2 * (t + 1);
   }
   // Transitions: t=1 (-> domain 1, correct 7: first choice, weight .6) and t=4 (-> domain 0,
-  // correct 5: second choice, weight .5). t=3 -> 4 crosses the EP-rank boundary and keeps its domain.
+  // correct 5: second choice, weight .5). t=3 -> 4 crosses the EP-rank boundary and keeps its
+  // domain.
   const auto f = transition_figures(b, p, Comm::self());
   ASSERT_EQ(f.size(), transition_figure_names(false).size());
   EXPECT_EQ(transition_figure_names(false)[2], "p_correct_among_chosen_at_transition");

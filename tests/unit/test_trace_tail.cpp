@@ -40,7 +40,8 @@ Rows write_trace(const std::string& path, const std::string& weights_are, bool g
   std::vector<double> z(kE), p(kE);
   std::vector<int32_t> order(kE);
   for (int32_t t = 0; t < kT; ++t) {
-    for (int32_t e = 0; e < kE; ++e) z[e] = -0.2 * e + 1.5 * rng::normal(rng::key(7, 1), static_cast<uint64_t>(t * kE + e));
+    for (int32_t e = 0; e < kE; ++e)
+      z[e] = -0.2 * e + 1.5 * rng::normal(rng::key(7, 1), static_cast<uint64_t>(t * kE + e));
     const double mx = *std::max_element(z.begin(), z.end());
     double s = 0;
     for (int32_t e = 0; e < kE; ++e) s += p[e] = std::exp(z[e] - mx);
@@ -49,7 +50,8 @@ Rows write_trace(const std::string& path, const std::string& weights_are, bool g
     std::sort(order.begin(), order.end(), [&](int32_t a, int32_t b) { return p[a] > p[b]; });
     for (int32_t j = 0; j < k; ++j) {
       rows.ids[t * k + j] = order[j];
-      rows.w[t * k + j] = geometric ? static_cast<float>(0.4 * std::exp(-0.5 * j)) : static_cast<float>(p[order[j]]);
+      rows.w[t * k + j] = geometric ? static_cast<float>(0.4 * std::exp(-0.5 * j))
+                                    : static_cast<float>(p[order[j]]);
     }
   }
   TraceWriterOptions o;
@@ -157,10 +159,12 @@ TEST(TraceTail, SameRowSameTailWhateverTheCallOrder) {
   const Rows rows = write_trace(path, "probabilities");
   TraceReader r(path);
   for (const char* model : {"mass", "profile"}) {
-    TailCompleter a(r, TailSpec{model, "popularity", 1.0, 9}), b(r, TailSpec{model, "popularity", 1.0, 9});
+    TailCompleter a(r, TailSpec{model, "popularity", 1.0, 9}),
+        b(r, TailSpec{model, "popularity", 1.0, 9});
     TailCompleter other_seed(r, TailSpec{model, "popularity", 1.0, 10});
     std::vector<float> za(kE), zb(kE), zc(kE);
-    for (int32_t t = kT - 1; t >= 0; --t) a.complete(0, t, rows.ids.data() + t * kK, rows.w.data() + t * kK, za.data());
+    for (int32_t t = kT - 1; t >= 0; --t)
+      a.complete(0, t, rows.ids.data() + t * kK, rows.w.data() + t * kK, za.data());
     int differs = 0;
     for (int32_t t = 0; t < kT; ++t) {
       a.complete(0, t, rows.ids.data() + t * kK, rows.w.data() + t * kK, za.data());
@@ -182,7 +186,8 @@ TEST(TraceTail, RefusesWhatTheTraceCannotSupport) {
       TailCompleter c(r, TailSpec{"mass", "popularity", 1.0, 1});
       FAIL() << "mass on renormalized weights";
     } catch (const InputError& e) {
-      EXPECT_NE(std::string(e.what()).find("weights_are = renormalized"), std::string::npos) << e.what();
+      EXPECT_NE(std::string(e.what()).find("weights_are = renormalized"), std::string::npos)
+          << e.what();
     }
   }
   const std::string k1 = tmp_path("tail_k1.h5");

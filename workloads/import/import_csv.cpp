@@ -10,9 +10,9 @@
 #include <cmath>
 #include <fstream>
 #include <limits>
-#include <unordered_set>
 #include <memory>
 #include <numeric>
+#include <unordered_set>
 
 #include "harness/core/error.hpp"
 #include "workloads/import/importers.hpp"
@@ -34,9 +34,11 @@ void split(const std::string& line, std::vector<std::string_view>& out) {
   size_t start = 0;
   while (true) {
     const size_t comma = line.find(',', start);
-    std::string_view f(line.data() + start, (comma == std::string::npos ? line.size() : comma) - start);
+    std::string_view f(line.data() + start,
+                       (comma == std::string::npos ? line.size() : comma) - start);
     while (!f.empty() && (f.front() == ' ' || f.front() == '"')) f.remove_prefix(1);
-    while (!f.empty() && (f.back() == ' ' || f.back() == '"' || f.back() == '\r')) f.remove_suffix(1);
+    while (!f.empty() && (f.back() == ' ' || f.back() == '"' || f.back() == '\r'))
+      f.remove_suffix(1);
     out.push_back(f);
     if (comma == std::string::npos) break;
     start = comma + 1;
@@ -61,23 +63,27 @@ class CsvFile {
         const auto digits = n.substr(o.expert_prefix.size());
         const auto r = std::from_chars(digits.data(), digits.data() + digits.size(), e);
         if (r.ec != std::errc() || r.ptr != digits.data() + digits.size() || e < 0)
-          throw InputError(path + ": line 1: column '" + std::string(n) + "' is not " + o.expert_prefix + "<number>");
+          throw InputError(path + ": line 1: column '" + std::string(n) + "' is not " +
+                           o.expert_prefix + "<number>");
         experts.emplace_back(e, static_cast<int32_t>(c));
       }
     }
-    if (experts.empty()) throw InputError(path + ": line 1: no column named " + o.expert_prefix + "<number>");
+    if (experts.empty())
+      throw InputError(path + ": line 1: no column named " + o.expert_prefix + "<number>");
     std::sort(experts.begin(), experts.end());
     for (size_t i = 0; i < experts.size(); ++i)
       if (experts[i].first != static_cast<int64_t>(i))
-        throw InputError(path + ": line 1: expert columns must be " + o.expert_prefix + "0 .. " + o.expert_prefix +
-                         std::to_string(experts.size() - 1) + " (column " + o.expert_prefix + std::to_string(i) + " is missing or repeated)");
+        throw InputError(path + ": line 1: expert columns must be " + o.expert_prefix + "0 .. " +
+                         o.expert_prefix + std::to_string(experts.size() - 1) + " (column " +
+                         o.expert_prefix + std::to_string(i) + " is missing or repeated)");
     for (const auto& [e, c] : experts) cols_.expert.push_back(c);
     auto find = [&](const char* field) {
       const auto it = o.fields.find(field);
       if (it == o.fields.end()) return -1;
       for (size_t c = 0; c < names_.size(); ++c)
         if (names_[c] == it->second) return static_cast<int32_t>(c);
-      throw InputError(path + ": line 1: no column '" + it->second + "' (for --field " + field + "=" + it->second + ")");
+      throw InputError(path + ": line 1: no column '" + it->second + "' (for --field " + field +
+                       "=" + it->second + ")");
     };
     cols_.position = find("position");
     cols_.sequence = find("sequence");
@@ -101,7 +107,8 @@ class CsvFile {
     }
     split(line, fields_);
     if (fields_.size() != cols_.count)
-      throw InputError(path_ + ": line " + std::to_string(line_) + ": " + std::to_string(fields_.size()) + " fields, the header has " +
+      throw InputError(path_ + ": line " + std::to_string(line_) + ": " +
+                       std::to_string(fields_.size()) + " fields, the header has " +
                        std::to_string(cols_.count));
     const int32_t E = experts();
     values.resize(static_cast<size_t>(E));
@@ -124,13 +131,15 @@ class CsvFile {
 
  private:
   [[noreturn]] void bad(int32_t c, const std::string& what) const {
-    throw InputError(path_ + ": line " + std::to_string(line_) + ": field " + std::string(names_[c]) + ": " + what);
+    throw InputError(path_ + ": line " + std::to_string(line_) + ": field " +
+                     std::string(names_[c]) + ": " + what);
   }
   float number(int32_t c) const {
     const std::string_view f = fields_[c];
     double v = 0;
     const auto r = std::from_chars(f.data(), f.data() + f.size(), v);
-    if (r.ec != std::errc() || r.ptr != f.data() + f.size()) bad(c, "'" + std::string(f) + "' is not a number");
+    if (r.ec != std::errc() || r.ptr != f.data() + f.size())
+      bad(c, "'" + std::string(f) + "' is not a number");
     if (!std::isfinite(v)) bad(c, "'" + std::string(f) + "' is not finite");
     return static_cast<float>(v);
   }
@@ -138,7 +147,8 @@ class CsvFile {
     const std::string_view f = fields_[c];
     int64_t v = 0;
     const auto r = std::from_chars(f.data(), f.data() + f.size(), v);
-    if (r.ec != std::errc() || r.ptr != f.data() + f.size()) bad(c, "'" + std::string(f) + "' is not an integer");
+    if (r.ec != std::errc() || r.ptr != f.data() + f.size())
+      bad(c, "'" + std::string(f) + "' is not an integer");
     return v;
   }
 
@@ -162,8 +172,8 @@ void import_csv(const ImportOptions& o) {
     std::iota(layer_ids.begin(), layer_ids.end(), 0);
   }
   if (layer_ids.size() != o.inputs.size())
-    throw InputError("--layers names " + std::to_string(layer_ids.size()) + " layers for " + std::to_string(o.inputs.size()) +
-                     " --in files (one file per layer)");
+    throw InputError("--layers names " + std::to_string(layer_ids.size()) + " layers for " +
+                     std::to_string(o.inputs.size()) + " --in files (one file per layer)");
   if (o.values != "logits" && o.values != "probabilities")
     throw InputError("--values " + o.values + ": unknown (known: logits, probabilities)");
 
@@ -182,17 +192,22 @@ void import_csv(const ImportOptions& o) {
       has_tok = f.columns().token >= 0;
       has_dom = f.columns().domain >= 0;
     } else if (f.experts() != E) {
-      throw InputError(path + ": " + std::to_string(f.experts()) + " expert columns, " + o.inputs[0] + " has " + std::to_string(E));
+      throw InputError(path + ": " + std::to_string(f.experts()) + " expert columns, " +
+                       o.inputs[0] + " has " + std::to_string(E));
     }
-    if (o.experts > 0 && o.experts != E) throw InputError(path + ": " + std::to_string(E) + " expert columns but --experts " + std::to_string(o.experts));
+    if (o.experts > 0 && o.experts != E)
+      throw InputError(path + ": " + std::to_string(E) + " expert columns but --experts " +
+                       std::to_string(o.experts));
     int64_t n = 0, pos, seq, tok;
     std::unordered_set<int64_t> ended;  // sequences already left behind: rows must be grouped
     int64_t prev_seq = std::numeric_limits<int64_t>::min();
     while (f.next(v, pos, seq, tok)) {
       if (has_seq && seq != prev_seq) {
         if (ended.count(seq))
-          throw InputError(path + ": line " + std::to_string(f.line()) + ": field " + o.fields.at("sequence") + ": sequence " +
-                           std::to_string(seq) + " appears again after other sequences (rows must be grouped by sequence)");
+          throw InputError(
+              path + ": line " + std::to_string(f.line()) + ": field " + o.fields.at("sequence") +
+              ": sequence " + std::to_string(seq) +
+              " appears again after other sequences (rows must be grouped by sequence)");
         if (prev_seq != std::numeric_limits<int64_t>::min()) ended.insert(prev_seq);
         prev_seq = seq;
       }
@@ -207,25 +222,29 @@ void import_csv(const ImportOptions& o) {
     }
     if (n == 0) throw InputError(path + ": no data rows");
     if (rows >= 0 && n != rows)
-      throw InputError(path + ": " + std::to_string(n) + " rows, " + o.inputs[0] + " has " + std::to_string(rows) + " (every layer file needs the same tokens)");
+      throw InputError(path + ": " + std::to_string(n) + " rows, " + o.inputs[0] + " has " +
+                       std::to_string(rows) + " (every layer file needs the same tokens)");
     rows = n;
   }
   TokenTable table;  // --token-table: the tokens' metadata from a file of its own
   if (!o.token_table.empty()) {
     if (has_pos || has_seq || has_tok || has_dom)
       throw InputError("--token-table " + o.token_table +
-                       ": the csv columns already give token fields (--field position|sequence|token|domain); use one or the other");
+                       ": the csv columns already give token fields (--field "
+                       "position|sequence|token|domain); use one or the other");
     table = read_token_table(o.token_table);
     if (table.rows != rows)
-      throw InputError(o.token_table + ": " + std::to_string(table.rows) + " token rows, " + o.inputs[0] + " has " +
-                       std::to_string(rows) + " (--token-table needs one row per token, in token order)");
+      throw InputError(o.token_table + ": " + std::to_string(table.rows) + " token rows, " +
+                       o.inputs[0] + " has " + std::to_string(rows) +
+                       " (--token-table needs one row per token, in token order)");
     has_seq = table.has_seq;
     has_tok = table.has_tok;
     has_dom = table.has_dom;
   }
   if (o.kind != "auto" && o.kind != "logits" && o.kind != "assignments")
     throw InputError("--kind " + o.kind + ": unknown (known: auto, logits, assignments)");
-  const std::string kind = o.kind != "auto" ? o.kind : (max_nz * 2 <= E && !negative ? "assignments" : "logits");
+  const std::string kind =
+      o.kind != "auto" ? o.kind : (max_nz * 2 <= E && !negative ? "assignments" : "logits");
 
   TraceWriterOptions w;
   w.kind = kind;
@@ -244,7 +263,9 @@ void import_csv(const ImportOptions& o) {
   w.model = o.model;
   w.force = o.force;
   w.created_by = o.created_by;
-  w.capture_method = "csv, one column per expert (" + std::string(kind == "assignments" ? "zero-filled sparse rows" : "dense rows") + ")";
+  w.capture_method = "csv, one column per expert (" +
+                     std::string(kind == "assignments" ? "zero-filled sparse rows" : "dense rows") +
+                     ")";
   std::string source;
   for (const auto& p : o.inputs) source += (source.empty() ? "" : ",") + p;
   w.source = source;
@@ -272,17 +293,20 @@ void import_csv(const ImportOptions& o) {
       dom.clear();
       int64_t n = 0;
       // A block never crosses a step boundary.
-      const int64_t step_end = o.tokens_per_step > 0 ? (row / o.tokens_per_step + 1) * o.tokens_per_step : rows;
+      const int64_t step_end =
+          o.tokens_per_step > 0 ? (row / o.tokens_per_step + 1) * o.tokens_per_step : rows;
       const int64_t limit = std::min(kBlock, step_end - row);
       int64_t p, s, t;
       while (n < limit && (more = f.next(v, p, s, t))) {
         if (kind == "logits") {
           if (o.values == "probabilities" && *std::max_element(v.begin(), v.end()) <= 0.f)
-            throw InputError(f.path() + ": line " + std::to_string(f.line()) + ": every probability of the row is 0");
+            throw InputError(f.path() + ": line " + std::to_string(f.line()) +
+                             ": every probability of the row is 0");
           for (int32_t e = 0; e < E; ++e)
             if (o.fp16 && o.values == "logits" && v[e] > 65504.f)
-              throw InputError(f.path() + ": line " + std::to_string(f.line()) + ": field " + o.expert_prefix + std::to_string(e) + ": " +
-                               std::to_string(v[e]) + " exceeds the float16 range (use --dtype fp32)");
+              throw InputError(f.path() + ": line " + std::to_string(f.line()) + ": field " +
+                               o.expert_prefix + std::to_string(e) + ": " + std::to_string(v[e]) +
+                               " exceeds the float16 range (use --dtype fp32)");
           for (float& x : v)
             if (o.values == "probabilities") x = x > 0.f ? std::log(x) : -1e30f;
           logits.insert(logits.end(), v.begin(), v.end());
@@ -290,15 +314,18 @@ void import_csv(const ImportOptions& o) {
           chosen.clear();
           for (int32_t e = 0; e < E; ++e)
             if (v[e] != 0.f) chosen.emplace_back(v[e], e);
-          std::stable_sort(chosen.begin(), chosen.end(), [](const auto& a, const auto& b) { return a.first > b.first; });
+          std::stable_sort(chosen.begin(), chosen.end(),
+                           [](const auto& a, const auto& b) { return a.first > b.first; });
           for (int32_t j = 0; j < k; ++j) {
             ids.push_back(j < static_cast<int32_t>(chosen.size()) ? chosen[j].second : -1);
             weights.push_back(j < static_cast<int32_t>(chosen.size()) ? chosen[j].first : 0.f);
           }
-          const std::string why = weights_contradiction(o.weights_are, weights.data() + weights.size() - k,
-                                                        static_cast<int32_t>(std::min<size_t>(chosen.size(), k)));
+          const std::string why =
+              weights_contradiction(o.weights_are, weights.data() + weights.size() - k,
+                                    static_cast<int32_t>(std::min<size_t>(chosen.size(), k)));
           if (!why.empty())
-            throw InputError(f.path() + ": line " + std::to_string(f.line()) + ": fields " + o.expert_prefix + "*: " + why);
+            throw InputError(f.path() + ": line " + std::to_string(f.line()) + ": fields " +
+                             o.expert_prefix + "*: " + why);
         }
         pos.push_back(static_cast<int32_t>(p >= 0 ? p : row + n));
         seq.push_back(s);
@@ -308,7 +335,8 @@ void import_csv(const ImportOptions& o) {
       }
       if (n == 0) break;
       if (l == 0 && !o.token_table.empty()) {
-        const int32_t step = o.tokens_per_step > 0 ? static_cast<int32_t>(row / o.tokens_per_step) : 0;
+        const int32_t step =
+            o.tokens_per_step > 0 ? static_cast<int32_t>(row / o.tokens_per_step) : 0;
         const size_t at = static_cast<size_t>(row), len = static_cast<size_t>(n);
         auto part64 = [&](const std::vector<int64_t>& x, bool has) {
           return has ? std::span<const int64_t>(x).subspan(at, len) : std::span<const int64_t>{};
@@ -316,18 +344,22 @@ void import_csv(const ImportOptions& o) {
         auto part32 = [&](const std::vector<int32_t>& x, bool has) {
           return has ? std::span<const int32_t>(x).subspan(at, len) : std::span<const int32_t>{};
         };
-        writer.append_tokens(step, n, part64(table.sequence, table.has_seq), part32(table.position, true),
-                             part64(table.token, table.has_tok), part32(table.domain, table.has_dom),
+        writer.append_tokens(step, n, part64(table.sequence, table.has_seq),
+                             part32(table.position, true), part64(table.token, table.has_tok),
+                             part32(table.domain, table.has_dom),
                              part32(table.rank, table.has_rank));
       } else if (l == 0) {
-        const int32_t step = o.tokens_per_step > 0 ? static_cast<int32_t>(row / o.tokens_per_step) : 0;
+        const int32_t step =
+            o.tokens_per_step > 0 ? static_cast<int32_t>(row / o.tokens_per_step) : 0;
         writer.append_tokens(
             step, n, has_seq ? std::span<const int64_t>(seq) : std::span<const int64_t>{}, pos,
             has_tok ? std::span<const int64_t>(tok) : std::span<const int64_t>{},
             has_dom ? std::span<const int32_t>(dom) : std::span<const int32_t>{});
       }
-      if (kind == "logits") writer.write_logits(static_cast<int32_t>(l), row, n, logits.data());
-      else writer.write_assignments(static_cast<int32_t>(l), row, n, ids.data(), weights.data());
+      if (kind == "logits")
+        writer.write_logits(static_cast<int32_t>(l), row, n, logits.data());
+      else
+        writer.write_assignments(static_cast<int32_t>(l), row, n, ids.data(), weights.data());
       row += n;
     }
   }
@@ -339,7 +371,8 @@ std::vector<int64_t> parse_layer_list(const std::string& spec) {
   size_t start = 0;
   while (start <= spec.size()) {
     const size_t comma = spec.find(',', start);
-    const std::string part = spec.substr(start, comma == std::string::npos ? std::string::npos : comma - start);
+    const std::string part =
+        spec.substr(start, comma == std::string::npos ? std::string::npos : comma - start);
     const size_t dash = part.find('-', 1);
     try {
       size_t used = 0;
@@ -347,7 +380,8 @@ std::vector<int64_t> parse_layer_list(const std::string& spec) {
         out.push_back(std::stoll(part, &used));
         if (used != part.size()) throw std::invalid_argument(part);
       } else {
-        const int64_t a = std::stoll(part.substr(0, dash), &used), b = std::stoll(part.substr(dash + 1));
+        const int64_t a = std::stoll(part.substr(0, dash), &used),
+                      b = std::stoll(part.substr(dash + 1));
         if (b < a) throw std::invalid_argument(part);
         for (int64_t x = a; x <= b; ++x) out.push_back(x);
       }

@@ -51,12 +51,19 @@ class Records {
     static const std::set<std::string> known{"experts",  "weights", "layer", "step",  "sequence",
                                              "position", "token",   "rank",  "domain"};
     for (const auto& [k, v] : o.fields) {
-      if (!known.count(k)) throw InputError("--field " + k + "=" + v + ": unknown field (known: experts, weights, layer, step, sequence, position, token, rank, domain)");
+      if (!known.count(k))
+        throw InputError("--field " + k + "=" + v +
+                         ": unknown field (known: experts, weights, layer, step, sequence, "
+                         "position, token, rank, domain)");
       map_[k] = v;
       optional_.erase(k);
     }
-    if (!map_.count("experts")) throw InputError("trace convert --from jsonl: needs --field experts=KEY (the record key holding the expert ids)");
-    if (o.experts < 1) throw InputError("trace convert --from jsonl: needs --experts E (expert ids must be < E)");
+    if (!map_.count("experts"))
+      throw InputError(
+          "trace convert --from jsonl: needs --field experts=KEY (the record key holding the "
+          "expert ids)");
+    if (o.experts < 1)
+      throw InputError("trace convert --from jsonl: needs --experts E (expert ids must be < E)");
   }
   bool mapped(const char* f) const { return map_.count(f) > 0; }
 
@@ -95,8 +102,10 @@ class Records {
             ++skipped_incomplete_;
             continue;
           }
-          throw InputError(path + ": line " + std::to_string(n) + ": field " + missing + " (key '" + map_.at(missing) +
-                           "') is missing (--skip-incomplete drops such records, --skip-if KEY=VALUE drops others)");
+          throw InputError(path + ": line " + std::to_string(n) + ": field " + missing + " (key '" +
+                           map_.at(missing) +
+                           "') is missing (--skip-incomplete drops such records, --skip-if "
+                           "KEY=VALUE drops others)");
         }
         fn(path, n, rec);
       }
@@ -115,22 +124,26 @@ class Records {
   std::set<std::string> optional_;
 };
 
-[[noreturn]] void bad(const std::string& path, int64_t line, const std::string& field, const std::string& what) {
+[[noreturn]] void bad(const std::string& path, int64_t line, const std::string& field,
+                      const std::string& what) {
   throw InputError(path + ": line " + std::to_string(line) + ": field " + field + ": " + what);
 }
 
-int64_t as_int(const json::Value& v, const std::string& path, int64_t line, const std::string& field) {
+int64_t as_int(const json::Value& v, const std::string& path, int64_t line,
+               const std::string& field) {
   if (!v.is_number() || v.number != std::floor(v.number) || std::abs(v.number) > 9007199254740992.0)
     bad(path, line, field, "'" + v.as_text() + "' is not an integer");
   return static_cast<int64_t>(v.number);
 }
 
 // Scalar field f of token j of a record with n tokens (a scalar applies to all, a list has n).
-const json::Value* per_token(const json::Value* v, int64_t j, int64_t n, const std::string& path, int64_t line, const std::string& f) {
+const json::Value* per_token(const json::Value* v, int64_t j, int64_t n, const std::string& path,
+                             int64_t line, const std::string& f) {
   if (!v) return nullptr;
   if (!v->is_array()) return v;
   if (static_cast<int64_t>(v->items.size()) != n)
-    bad(path, line, f, std::to_string(v->items.size()) + " entries for " + std::to_string(n) + " tokens");
+    bad(path, line, f,
+        std::to_string(v->items.size()) + " entries for " + std::to_string(n) + " tokens");
   return &v->items[static_cast<size_t>(j)];
 }
 
@@ -146,49 +159,66 @@ void import_jsonl(const ImportOptions& o) {
   int32_t max_k = 0, min_k = 1 << 30;
   int64_t kept = 0;
   // Reads the ids (and weights) of one record: rows[j] = its j-th token's list.
-  auto rows_of = [&](const std::string& path, int64_t line, const json::Value& rec, std::vector<const json::Value*>& ids,
-                     std::vector<const json::Value*>& ws) {
+  auto rows_of = [&](const std::string& path, int64_t line, const json::Value& rec,
+                     std::vector<const json::Value*>& ids, std::vector<const json::Value*>& ws) {
     const json::Value& ex = *records.get(rec, "experts");
     const std::string f = "experts (key '" + records.key("experts") + "')";
     if (!ex.is_array()) bad(path, line, f, "not a list of expert ids");
     ids.clear();
     ws.clear();
     const bool many = !ex.items.empty() && ex.items[0].is_array();
-    if (many) for (const auto& r : ex.items) ids.push_back(&r);
-    else ids.push_back(&ex);
+    if (many)
+      for (const auto& r : ex.items) ids.push_back(&r);
+    else
+      ids.push_back(&ex);
     const json::Value* w = records.get(rec, "weights");
     if (w) {
       const std::string fw = "weights (key '" + records.key("weights") + "')";
       if (!w->is_array()) bad(path, line, fw, "not a list");
       if (many) {
         if (w->items.size() != ex.items.size())
-          bad(path, line, fw, std::to_string(w->items.size()) + " rows for " + std::to_string(ex.items.size()) + " rows of expert ids");
+          bad(path, line, fw,
+              std::to_string(w->items.size()) + " rows for " + std::to_string(ex.items.size()) +
+                  " rows of expert ids");
         for (const auto& r : w->items) ws.push_back(&r);
       } else {
         ws.push_back(w);
       }
       for (size_t j = 0; j < ids.size(); ++j)
         if (!ws[j]->is_array() || ws[j]->items.size() != ids[j]->items.size())
-          bad(path, line, fw, "token " + std::to_string(j) + ": " + std::to_string(ws[j]->is_array() ? ws[j]->items.size() : 1) +
-                                  " weights for " + std::to_string(ids[j]->items.size()) + " expert ids (ids and weights differ in length)");
+          bad(path, line, fw,
+              "token " + std::to_string(j) + ": " +
+                  std::to_string(ws[j]->is_array() ? ws[j]->items.size() : 1) + " weights for " +
+                  std::to_string(ids[j]->items.size()) +
+                  " expert ids (ids and weights differ in length)");
     }
     for (size_t j = 0; j < ids.size(); ++j) {
-      if (!ids[j]->is_array()) bad(path, line, f, "token " + std::to_string(j) + ": not a list of expert ids");
+      if (!ids[j]->is_array())
+        bad(path, line, f, "token " + std::to_string(j) + ": not a list of expert ids");
       for (size_t q = 0; q < ids[j]->items.size(); ++q) {
         const int64_t id = as_int(ids[j]->items[q], path, line, f);
-        if (id < 0 || id >= E) bad(path, line, f, "expert id " + std::to_string(id) + " outside [0, " + std::to_string(E) + ") (--experts " + std::to_string(E) + ")");
+        if (id < 0 || id >= E)
+          bad(path, line, f,
+              "expert id " + std::to_string(id) + " outside [0, " + std::to_string(E) +
+                  ") (--experts " + std::to_string(E) + ")");
         for (size_t r = 0; r < q; ++r)
           if (ids[j]->items[r].number == ids[j]->items[q].number)
-            bad(path, line, f, "token " + std::to_string(j) + ": expert id " + std::to_string(id) + " twice");
+            bad(path, line, f,
+                "token " + std::to_string(j) + ": expert id " + std::to_string(id) + " twice");
       }
       if (!ws.empty()) {
         std::vector<float> wv;
         for (const auto& x : ws[j]->items) {
-          if (!x.is_number() || !std::isfinite(x.number)) bad(path, line, "weights (key '" + records.key("weights") + "')", "'" + x.as_text() + "' is not a finite number");
+          if (!x.is_number() || !std::isfinite(x.number))
+            bad(path, line, "weights (key '" + records.key("weights") + "')",
+                "'" + x.as_text() + "' is not a finite number");
           wv.push_back(static_cast<float>(x.number));
         }
-        const std::string why = weights_contradiction(o.weights_are, wv.data(), static_cast<int32_t>(wv.size()));
-        if (!why.empty()) bad(path, line, "weights (key '" + records.key("weights") + "')", "token " + std::to_string(j) + ": " + why);
+        const std::string why =
+            weights_contradiction(o.weights_are, wv.data(), static_cast<int32_t>(wv.size()));
+        if (!why.empty())
+          bad(path, line, "weights (key '" + records.key("weights") + "')",
+              "token " + std::to_string(j) + ": " + why);
       }
     }
   };
@@ -204,8 +234,9 @@ void import_jsonl(const ImportOptions& o) {
     ++kept;
   });
   if (kept == 0)
-    throw InputError(o.inputs[0] + ": no records left (" + std::to_string(records.skipped_filter_) + " skipped by --skip-if, " +
-                     std::to_string(records.skipped_incomplete_) + " incomplete)");
+    throw InputError(o.inputs[0] + ": no records left (" + std::to_string(records.skipped_filter_) +
+                     " skipped by --skip-if, " + std::to_string(records.skipped_incomplete_) +
+                     " incomplete)");
   if (max_k < 1) throw InputError(o.inputs[0] + ": every record has empty expert lists");
 
   const std::vector<int64_t> layer_ids(layer_set.begin(), layer_set.end());
@@ -222,7 +253,8 @@ void import_jsonl(const ImportOptions& o) {
   w.has_domain = records.mapped("domain");
   w.domain_experts = o.domain_experts;
   if (!records.mapped("weights") && o.weights_are != "unknown")
-    throw InputError("--weights-are " + o.weights_are + ": the records have no weights (map them with --field weights=KEY)");
+    throw InputError("--weights-are " + o.weights_are +
+                     ": the records have no weights (map them with --field weights=KEY)");
   w.weights_are = records.mapped("weights") ? o.weights_are : "unknown";
   w.model = o.model;
   w.force = o.force;
@@ -239,15 +271,19 @@ void import_jsonl(const ImportOptions& o) {
   int32_t out_step = 0;
   const LayerMismatch policy = parse_layer_mismatch(o.layer_mismatch);
   if (policy != LayerMismatch::error && !records.mapped("position"))
-    throw InputError("--layer-mismatch " + o.layer_mismatch +
-                     ": needs a token identity to match the layers' tokens: map --field position=KEY (and "
-                     "--field sequence=KEY)");
+    throw InputError(
+        "--layer-mismatch " + o.layer_mismatch +
+        ": needs a token identity to match the layers' tokens: map --field position=KEY (and "
+        "--field sequence=KEY)");
   AlignOptions ao;
   ao.policy = policy;
   ao.sort_by_key = w.has_sequences;
-  ao.origin = [&](int32_t f, int64_t line) { return o.inputs[static_cast<size_t>(f)] + ": line " + std::to_string(line); };
+  ao.origin = [&](int32_t f, int64_t line) {
+    return o.inputs[static_cast<size_t>(f)] + ": line " + std::to_string(line);
+  };
   std::map<std::string, int32_t> file_index;
-  for (size_t i = 0; i < o.inputs.size(); ++i) file_index.emplace(o.inputs[i], static_cast<int32_t>(i));
+  for (size_t i = 0; i < o.inputs.size(); ++i)
+    file_index.emplace(o.inputs[i], static_cast<int32_t>(i));
   std::vector<int64_t> dropped(layer_ids.size(), 0);
   std::vector<std::vector<StepToken>> toks(layer_ids.size());
   auto flush = [&]() {
@@ -295,18 +331,20 @@ void import_jsonl(const ImportOptions& o) {
           const Token& t = it->second[static_cast<size_t>(src)];
           int32_t& d = dom[static_cast<size_t>(i)];
           if (d >= 0 && t.domain != d)
-            throw InputError(o.inputs[static_cast<size_t>(t.file)] + ": line " + std::to_string(t.line) +
-                             ": field domain (key '" + records.key("domain") + "'): layer " +
-                             std::to_string(layer_ids[li]) + " labels the token " + std::to_string(t.domain) +
+            throw InputError(o.inputs[static_cast<size_t>(t.file)] + ": line " +
+                             std::to_string(t.line) + ": field domain (key '" +
+                             records.key("domain") + "'): layer " + std::to_string(layer_ids[li]) +
+                             " labels the token " + std::to_string(t.domain) +
                              ", an earlier layer " + std::to_string(d) +
                              " (field domain must be the same in every layer)");
           d = t.domain;
         }
       }
-    const int64_t row = writer.append_tokens(out_step, n, w.has_sequences ? std::span<const int64_t>(seq) : std::span<const int64_t>{}, pos,
-                                             w.has_token_id ? std::span<const int64_t>(tok) : std::span<const int64_t>{},
-                                             w.has_domain ? std::span<const int32_t>(dom) : std::span<const int32_t>{},
-                                             w.has_rank ? std::span<const int32_t>(rank) : std::span<const int32_t>{});
+    const int64_t row = writer.append_tokens(
+        out_step, n, w.has_sequences ? std::span<const int64_t>(seq) : std::span<const int64_t>{},
+        pos, w.has_token_id ? std::span<const int64_t>(tok) : std::span<const int64_t>{},
+        w.has_domain ? std::span<const int32_t>(dom) : std::span<const int32_t>{},
+        w.has_rank ? std::span<const int32_t>(rank) : std::span<const int32_t>{});
     std::vector<int32_t> out_ids(static_cast<size_t>(n * max_k));
     std::vector<float> out_w(static_cast<size_t>(n * max_k));
     for (size_t li = 0; li < layer_ids.size(); ++li) {
@@ -335,7 +373,9 @@ void import_jsonl(const ImportOptions& o) {
     if (!have_step || step != cur_step) {
       flush();
       if (done_steps.count(step))
-        bad(path, line, "step", "step " + std::to_string(step) + " appears again after other steps (records of a step must be contiguous)");
+        bad(path, line, "step",
+            "step " + std::to_string(step) +
+                " appears again after other steps (records of a step must be contiguous)");
       cur_step = step;
       have_step = true;
     }
@@ -351,11 +391,13 @@ void import_jsonl(const ImportOptions& o) {
       const json::Value* r = per_token(records.get(rec, "rank"), j, n, path, line, "rank");
       const json::Value* d = per_token(records.get(rec, "domain"), j, n, path, line, "domain");
       t.sequence = s ? as_int(*s, path, line, "sequence") : -1;
-      t.position = static_cast<int32_t>(p ? as_int(*p, path, line, "position") : static_cast<int64_t>(toks.size()));
+      t.position = static_cast<int32_t>(p ? as_int(*p, path, line, "position")
+                                          : static_cast<int64_t>(toks.size()));
       t.token = k ? as_int(*k, path, line, "token") : -1;
       t.rank = static_cast<int32_t>(r ? as_int(*r, path, line, "rank") : -1);
       if (d) {
-        const int64_t label = as_int(*d, path, line, "domain (key '" + records.key("domain") + "')");
+        const int64_t label =
+            as_int(*d, path, line, "domain (key '" + records.key("domain") + "')");
         if (label < 0 || label > std::numeric_limits<int32_t>::max())
           bad(path, line, "domain (key '" + records.key("domain") + "')",
               "domain " + std::to_string(label) + " is not in [0, 2^31)");
@@ -366,22 +408,29 @@ void import_jsonl(const ImportOptions& o) {
       t.first = static_cast<int64_t>(buf.ids.size());
       t.count = static_cast<int32_t>(ids[static_cast<size_t>(j)]->items.size());
       for (int32_t q = 0; q < t.count; ++q) {
-        buf.ids.push_back(static_cast<int32_t>(ids[static_cast<size_t>(j)]->items[static_cast<size_t>(q)].number));
-        buf.weights.push_back(ws.empty() ? 1.f / static_cast<float>(t.count)
-                                         : static_cast<float>(ws[static_cast<size_t>(j)]->items[static_cast<size_t>(q)].number));
+        buf.ids.push_back(static_cast<int32_t>(
+            ids[static_cast<size_t>(j)]->items[static_cast<size_t>(q)].number));
+        buf.weights.push_back(
+            ws.empty() ? 1.f / static_cast<float>(t.count)
+                       : static_cast<float>(
+                             ws[static_cast<size_t>(j)]->items[static_cast<size_t>(q)].number));
       }
       toks.push_back(t);
     }
   });
   flush();
-  if (out_step == 0) throw InputError(o.inputs[0] + ": --layer-mismatch intersect left no token in any step");
+  if (out_step == 0)
+    throw InputError(o.inputs[0] + ": --layer-mismatch intersect left no token in any step");
   writer.finish();
   if (policy == LayerMismatch::intersect)
-    std::fprintf(stderr, "trace convert: --layer-mismatch intersect dropped tokens missing from other layers of their step: %s\n",
+    std::fprintf(stderr,
+                 "trace convert: --layer-mismatch intersect dropped tokens missing from other "
+                 "layers of their step: %s\n",
                  dropped_summary(layer_ids, dropped).c_str());
   if (records.skipped_filter_ || records.skipped_incomplete_)
     std::fprintf(stderr, "trace convert: skipped %lld records by --skip-if, %lld incomplete\n",
-                 static_cast<long long>(records.skipped_filter_), static_cast<long long>(records.skipped_incomplete_));
+                 static_cast<long long>(records.skipped_filter_),
+                 static_cast<long long>(records.skipped_incomplete_));
 }
 
 }  // namespace moe

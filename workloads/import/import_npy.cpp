@@ -167,7 +167,6 @@ struct Npy {
   }
 };
 
-
 }  // namespace
 
 void import_npy(const ImportOptions& o) {

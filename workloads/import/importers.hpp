@@ -17,20 +17,21 @@ struct ImportOptions {
   std::vector<int64_t> layer_ids;             // --layers: the model's layer numbers of the inputs
   std::map<std::string, std::string> fields;  // --field NAME=KEY: where each trace field comes from
   std::vector<std::pair<std::string, std::string>> skip_if;  // --skip-if KEY=VALUE
-  bool skip_incomplete = false;               // skip records lacking a mapped field (else an error)
-  int32_t experts = 0;                        // 0: from the input
-  int32_t top_k = 0;                          // counts: the model's k (information only; 0 unknown)
-  int64_t tokens_per_step = 0;                // csv/npy: split the token stream into steps (0: one step)
-  std::string kind = "auto";                  // csv: auto | logits | assignments
-  std::string values = "logits";              // csv dense rows / npy: logits | probabilities
-  std::string weights_are = "unknown";        // assignments: probabilities | renormalized | gates | unknown
-  std::string expert_prefix = "expert_";      // csv: expert column names
-  bool fp16 = true;                           // logits stored as float16
+  bool skip_incomplete = false;   // skip records lacking a mapped field (else an error)
+  int32_t experts = 0;            // 0: from the input
+  int32_t top_k = 0;              // counts: the model's k (information only; 0 unknown)
+  int64_t tokens_per_step = 0;    // csv/npy: split the token stream into steps (0: one step)
+  std::string kind = "auto";      // csv: auto | logits | assignments
+  std::string values = "logits";  // csv dense rows / npy: logits | probabilities
+  std::string weights_are =
+      "unknown";  // assignments: probabilities | renormalized | gates | unknown
+  std::string expert_prefix = "expert_";  // csv: expert column names
+  bool fp16 = true;                       // logits stored as float16
   std::string domain_experts;  // --domain-experts: the domain -> experts map stored in the trace
   std::string token_table;  // npy: --token-table FILE.csv (sequence, position, domain, token, rank)
-  std::string layer_mismatch = "error";        // error | intersect | per-layer (step_align.hpp)
-  std::string mtp_layers = "skip";            // megatron: skip | import MTP records
-  bool ignore_logits = false;                 // megatron: import top_indices even with the sidecar
+  std::string layer_mismatch = "error";  // error | intersect | per-layer (step_align.hpp)
+  std::string mtp_layers = "skip";       // megatron: skip | import MTP records
+  bool ignore_logits = false;            // megatron: import top_indices even with the sidecar
   std::string model, created_by;
 };
 

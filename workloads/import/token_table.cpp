@@ -8,7 +8,6 @@
 
 namespace moe {
 
-
 TokenTable read_token_table(const std::string& path) {
   std::ifstream in(path);
   if (!in) throw InputError(path + ": cannot open file (--token-table)");
