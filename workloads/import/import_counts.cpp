@@ -24,26 +24,11 @@
 
 #include "harness/core/error.hpp"
 #include "workloads/import/importers.hpp"
+#include "workloads/import/token_table.hpp"
 #include "workloads/trace_file.hpp"
 
 namespace moe {
 namespace {
-
-std::vector<std::string> split_csv(const std::string& line) {
-  std::vector<std::string> out;
-  size_t start = 0;
-  while (true) {
-    const size_t comma = line.find(',', start);
-    std::string f =
-        line.substr(start, comma == std::string::npos ? std::string::npos : comma - start);
-    while (!f.empty() && (f.front() == ' ' || f.front() == '"')) f.erase(f.begin());
-    while (!f.empty() && (f.back() == ' ' || f.back() == '"' || f.back() == '\r')) f.pop_back();
-    out.push_back(f);
-    if (comma == std::string::npos) break;
-    start = comma + 1;
-  }
-  return out;
-}
 
 TraceWriterOptions counts_options(const ImportOptions& o, const std::string& method) {
   TraceWriterOptions w;
@@ -79,7 +64,7 @@ void import_counts_csv(const ImportOptions& o) {
   std::string line;
   if (!std::getline(in, line))
     throw InputError(path + ": empty file (expected a header row step,layer,expert,count)");
-  const std::vector<std::string> names = split_csv(line);
+  const std::vector<std::string> names = split_csv_line(line);
   static const char* const kNames[] = {"step", "layer", "expert", "count"};
   std::vector<int> col(4, -1);
   for (size_t c = 0; c < names.size(); ++c) {
@@ -107,7 +92,7 @@ void import_counts_csv(const ImportOptions& o) {
   while (std::getline(in, line)) {
     ++n;
     if (line.find_first_not_of(" \r") == std::string::npos) continue;
-    const std::vector<std::string> f = split_csv(line);
+    const std::vector<std::string> f = split_csv_line(line);
     if (f.size() != names.size())
       throw InputError(path + ": line " + std::to_string(n) + ": " + std::to_string(f.size()) +
                        " fields, the header has " + std::to_string(names.size()));

@@ -8,28 +8,30 @@
 
 namespace moe {
 
+std::vector<std::string> split_csv_line(const std::string& line) {
+  std::vector<std::string> out;
+  size_t start = 0;
+  while (true) {
+    const size_t comma = line.find(',', start);
+    std::string f =
+        line.substr(start, comma == std::string::npos ? std::string::npos : comma - start);
+    while (!f.empty() && (f.front() == ' ' || f.front() == '"')) f.erase(f.begin());
+    while (!f.empty() && (f.back() == ' ' || f.back() == '"' || f.back() == '\r')) f.pop_back();
+    out.push_back(f);
+    if (comma == std::string::npos) break;
+    start = comma + 1;
+  }
+  return out;
+}
+
 TokenTable read_token_table(const std::string& path) {
   std::ifstream in(path);
   if (!in) throw InputError(path + ": cannot open file (--token-table)");
-  auto split = [](const std::string& line) {
-    std::vector<std::string> out;
-    size_t start = 0;
-    while (true) {
-      const size_t comma = line.find(',', start);
-      std::string f =
-          line.substr(start, comma == std::string::npos ? std::string::npos : comma - start);
-      while (!f.empty() && (f.front() == ' ' || f.front() == '"')) f.erase(f.begin());
-      while (!f.empty() && (f.back() == ' ' || f.back() == '"' || f.back() == '\r')) f.pop_back();
-      out.push_back(f);
-      if (comma == std::string::npos) break;
-      start = comma + 1;
-    }
-    return out;
-  };
+
   std::string line;
   if (!std::getline(in, line))
     throw InputError(path + ": empty file (--token-table expects a header row)");
-  const std::vector<std::string> names = split(line);
+  const std::vector<std::string> names = split_csv_line(line);
   enum Col { kSeq, kPos, kDom, kTok, kRank };
   static const char* const kNames[] = {"sequence", "position", "domain", "token", "rank"};
   std::vector<int> col_of(names.size(), -1);
@@ -52,7 +54,7 @@ TokenTable read_token_table(const std::string& path) {
   while (std::getline(in, line)) {
     ++n;
     if (line.find_first_not_of(" \r") == std::string::npos) continue;
-    const std::vector<std::string> f = split(line);
+    const std::vector<std::string> f = split_csv_line(line);
     if (f.size() != names.size())
       throw InputError(path + ": line " + std::to_string(n) + ": " + std::to_string(f.size()) +
                        " fields, the header has " + std::to_string(names.size()));

@@ -15,6 +15,9 @@ struct TokenTable {
   int64_t rows = 0;
 };
 
+// The fields of one CSV line, split at commas, spaces and double quotes trimmed.
+std::vector<std::string> split_csv_line(const std::string& line);
+
 // Reads the whole table (a few integers per token). Throws InputError naming the file, line and
 // column.
 TokenTable read_token_table(const std::string& path);
