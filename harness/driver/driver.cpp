@@ -172,7 +172,8 @@ RunOutput run_pipeline(const RunConfig& cfg, const Comm& world, const RunOptions
   std::vector<std::vector<std::string>> figure_names;
   for (size_t ri = 0; ri < routers.size(); ++ri) {
     full_distribution[ri] =
-        routers[ri]->has_full_distribution() && batch.full_logits && !gpu_route[ri];
+        routers[ri]->has_full_distribution() && batch.full_logits && batch.tail_model.empty() &&
+        !gpu_route[ri];  // a completed tail is not the recorded distribution: among-chosen figures
     figure_names.push_back(routers[ri]->figure_names());
     if (labelled)
       for (const auto& n : transition_figure_names(full_distribution[ri] != 0))
