@@ -96,7 +96,9 @@ TEST(TraceTail, MassKeepsTheRecordedProbabilitiesAndPutsEveryTailExpertBelowTheS
       ASSERT_NEAR(p[e], rows.w[t * kK + j], 2e-6 + 1e-5 * p[e]) << "token " << t << " expert " << e;
     }
     for (int32_t e = 0; e < kE; ++e) {
-      if (!rec[e]) ASSERT_LT(p[e], p_min) << "token " << t << " tail expert " << e;
+      if (!rec[e]) {
+        ASSERT_LT(p[e], p_min) << "token " << t << " tail expert " << e;
+      }
     }
     // The mean logit is 0.
     EXPECT_NEAR(std::accumulate(z.begin(), z.end(), 0.0) / kE, 0.0, 1e-4);

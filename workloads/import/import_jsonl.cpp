@@ -381,7 +381,7 @@ void import_jsonl(const ImportOptions& o) {
     }
     const json::Value* lv = records.get(rec, "layer");
     const int64_t layer = lv ? as_int(*lv, path, line, "layer") : 0;
-    auto& toks = buf.layers[layer];
+    auto& layer_tokens = buf.layers[layer];
     const int64_t n = static_cast<int64_t>(ids.size());
     for (int64_t j = 0; j < n; ++j) {
       Token t;
@@ -392,7 +392,7 @@ void import_jsonl(const ImportOptions& o) {
       const json::Value* d = per_token(records.get(rec, "domain"), j, n, path, line, "domain");
       t.sequence = s ? as_int(*s, path, line, "sequence") : -1;
       t.position = static_cast<int32_t>(p ? as_int(*p, path, line, "position")
-                                          : static_cast<int64_t>(toks.size()));
+                                          : static_cast<int64_t>(layer_tokens.size()));
       t.token = k ? as_int(*k, path, line, "token") : -1;
       t.rank = static_cast<int32_t>(r ? as_int(*r, path, line, "rank") : -1);
       if (d) {
@@ -415,7 +415,7 @@ void import_jsonl(const ImportOptions& o) {
                        : static_cast<float>(
                              ws[static_cast<size_t>(j)]->items[static_cast<size_t>(q)].number));
       }
-      toks.push_back(t);
+      layer_tokens.push_back(t);
     }
   });
   flush();
