@@ -10,6 +10,8 @@
 #include <sstream>
 
 #include "analysis/convergence.hpp"
+#include "analysis/report_cli.hpp"
+#include "harness/core/error.hpp"
 #include "harness/report/h5.hpp"
 
 namespace moe {
@@ -24,13 +26,6 @@ std::string json_string(const std::string& json, const std::string& key) {
   std::smatch m;
   if (std::regex_search(json, m, std::regex("\"" + key + "\":\"([^\"]*)\""))) return m[1];
   return "?";
-}
-
-double json_number(const std::string& json, const std::string& key) {
-  std::smatch m;
-  if (std::regex_search(json, m, std::regex("\"" + key + "\":(-?[0-9.eE+-]+)")))
-    return std::atof(m[1].str().c_str());
-  return NAN;
 }
 
 std::string fmt(const char* f, double v) {
@@ -118,15 +113,21 @@ struct Ctx {
   }
 };
 
-}  // namespace
-
-std::string format_claims(const ResultsFile& f) {
+// The file, its workload and its baseline (the first softmax_topk instance).
+Ctx context_of(const ResultsFile& f) {
   Ctx c{f, json_string(f.config_json, "workload"), "", {}, {}};
   for (const auto& r : f.routers)
     if (registry_name(r) == "softmax_topk") {
       c.baseline = r;
       break;
     }
+  return c;
+}
+
+}  // namespace
+
+std::string format_claims(const ResultsFile& f) {
+  Ctx c = context_of(f);
   const int64_t L = f.layers;
   c.out << "Claims a replay can test, measured in " << f.path << " (workload " << c.workload << ", "
         << f.steps_done << " steps x " << L << " layers"
@@ -304,12 +305,7 @@ std::string format_claims(const ResultsFile& f) {
 }
 
 std::vector<ClaimVerdict> claim_verdicts(const ResultsFile& f) {
-  Ctx c{f, json_string(f.config_json, "workload"), "", {}, {}};
-  for (const auto& r : f.routers)
-    if (registry_name(r) == "softmax_topk") {
-      c.baseline = r;
-      break;
-    }
+  const Ctx c = context_of(f);
   std::vector<ClaimVerdict> v;
   const std::string& b = c.baseline;
   const int64_t L = f.layers;
@@ -332,7 +328,12 @@ std::vector<ClaimVerdict> claim_verdicts(const ResultsFile& f) {
       v.push_back({"KERN", r, "extra dispatch bytes vs " + b + " (zero cost)", extra,
                    std::fabs(extra) < 1e-9});
     }
-  const double k = json_number(f.config_json, "top_k");
+  double k = NAN;
+  try {
+    const auto cfg = flatten_json(f.config_json, f.path + ": root attribute 'config'");
+    if (cfg.count("top_k")) k = std::atof(cfg.at("top_k").c_str());
+  } catch (const InputError&) {  // no readable config: the ReMoE verdict cannot hold
+  }
   for (const auto& r : c.instances("remoe")) {
     const double act = c.fig(r, "mean_active_experts");
     v.push_back({"ReMoE", r, "experts per token (mean ~k within 5%)", act,

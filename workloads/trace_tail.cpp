@@ -56,8 +56,10 @@ std::string num(double v) {
 
 // Rows of a layer with k positive weights: the mean and the second moment of log(w_r) - log(w_1)
 // for ranks r = 2..k, pooled over the rows; the least-squares slope through the origin and the
-// spread of the residuals.
-void fit_profile(TraceReader& reader, int32_t layer, TailLayerFit& fit) {
+// spread of the residuals. `load` (when given): the layer's recorded assignments per expert,
+// counted in the same pass.
+void fit_profile(TraceReader& reader, int32_t layer, TailLayerFit& fit,
+                 std::vector<int64_t>* load) {
   const TraceHeader& h = reader.header();
   const int32_t k = h.top_k;
   constexpr int64_t kBlock = 1 << 16;
@@ -71,6 +73,9 @@ void fit_profile(TraceReader& reader, int32_t layer, TailLayerFit& fit) {
     ids.resize(static_cast<size_t>(n * k));
     w.resize(static_cast<size_t>(n * k));
     reader.read_assignments(layer, first, n, ids.data(), w.data());
+    if (load)
+      for (int32_t e : ids)
+        if (e >= 0) ++(*load)[static_cast<size_t>(e)];
     for (int64_t t = 0; t < n; ++t) {
       bool full = true;
       for (int32_t j = 0; j < k && full; ++j) {
@@ -145,10 +150,19 @@ TailCompleter::TailCompleter(TraceReader& reader, const TailSpec& spec) : spec_(
   E_ = h.num_experts;
   k_ = h.top_k;
   fits_.resize(static_cast<size_t>(h.num_layers));
+  // Popularity: the recorded demand per expert, counted by the profile fit's pass over the trace
+  // when there is one, else by a pass of its own.
+  const bool popularity = spec.prior == "popularity";
   std::vector<std::vector<int64_t>> loads;
-  if (spec.prior == "popularity") loads = trace_expert_loads(reader, k_);
+  if (popularity && spec.model != "profile")
+    loads = trace_expert_loads(reader, k_);
+  else if (popularity)
+    loads.assign(static_cast<size_t>(h.num_layers),
+                 std::vector<int64_t>(static_cast<size_t>(E_), 0));
   for (int32_t l = 0; l < h.num_layers; ++l) {
     TailLayerFit& fit = fits_[static_cast<size_t>(l)];
+    if (spec.model == "profile")
+      fit_profile(reader, l, fit, popularity ? &loads[static_cast<size_t>(l)] : nullptr);
     fit.log_prior.assign(static_cast<size_t>(E_), 0.0);
     if (!loads.empty()) {  // popularity: log of (demand + 1), relative to the mean
       const auto& load = loads[static_cast<size_t>(l)];
@@ -158,7 +172,6 @@ TailCompleter::TailCompleter(TraceReader& reader, const TailSpec& spec) : spec_(
         fit.log_prior[static_cast<size_t>(e)] =
             std::log((static_cast<double>(load[static_cast<size_t>(e)]) + 1.0) / mean);
     }
-    if (spec.model == "profile") fit_profile(reader, l, fit);
   }
   for (auto& fit : fits_) {
     fit.prior.resize(static_cast<size_t>(E_));

@@ -337,17 +337,7 @@ void import_csv(const ImportOptions& o) {
       if (l == 0 && !o.token_table.empty()) {
         const int32_t step =
             o.tokens_per_step > 0 ? static_cast<int32_t>(row / o.tokens_per_step) : 0;
-        const size_t at = static_cast<size_t>(row), len = static_cast<size_t>(n);
-        auto part64 = [&](const std::vector<int64_t>& x, bool has) {
-          return has ? std::span<const int64_t>(x).subspan(at, len) : std::span<const int64_t>{};
-        };
-        auto part32 = [&](const std::vector<int32_t>& x, bool has) {
-          return has ? std::span<const int32_t>(x).subspan(at, len) : std::span<const int32_t>{};
-        };
-        writer.append_tokens(step, n, part64(table.sequence, table.has_seq),
-                             part32(table.position, true), part64(table.token, table.has_tok),
-                             part32(table.domain, table.has_dom),
-                             part32(table.rank, table.has_rank));
+        table.append(writer, step, row, n);
       } else if (l == 0) {
         const int32_t step =
             o.tokens_per_step > 0 ? static_cast<int32_t>(row / o.tokens_per_step) : 0;

@@ -246,19 +246,7 @@ void import_npy(const ImportOptions& o) {
       std::iota(pos.begin(), pos.end(), static_cast<int32_t>(row));
       writer.append_tokens(step, n, {}, pos);
     } else {
-      auto part64 = [&](const std::vector<int64_t>& v, bool has) {
-        return has ? std::span<const int64_t>(v).subspan(static_cast<size_t>(row),
-                                                         static_cast<size_t>(n))
-                   : std::span<const int64_t>{};
-      };
-      auto part32 = [&](const std::vector<int32_t>& v, bool has) {
-        return has ? std::span<const int32_t>(v).subspan(static_cast<size_t>(row),
-                                                         static_cast<size_t>(n))
-                   : std::span<const int32_t>{};
-      };
-      writer.append_tokens(step, n, part64(table.sequence, table.has_seq),
-                           part32(table.position, true), part64(table.token, table.has_tok),
-                           part32(table.domain, table.has_dom), part32(table.rank, table.has_rank));
+      table.append(writer, step, row, n);
     }
     row += n;
   }

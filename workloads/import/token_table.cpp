@@ -5,6 +5,7 @@
 #include <unordered_set>
 
 #include "harness/core/error.hpp"
+#include "workloads/trace_file.hpp"
 
 namespace moe {
 
@@ -95,6 +96,19 @@ TokenTable read_token_table(const std::string& path) {
     ++t.rows;
   }
   return t;
+}
+
+int64_t TokenTable::append(TraceWriter& writer, int32_t step, int64_t first, int64_t n) const {
+  const size_t at = static_cast<size_t>(first), len = static_cast<size_t>(n);
+  auto part64 = [&](const std::vector<int64_t>& x, bool has) {
+    return has ? std::span<const int64_t>(x).subspan(at, len) : std::span<const int64_t>{};
+  };
+  auto part32 = [&](const std::vector<int32_t>& x, bool has) {
+    return has ? std::span<const int32_t>(x).subspan(at, len) : std::span<const int32_t>{};
+  };
+  return writer.append_tokens(step, n, part64(sequence, has_seq), part32(position, true),
+                              part64(token, has_tok), part32(domain, has_dom),
+                              part32(rank, has_rank));
 }
 
 }  // namespace moe
