@@ -328,7 +328,7 @@ std::vector<std::string> resolve_and_validate(
   check_name(p, "--tail-prior", c.tail_prior, {"popularity", "uniform"});
   if (!(c.tail_noise >= 0) || !std::isfinite(c.tail_noise))
     p.push_back("--tail-noise: must be finite and >= 0 (got " + num(c.tail_noise) + ")");
-  if (c.trace_tail != "none" && c.workload != "trace")
+  if ((c.trace_tail == "mass" || c.trace_tail == "profile") && c.workload != "trace")
     p.push_back(
         "--trace-tail " + c.trace_tail +
         ": completes an assignment trace, only used with --workload trace (got --workload " +
